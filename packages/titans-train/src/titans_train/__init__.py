@@ -1,0 +1,1 @@
+"""titans_train."""

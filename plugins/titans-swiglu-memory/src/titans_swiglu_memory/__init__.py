@@ -1,0 +1,1 @@
+"""titans_swiglu_memory."""
