@@ -1,7 +1,63 @@
 """titans-core: protocols, the plugin registry and the spec schema shared by every Titans package."""
 
+from titans_core.config import ComponentConfig, SpecModel
+from titans_core.errors import (
+    DuplicateComponentError,
+    InvalidRegistrationError,
+    PluginLoadError,
+    PluginLoadWarning,
+    SpecError,
+    SpecProblem,
+    TitansUserError,
+    UnknownComponentError,
+)
 from titans_core.hookspecs import hookimpl, hookspec
 from titans_core.protocols import KINDS, AttentionBlock, MemoryModel, UpdateRule, Variant
+from titans_core.registry import Component, LoadError, Registry, get_registry, reset_registry
+from titans_core.spec import (
+    ComponentRef,
+    apply_overrides,
+    component_field,
+    dump_spec,
+    load_spec_file,
+    make_config,
+    parse_spec,
+    spec_json_schema,
+)
 
-__all__ = ["hookimpl", "hookspec", "KINDS", "AttentionBlock", "MemoryModel", "UpdateRule", "Variant"]
+__all__ = [
+    "hookimpl",
+    "hookspec",
+    "KINDS",
+    "AttentionBlock",
+    "MemoryModel",
+    "UpdateRule",
+    "Variant",
+    # registry
+    "Component",
+    "LoadError",
+    "Registry",
+    "get_registry",
+    "reset_registry",
+    # configs and specs
+    "ComponentConfig",
+    "ComponentRef",
+    "SpecModel",
+    "apply_overrides",
+    "component_field",
+    "dump_spec",
+    "load_spec_file",
+    "make_config",
+    "parse_spec",
+    "spec_json_schema",
+    # errors
+    "DuplicateComponentError",
+    "InvalidRegistrationError",
+    "PluginLoadError",
+    "PluginLoadWarning",
+    "SpecError",
+    "SpecProblem",
+    "TitansUserError",
+    "UnknownComponentError",
+]
 __version__ = "0.1.0"

@@ -1,1 +1,27 @@
-"""titans_memory."""
+"""titans-memory: the Titans neural long-term memory (arXiv 2501.00663 §3) for Flax NNX.
+
+Public API: ``NeuralMemory`` / ``NeuralMemoryConfig`` (the module), ``MemoryState``; memory models (``MLPMemory``);
+update rules (``SequentialRule`` — the reference — and ``MomentumScanRule`` — chunked and parallel), their state
+(``RuleState``) and gates (``Gates``).
+"""
+
+from titans_memory.memory import MemoryState, NeuralMemory, NeuralMemoryConfig
+from titans_memory.models import MLPMemory, MLPMemoryConfig
+from titans_memory.rules.common import Gates, RuleState, UpdateRuleConfig, assoc_loss
+from titans_memory.rules.momentum_scan import MomentumScanRule
+from titans_memory.rules.sequential import SequentialRule
+
+__all__ = [
+    "Gates",
+    "MLPMemory",
+    "MLPMemoryConfig",
+    "MemoryState",
+    "MomentumScanRule",
+    "NeuralMemory",
+    "NeuralMemoryConfig",
+    "RuleState",
+    "SequentialRule",
+    "UpdateRuleConfig",
+    "assoc_loss",
+]
+__version__ = "0.1.0"

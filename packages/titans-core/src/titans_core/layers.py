@@ -1,0 +1,82 @@
+"""Shared small layers (Flax NNX): RMSNorm, a causal depthwise 1-D convolution with an incremental cache, a SwiGLU
+feed-forward and rotary position embeddings. Used by titans-memory and titans-attention.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class RMSNorm(nnx.Module):
+    """y = x / rms(x) · (1 + γ) over the last axis; γ starts at 0 so the layer starts as a plain normalisation."""
+
+    def __init__(self, dim: int, *, eps: float = 1e-6, rngs: nnx.Rngs | None = None):
+        del rngs  # no random initialisation; accepted for a uniform constructor signature
+        self.scale = nnx.Param(jnp.zeros((dim,), jnp.float32))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * (1.0 + self.scale[...])).astype(x.dtype)
+
+
+class CausalDepthwiseConv(nnx.Module):
+    """Depthwise 1-D convolution over time with no look-ahead: y_t = Σ_j w_j ⊙ x_{t−K+1+j} (j = 0..K−1).
+
+    ``cache_BxKm1xC`` holds the last K−1 inputs of the previous call, so processing a sequence in pieces equals one
+    call on the whole (zeros before the first token). The kernel starts as the identity (the last tap is 1) plus a small
+    random perturbation, so a fresh layer passes its input through.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 4, *, rngs: nnx.Rngs):
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be ≥ 1, got {kernel_size}")
+        w = 0.02 * jax.random.normal(rngs.params(), (kernel_size, channels), jnp.float32)
+        self.kernel_KxC = nnx.Param(w.at[-1].add(1.0))
+        self.bias_C = nnx.Param(jnp.zeros((channels,), jnp.float32))
+        self.kernel_size = kernel_size
+        self.channels = channels
+
+    def init_cache(self, batch_size: int, dtype=jnp.float32) -> jax.Array:
+        return jnp.zeros((batch_size, self.kernel_size - 1, self.channels), dtype)
+
+    def __call__(self, x_BxTxC: jax.Array, cache_BxKm1xC: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """Returns (y_BxTxC, new cache holding the last K−1 inputs)."""
+        B, T, C = x_BxTxC.shape
+        K = self.kernel_size
+        if cache_BxKm1xC is None:
+            cache_BxKm1xC = self.init_cache(B, x_BxTxC.dtype)
+        xp = jnp.concatenate([cache_BxKm1xC.astype(x_BxTxC.dtype), x_BxTxC], axis=1)  # B x (K-1+T) x C
+        w = self.kernel_KxC[...].astype(x_BxTxC.dtype)
+        y = sum(xp[:, j : j + T] * w[j] for j in range(K)) + self.bias_C[...].astype(x_BxTxC.dtype)
+        return y, xp[:, T:]
+
+
+class SwiGLU(nnx.Module):
+    """Feed-forward W_down(silu(x W_gate) ⊙ x W_up) (Llama style)."""
+
+    def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs):
+        self.gate = nnx.Linear(dim, hidden, use_bias=False, rngs=rngs)
+        self.up = nnx.Linear(dim, hidden, use_bias=False, rngs=rngs)
+        self.down = nnx.Linear(hidden, dim, use_bias=False, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+
+
+def rope(x_BxTxHxDh: jax.Array, positions_BxT: jax.Array, *, base: float = 10_000.0) -> jax.Array:
+    """Rotary position embedding (RoFormer), rotating pairs (i, i + Dh/2) by angle position · base^(−2i/Dh)."""
+    Dh = x_BxTxHxDh.shape[-1]
+    if Dh % 2:
+        raise ValueError(f"rotary embeddings need an even head width, got {Dh}")
+    half = Dh // 2
+    freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = positions_BxT.astype(jnp.float32)[..., None] * freqs  # B x T x half
+    cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+    x32 = x_BxTxHxDh.astype(jnp.float32)
+    x1, x2 = x32[..., :half], x32[..., half:]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    return out.astype(x_BxTxHxDh.dtype)

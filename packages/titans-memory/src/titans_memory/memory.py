@@ -1,0 +1,212 @@
+"""NeuralMemory: the Titans neural long-term memory as a Flax NNX module (paper §3.1, Eq 11–16).
+
+Drop it into any Flax NNX model::
+
+    mem = NeuralMemory(NeuralMemoryConfig(num_heads=4), d_model=256, rngs=nnx.Rngs(0))
+    y_BxTxD, state = mem(x_BxTxD)                 # a fresh memory per sequence
+    y2, state = mem(x2_BxTxD, state)              # ... carried on over the next piece
+
+Per token and head: k_t = x_t W_K, v_t = x_t W_V, q_t = x_t W_Q (Eq 11, 15), each followed by a causal depthwise
+convolution (kernel 4) and SiLU, with q and k ℓ2-normalised (the revision, §4.4); data-dependent gates
+θ_t = max_lr·σ(x_t w_θ), η_t = σ(x_t w_η), α_t = σ(x_t w_α); the update rule evolves the memory (Eq 13–14, 16) and
+reads y_t = M*(q_t) (Eq 15); the output is RMSNorm(y) ⊙ σ(x W_g), projected back to the model width.
+
+Causality (read-before-write): tokens of chunk c read the memory as it stood after chunk c−1, never after their own or
+later tokens; with chunk size 1 token t reads M_{t−1}.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from pydantic import Field, model_validator
+from titans_core.config import ComponentConfig
+from titans_core.protocols import MemoryModel, UpdateRule
+from titans_core.registry import get_registry
+from titans_core.layers import CausalDepthwiseConv, RMSNorm
+from titans_core.spec import ComponentRef, component_field
+
+from titans_memory.rules.common import Gates, RuleState
+
+
+class NeuralMemoryConfig(ComponentConfig):
+    """Options of the neural long-term memory (one per layer that carries a memory)."""
+
+    num_heads: int = Field(4, ge=1, description="independent memories, one per head")
+    head_dim: int | None = Field(None, ge=1, description="width per head; default d_model // num_heads")
+    model: ComponentRef("memory_model") = component_field("memory_model", "mlp")  # type: ignore[valid-type]
+    rule: ComponentRef("update_rule") = component_field("update_rule", "momentum_scan")  # type: ignore[valid-type]
+    max_lr: float = Field(0.05, gt=0, description="θ_t = max_lr · σ(x_t w_θ + b_θ)")
+    init_lr: float = Field(0.005, gt=0, description="θ of a fresh model (sets b_θ); must be < max_lr")
+    init_momentum: float = Field(0.9, gt=0, lt=1, description="η of a fresh model (sets b_η)")
+    init_forget: float = Field(0.01, gt=0, lt=1, description="α of a fresh model (sets b_α): small, so it remembers")
+    alpha_per_channel: bool = Field(False, description="one α per output channel (matrix memory only)")
+    conv_kernel: int = Field(4, ge=0, description="causal depthwise conv after the q/k/v projections; 0 = none")
+    silu: bool = Field(True, description="SiLU after the q/k/v projections (and conv)")
+    qk_l2norm: bool = Field(True, description="ℓ2-normalise q and k")
+    learn_init: bool = Field(True, description="M_0 is a learned outer parameter; false: a fixed, seeded init")
+    output_gate: bool = Field(True, description="multiply the read-out by σ(x W_g)")
+
+    @model_validator(mode="after")
+    def _lr_below_max(self):
+        if self.init_lr >= self.max_lr:
+            raise ValueError(f"init_lr must be < max_lr ({self.max_lr}), got {self.init_lr}")
+        return self
+
+
+class MemoryState(NamedTuple):
+    """Everything needed to continue a sequence: the rule state per batch element and head (leaves B×H×…, ``pos``
+    shared), and the causal-convolution caches (B×(K−1)×channels): ``q``/``kv`` of the update stream and ``read_q``
+    of the read-only stream (``retrieve``). Empty when the convolution is off."""
+
+    rule: RuleState
+    conv: dict[str, jax.Array]
+
+
+def _logit(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
+class FixedInit(nnx.Variable):
+    """M_0 when it is not learned (``learn_init=False``): a deterministic, seeded init that the optimiser skips."""
+
+
+def _rule_axes(state: RuleState):
+    return RuleState(0, 0, 0, None)
+
+
+class NeuralMemory(nnx.Module):
+    """The neural long-term memory (see module docstring). ``memory_model`` / ``update_rule`` override the config's."""
+
+    def __init__(
+        self,
+        config: NeuralMemoryConfig | None = None,
+        *,
+        d_model: int,
+        rngs: nnx.Rngs,
+        memory_model: MemoryModel | None = None,
+        update_rule: UpdateRule | None = None,
+    ):
+        cfg = config or NeuralMemoryConfig()
+        H = cfg.num_heads
+        Dh = cfg.head_dim or d_model // H
+        if cfg.head_dim is None and d_model % H:
+            raise ValueError(f"num_heads ({H}) must divide d_model ({d_model}) when head_dim is not set")
+        self.config, self.d_model, self.num_heads, self.head_dim = cfg, d_model, H, Dh
+        self.memory_model = memory_model if memory_model is not None else get_registry().build(cfg.model)
+        self.update_rule = update_rule if update_rule is not None else get_registry().build(cfg.rule)
+        if cfg.alpha_per_channel and not self.memory_model.channel_axis_ok:
+            raise ValueError(
+                "alpha_per_channel needs a memory model whose parameters are per output channel "
+                "(e.g. mlp with depth 1)"
+            )
+        HD = H * Dh
+        lin = lambda i, o, **kw: nnx.Linear(i, o, rngs=rngs, **kw)  # noqa: E731
+        self.qkv = lin(d_model, 3 * HD, use_bias=False)
+        self.conv_q = CausalDepthwiseConv(HD, cfg.conv_kernel, rngs=rngs) if cfg.conv_kernel else None
+        self.conv_kv = CausalDepthwiseConv(2 * HD, cfg.conv_kernel, rngs=rngs) if cfg.conv_kernel else None
+        small = nnx.initializers.normal(0.02)
+        C = Dh if cfg.alpha_per_channel else 1
+        self.gate_theta = lin(d_model, H, kernel_init=small,
+                              bias_init=nnx.initializers.constant(_logit(cfg.init_lr / cfg.max_lr)))
+        self.gate_eta = lin(d_model, H, kernel_init=small,
+                            bias_init=nnx.initializers.constant(_logit(cfg.init_momentum)))
+        self.gate_alpha = lin(d_model, H * C, kernel_init=small,
+                              bias_init=nnx.initializers.constant(_logit(cfg.init_forget)))
+        self.out_norm = RMSNorm(Dh)
+        self.out_gate = lin(d_model, HD, use_bias=False) if cfg.output_gate else None
+        self.out_proj = lin(HD, d_model, use_bias=False)
+        params0 = jax.vmap(lambda k: self.memory_model.init(k, Dh))(jax.random.split(rngs.params(), H))
+        wrap = nnx.Param if cfg.learn_init else FixedInit
+        self.memory_init = nnx.data({name: wrap(value) for name, value in params0.items()})
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def initial_params(self):
+        """M_0 for every head (leaves H×…)."""
+        return {name: var[...] for name, var in self.memory_init.items()}
+
+    def init_state(self, batch_size: int) -> MemoryState:
+        p0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch_size,) + x.shape), self.initial_params())
+        rule = self.update_rule.init_state(p0)._replace(pos=jnp.zeros((), jnp.int32))
+        conv = {}
+        if self.conv_q is not None:
+            conv = {"q": self.conv_q.init_cache(batch_size), "kv": self.conv_kv.init_cache(batch_size),
+                    "read_q": self.conv_q.init_cache(batch_size)}
+        return MemoryState(rule, conv)
+
+    # -- projections ---------------------------------------------------------------------------------------------
+    def _heads(self, x_BxTxHD: jax.Array) -> jax.Array:
+        B, T, _ = x_BxTxHD.shape
+        return x_BxTxHD.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # B×H×T×Dh
+
+    def _query(self, q_BxTxHD, cache):
+        if self.conv_q is not None:
+            q_BxTxHD, cache = self.conv_q(q_BxTxHD, cache)
+        q = self._heads(jax.nn.silu(q_BxTxHD) if self.config.silu else q_BxTxHD)
+        return (_l2norm(q) if self.config.qk_l2norm else q), cache
+
+    def _keys_values(self, kv_BxTx2HD, cache):
+        if self.conv_kv is not None:
+            kv_BxTx2HD, cache = self.conv_kv(kv_BxTx2HD, cache)
+        if self.config.silu:
+            kv_BxTx2HD = jax.nn.silu(kv_BxTx2HD)
+        k, v = (self._heads(t) for t in jnp.split(kv_BxTx2HD, 2, axis=-1))
+        return (_l2norm(k) if self.config.qk_l2norm else k), v, cache
+
+    def _gates(self, x_BxTxD) -> Gates:
+        B, T, _ = x_BxTxD.shape
+        to_heads = lambda g: g.reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)  # noqa: E731
+        theta = self.config.max_lr * jax.nn.sigmoid(to_heads(self.gate_theta(x_BxTxD)))[..., 0]
+        eta = jax.nn.sigmoid(to_heads(self.gate_eta(x_BxTxD)))[..., 0]
+        alpha = jax.nn.sigmoid(to_heads(self.gate_alpha(x_BxTxD)))
+        return Gates(theta, eta, alpha)  # B×H×T, B×H×T, B×H×T×C
+
+    def _read_out(self, x_BxTxD, y_BxHxTxDh):
+        B, H, T, Dh = y_BxHxTxDh.shape
+        y = self.out_norm(y_BxHxTxDh).transpose(0, 2, 1, 3).reshape(B, T, H * Dh)
+        if self.out_gate is not None:
+            y = y * jax.nn.sigmoid(self.out_gate(x_BxTxD))
+        return self.out_proj(y)
+
+    # -- the two operations --------------------------------------------------------------------------------------
+    def __call__(self, x_BxTxD: jax.Array, state: MemoryState | None = None) -> tuple[jax.Array, MemoryState]:
+        """Read (Eq 15) and write (Eq 13–14) the sequence x; returns (output B×T×D, state after x).
+
+        Without a state the memory starts fresh from M_0 (and the rule may skip mid-chunk handling)."""
+        aligned = state is None
+        if state is None:
+            state = self.init_state(x_BxTxD.shape[0])
+        HD = self.num_heads * self.head_dim
+        qkv = self.qkv(x_BxTxD)
+        conv = dict(state.conv)
+        q, conv["q"] = self._query(qkv[..., :HD], state.conv.get("q"))
+        k, v, conv["kv"] = self._keys_values(qkv[..., HD:], state.conv.get("kv"))
+        if not state.conv:
+            conv = {}
+        gates = self._gates(x_BxTxD)
+        rule = lambda st, q, k, v, g: self.update_rule(self.memory_model, st, q, k, v, g, aligned=aligned)  # noqa
+        axes = _rule_axes(state.rule)
+        run = jax.vmap(jax.vmap(rule, in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes)),
+                       in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes))
+        y, rule_state = run(state.rule, q, k, v, gates)
+        return self._read_out(x_BxTxD, y), MemoryState(rule_state, conv)
+
+    def retrieve(self, x_BxTxD: jax.Array, state: MemoryState | None = None) -> tuple[jax.Array, MemoryState]:
+        """Read only: y_t = M*(q_t) with q from x (Eq 15), no update. Reads the weights the current chunk's tokens
+        read (``RuleState.start``). Advances only the read stream's convolution cache."""
+        if state is None:
+            state = self.init_state(x_BxTxD.shape[0])
+        HD = self.num_heads * self.head_dim
+        q, read_q = self._query(x_BxTxD @ self.qkv.kernel[...][:, :HD], state.conv.get("read_q"))
+        apply = jax.vmap(jax.vmap(self.memory_model.apply))  # over B, H
+        y = apply(state.rule.start, q)
+        conv = {**state.conv, "read_q": read_q} if state.conv else {}
+        return self._read_out(x_BxTxD, y), state._replace(conv=conv)
+
+
+def _l2norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)

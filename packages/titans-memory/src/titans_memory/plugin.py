@@ -1,0 +1,15 @@
+"""Built-in components of titans-memory, registered through the ``titans`` entry point like any plugin."""
+
+from titans_core import hookimpl
+
+from titans_memory.models import MLPMemory, MLPMemoryConfig
+from titans_memory.rules.common import UpdateRuleConfig
+from titans_memory.rules.momentum_scan import MomentumScanRule
+from titans_memory.rules.sequential import SequentialRule
+
+
+@hookimpl
+def register_components(register):
+    register("memory_model", "mlp", MLPMemoryConfig, MLPMemory)
+    register("update_rule", "sequential", UpdateRuleConfig, SequentialRule)
+    register("update_rule", "momentum_scan", UpdateRuleConfig, MomentumScanRule)

@@ -1,0 +1,1 @@
+"""Update rules: how the memory evolves over a sequence (Eq 13–14, 16)."""

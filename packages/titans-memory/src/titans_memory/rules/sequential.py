@@ -1,0 +1,63 @@
+"""The ``sequential`` update rule: the plain reference, token by token, straight from Eq 13–14 and 16.
+
+It is the oracle the fast rules are tested against: written for clarity, not speed.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from titans_core import MemoryModel
+
+from titans_memory.rules.common import (
+    Gates,
+    RuleState,
+    UpdateRuleConfig,
+    clip_scale,
+    decay,
+    init_rule_state,
+    token_grad,
+    tree_norm,
+)
+
+
+class SequentialRule:
+    """For each token t, with b the chunk size and t' the start of t's chunk (Eq 16):
+
+        y_t = M_{t'}(q_t)                                   (Eq 15, read-before-write)
+        u_t = ∇ℓ(M_{t'}; x_t),  ℓ = ‖M(k_t) − v_t‖²          (Eq 12, 16)
+        S_t = η_t S_{t−1} − θ_t u_t                         (Eq 13)
+        M_t = (1 − α_t) M_{t−1} + S_t                       (Eq 14)
+
+    and when t closes a chunk, M_{t'} := M_t. With b = 1 this is plain online gradient descent with momentum.
+    """
+
+    def __init__(self, config: UpdateRuleConfig | None = None, **overrides):
+        cfg = config or UpdateRuleConfig()
+        self.config = cfg.model_copy(update=overrides) if overrides else cfg
+        self.chunk_size = self.config.chunk_size
+
+    def init_state(self, params0) -> RuleState:
+        return init_rule_state(params0)
+
+    def __call__(
+        self, model: MemoryModel, state: RuleState, q_TxD, k_TxD, v_TxD, gates: Gates, *, aligned: bool = False
+    ) -> tuple[jax.Array, RuleState]:
+        del aligned  # any position works token by token
+        b = self.chunk_size
+
+        def step(carry: RuleState, inp):
+            q, k, v, theta, eta, alpha = inp
+            y = model.apply(carry.start, q[None])[0]
+            u = token_grad(model, carry.start, k, v)
+            theta = theta * clip_scale(tree_norm(u), self.config.max_grad_norm)
+            surprise = jax.tree.map(lambda s, g: eta * s - theta * g, carry.surprise, u)
+            memory = jax.tree.map(jnp.add, decay(carry.memory, 1.0 - alpha), surprise)
+            pos = carry.pos + 1
+            closes = pos == b
+            start = jax.tree.map(lambda m, s: jnp.where(closes, m, s), memory, carry.start)
+            return RuleState(start, memory, surprise, jnp.where(closes, 0, pos)), y
+
+        xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC)
+        state, y_TxD = jax.lax.scan(step, state, xs)
+        return y_TxD, state
