@@ -1,1 +1,10 @@
-"""titans_attention."""
+"""titans-attention: attention blocks and the Titans variants (MAC, MAG, MAL, LMM, SWA baseline), model assembly and
+cached generation (arXiv 2501.00663 §4)."""
+
+from titans_attention.config import VariantConfig
+from titans_attention.generate import generate
+from titans_attention.model import VARIANTS, TitansLM
+from titans_attention.params import count_params, param_report
+
+__all__ = ["VARIANTS", "TitansLM", "VariantConfig", "count_params", "generate", "param_report"]
+__version__ = "0.1.0"

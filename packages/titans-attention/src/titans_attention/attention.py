@@ -23,7 +23,7 @@ from numbers import Integral
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from titans_core.layers import rope
+from titans_core.layers import linear, rope
 
 from titans_attention.attention_cache import (
     Part,
@@ -190,13 +190,14 @@ class _HeadsAttention(nnx.Module):
             raise ValueError(f"num_persistent must be an integer ≥ 0, got {num_persistent!r}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
         self.num_persistent, self.rope_base = num_persistent, rope_base
-        self.q_proj = nnx.Linear(d_model, d_model, use_bias=False, rngs=rngs)
-        self.k_proj = nnx.Linear(d_model, d_model, use_bias=False, rngs=rngs)
-        self.v_proj = nnx.Linear(d_model, d_model, use_bias=False, rngs=rngs)
-        self.o_proj = nnx.Linear(d_model, d_model, use_bias=False, rngs=rngs)
+        self.q_proj = linear(d_model, d_model, "embed", "heads", rngs=rngs)
+        self.k_proj = linear(d_model, d_model, "embed", "heads", rngs=rngs)
+        self.v_proj = linear(d_model, d_model, "embed", "heads", rngs=rngs)
+        self.o_proj = linear(d_model, d_model, "heads", "embed", rngs=rngs)
         shape = (num_persistent, num_heads, head_dim)
-        self.persistent_k_PxHxDh = nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32))
-        self.persistent_v_PxHxDh = nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32))
+        meta = {"out_sharding": (None, "heads", None), "eager_sharding": False}
+        self.persistent_k_PxHxDh = nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32), **meta)
+        self.persistent_v_PxHxDh = nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32), **meta)
 
     def _check_x(self, x_BxTxD: jax.Array, name: str = "x_BxTxD") -> None:
         if x_BxTxD.ndim != 3 or x_BxTxD.shape[-1] != self.d_model:

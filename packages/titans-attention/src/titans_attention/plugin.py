@@ -1,9 +1,12 @@
-"""Built-in components of titans-attention (attention blocks and variants), registered through the ``titans`` entry
-point like any third-party plugin."""
+"""Built-in components of titans-attention, registered through the ``titans`` entry point like any plugin."""
 
 from titans_core import hookimpl
+
+from titans_attention.config import VariantConfig
+from titans_attention.variants import FACTORIES
 
 
 @hookimpl
 def register_components(register):
-    del register  # the variants register here (MAC, MAG, MAL, LMM, SWA baseline)
+    for name, factory in FACTORIES.items():
+        register("variant", name, VariantConfig, factory)

@@ -8,13 +8,38 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+#: Logical axis names carried by parameters as Flax NNX partitioning metadata (``out_sharding``). The trainer maps
+#: them onto mesh axes (e.g. embed → fsdp, heads/mlp/vocab → tensor); code at call sites never shards by hand.
+LOGICAL_AXES = {
+    "embed": "the model width D",
+    "heads": "attention / memory heads (H, or H·Dh when flattened)",
+    "mlp": "feed-forward hidden width",
+    "vocab": "vocabulary",
+}
+
+
+def sharded(init, *names: str | None):
+    """Wrap an initializer so its parameter carries logical axis names (one per array axis; None = replicated)."""
+    return nnx.with_partitioning(init, tuple(names), eager_sharding=False)
+
+
+def linear(d_in: int, d_out: int, in_axis: str | None, out_axis: str | None, *, rngs: nnx.Rngs, **kw) -> nnx.Linear:
+    """nnx.Linear (no bias unless asked) whose kernel carries the logical axes (in_axis, out_axis)."""
+    kernel_init = kw.pop("kernel_init", nnx.initializers.lecun_normal())
+    use_bias = kw.pop("use_bias", False)
+    if use_bias:
+        bias_init = kw.pop("bias_init", nnx.initializers.zeros_init())
+        kw["bias_init"] = sharded(bias_init, out_axis)
+    return nnx.Linear(d_in, d_out, use_bias=use_bias, kernel_init=sharded(kernel_init, in_axis, out_axis),
+                      rngs=rngs, **kw)
+
 
 class RMSNorm(nnx.Module):
     """y = x / rms(x) · (1 + γ) over the last axis; γ starts at 0 so the layer starts as a plain normalisation."""
 
-    def __init__(self, dim: int, *, eps: float = 1e-6, rngs: nnx.Rngs | None = None):
+    def __init__(self, dim: int, *, eps: float = 1e-6, axis: str | None = None, rngs: nnx.Rngs | None = None):
         del rngs  # no random initialisation; accepted for a uniform constructor signature
-        self.scale = nnx.Param(jnp.zeros((dim,), jnp.float32))
+        self.scale = nnx.Param(jnp.zeros((dim,), jnp.float32), out_sharding=(axis,), eager_sharding=False)
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -35,8 +60,9 @@ class CausalDepthwiseConv(nnx.Module):
         if kernel_size < 1:
             raise ValueError(f"kernel_size must be ≥ 1, got {kernel_size}")
         w = 0.02 * jax.random.normal(rngs.params(), (kernel_size, channels), jnp.float32)
-        self.kernel_KxC = nnx.Param(w.at[-1].add(1.0))
-        self.bias_C = nnx.Param(jnp.zeros((channels,), jnp.float32))
+        meta = {"eager_sharding": False}
+        self.kernel_KxC = nnx.Param(w.at[-1].add(1.0), out_sharding=(None, "heads"), **meta)
+        self.bias_C = nnx.Param(jnp.zeros((channels,), jnp.float32), out_sharding=("heads",), **meta)
         self.kernel_size = kernel_size
         self.channels = channels
 
@@ -59,9 +85,9 @@ class SwiGLU(nnx.Module):
     """Feed-forward W_down(silu(x W_gate) ⊙ x W_up) (Llama style)."""
 
     def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs):
-        self.gate = nnx.Linear(dim, hidden, use_bias=False, rngs=rngs)
-        self.up = nnx.Linear(dim, hidden, use_bias=False, rngs=rngs)
-        self.down = nnx.Linear(hidden, dim, use_bias=False, rngs=rngs)
+        self.gate = linear(dim, hidden, "embed", "mlp", rngs=rngs)
+        self.up = linear(dim, hidden, "embed", "mlp", rngs=rngs)
+        self.down = linear(hidden, dim, "mlp", "embed", rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down(jax.nn.silu(self.gate(x)) * self.up(x))

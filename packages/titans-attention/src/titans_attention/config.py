@@ -1,0 +1,48 @@
+"""The model spec shared by every variant: ``model: {name: mac, d_model: 256, memory: {...}, ...}``."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from titans_core.config import ComponentConfig
+from titans_memory import NeuralMemoryConfig
+
+
+class VariantConfig(ComponentConfig):
+    """Options of a Titans language model (MAC, MAG, MAL, LMM, or the SWA baseline)."""
+
+    vocab_size: int = Field(256, ge=2, description="token ids 0..vocab_size−1; 256 = bytes")
+    d_model: int = Field(128, ge=2, description="model width D")
+    num_layers: int = Field(2, ge=1, description="number of blocks")
+    num_heads: int = Field(4, ge=1, description="attention heads; must divide d_model")
+    ffn_hidden: int | None = Field(None, ge=1, description="SwiGLU hidden width; default ≈ 8/3·d_model (×8)")
+    window: int = Field(128, ge=1, description="sliding-window size of MAG / MAL / SWA attention")
+    segment: int = Field(128, ge=1, description="MAC segment length (attention context per segment)")
+    num_persistent: int = Field(4, ge=0, description="learnable persistent-memory tokens N_p (Eq 19)")
+    memory: NeuralMemoryConfig = Field(default_factory=NeuralMemoryConfig, description="the long-term memory")
+    memory_layers: list[int] | None = Field(
+        None, description="indices of the blocks that carry a memory (default: all); the others use attention only"
+    )
+    tie_embeddings: bool = Field(True, description="output head shares the embedding matrix")
+    rope_base: float = Field(10_000.0, gt=0, description="RoPE base")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.d_model % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide d_model ({self.d_model})")
+        if (self.d_model // self.num_heads) % 2:
+            raise ValueError(f"the head width d_model // num_heads = {self.d_model // self.num_heads} must be even")
+        for i in self.memory_layers or []:
+            if not 0 <= i < self.num_layers:
+                raise ValueError(f"memory_layers: layer {i} does not exist (num_layers = {self.num_layers})")
+        if self.memory.head_dim is None and self.d_model % self.memory.num_heads:
+            raise ValueError(
+                f"memory.num_heads ({self.memory.num_heads}) must divide d_model ({self.d_model}) "
+                "when memory.head_dim is not set"
+            )
+        return self
+
+    def has_memory(self, layer: int) -> bool:
+        return self.memory_layers is None or layer in self.memory_layers
+
+    def hidden(self) -> int:
+        return self.ffn_hidden or 8 * max(1, round(self.d_model * 8 / 3 / 8))

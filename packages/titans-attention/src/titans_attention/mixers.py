@@ -1,0 +1,197 @@
+"""Sequence mixers — the parts of a Titans block that look across time (paper §4).
+
+Each mixer maps a normalised input x_BxTxD to an update of the residual stream, and has the same three entry points:
+``__call__`` (a full parallel pass from a fresh state), ``prefill`` (the same pass, also returning the cache) and
+``decode`` (continue from a cache with T ≥ 1 new tokens). prefill(x[:, :a]) then decode(x[:, a:]) equals the full
+pass, so generation costs the same per token at any context length.
+
+- ``AttentionMixer``: attention with persistent memory alone (the SWA baseline, MAL's attention, memory-less blocks).
+- ``MemoryMixer``: the neural long-term memory; with ``warm=True`` it first reads the persistent tokens, so it sees
+  x̃ = [p ‖ x] (Eq 26, 29); used for LMM and MAL.
+- ``MAGMixer``: o = y ⊗ M(x̃) with y = SW-Attn*(x̃) (Eq 26–28).
+- ``MACMixer``: memory as context, segment by segment (Eq 21–25).
+
+The gate ⊗ (where the paper is silent on its form): o = RMSNorm_a(y) ⊙ σ(RMSNorm_b(m)), each branch normalised with
+its own learnable vector and the memory branch passed through a sigmoid.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from titans_core.layers import RMSNorm
+from titans_memory import MemoryState, NeuralMemory, NeuralMemoryConfig
+
+from titans_attention.attention import SegmentAttention, SegmentCache, SlidingWindowAttention
+
+
+class Gate(nnx.Module):
+    """o = RMSNorm_a(y) ⊙ σ(RMSNorm_b(m)) — the non-linear gate ⊗ of Eq 25 and 28."""
+
+    def __init__(self, d_model: int):
+        self.norm_y = RMSNorm(d_model, axis="embed")
+        self.norm_m = RMSNorm(d_model, axis="embed")
+
+    def __call__(self, y: jax.Array, m: jax.Array) -> jax.Array:
+        return self.norm_y(y) * jax.nn.sigmoid(self.norm_m(m))
+
+
+class AttentionMixer(nnx.Module):
+    """Attention alone: sliding-window (the SWA baseline; MAG/MAL's attention) or segment attention (MAC blocks
+    without a memory)."""
+
+    def __init__(self, attn: SlidingWindowAttention | SegmentAttention):
+        self.attn = attn
+
+    def __call__(self, x):
+        return self.attn(x)
+
+    def init_cache(self, batch_size: int):
+        return self.attn.init_cache(batch_size)
+
+    def prefill(self, x):
+        return self.attn.prefill(x)
+
+    def decode(self, x, cache):
+        return self.attn.decode(x, cache)
+
+
+class MemoryMixer(nnx.Module):
+    """The neural memory as a sequence layer. ``warm``: the memory first consumes the learnable persistent tokens
+    p_1 … p_Np (Eq 19) at the start of every sequence, so it models x̃ = [p ‖ x]; only x's outputs are returned."""
+
+    def __init__(self, d_model: int, config: NeuralMemoryConfig, num_persistent: int, warm: bool, *, rngs):
+        self.memory = NeuralMemory(config, d_model=d_model, rngs=rngs)
+        n = num_persistent if warm else 0
+        self.persistent_PxD = nnx.Param(0.02 * jax.random.normal(rngs.params(), (n, d_model)),
+                                        out_sharding=(None, "embed"), eager_sharding=False)
+
+    def init_cache(self, batch_size: int) -> MemoryState:
+        state = self.memory.init_state(batch_size)
+        p = self.persistent_PxD[...]
+        if p.shape[0]:
+            _, state = self.memory(jnp.broadcast_to(p, (batch_size,) + p.shape), state)
+        return state
+
+    def __call__(self, x):
+        return self.prefill(x)[0]
+
+    def prefill(self, x):
+        state = self.init_cache(x.shape[0]) if self.persistent_PxD.shape[0] else None
+        return self.memory(x, state)
+
+    def decode(self, x, cache: MemoryState):
+        return self.memory(x, cache)
+
+
+class MAGMixer(nnx.Module):
+    """Memory as a gate (Eq 26–28): y = SW-Attn*(x̃), o = y ⊗ M(x̃), x̃ = [p ‖ x]."""
+
+    def __init__(self, d_model, num_heads, window, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs):
+        self.swa = AttentionMixer(
+            SlidingWindowAttention(d_model, num_heads, window, num_persistent, rngs=rngs, rope_base=rope_base)
+        )
+        self.mem = MemoryMixer(d_model, memory, num_persistent, warm=True, rngs=rngs)
+        self.gate = Gate(d_model)
+
+    def __call__(self, x):
+        return self.gate(self.swa(x), self.mem(x))
+
+    def init_cache(self, batch_size: int):
+        return self.swa.init_cache(batch_size), self.mem.init_cache(batch_size)
+
+    def prefill(self, x):
+        (y, c_attn), (m, c_mem) = self.swa.prefill(x), self.mem.prefill(x)
+        return self.gate(y, m), (c_attn, c_mem)
+
+    def decode(self, x, cache):
+        (y, c_attn), (m, c_mem) = self.swa.decode(x, cache[0]), self.mem.decode(x, cache[1])
+        return self.gate(y, m), (c_attn, c_mem)
+
+
+class MACCache(NamedTuple):
+    attn: SegmentCache  # keys/values and h rows of the current segment; ``pos`` counts every token so far
+    memory: MemoryState  # the long-term memory after the last token (updated with the attention outputs y)
+    seg_start: dict  # M_{t−1}: the memory weights as the current segment began — what h is read from
+
+
+class MACMixer(nnx.Module):
+    """Memory as a context (Eq 21–25), for each segment S^(t):
+
+        h_t = M*_{t−1}(q_t)                      (Eq 21: read the memory as it stood before the segment)
+        y_t = Attn*([p ‖ h_t ‖ S^(t)])           (Eq 22–23: token i sees p, h_j and S_j for j ≤ i only)
+        M_t = M_{t−1}(y_t), o_t = y_t ⊗ M*_t(y_t)  (Eq 24–25: write with the attention output, read it back)
+
+    Causality: h_j is derived from token j, so token i may attend to h_j only for j ≤ i (the attention's prefix mask);
+    the write/read of Eq 24–25 is the memory's chunked read-before-write, so M*_t(y_i) never reflects tokens after
+    i's chunk. Segments run in sequence (``lax.scan``): the next segment's h depends on this segment's writes.
+    """
+
+    def __init__(self, d_model, num_heads, segment, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs):
+        self.attn = SegmentAttention(d_model, num_heads, segment, num_persistent, rngs=rngs, rope_base=rope_base)
+        self.memory = NeuralMemory(memory, d_model=d_model, rngs=rngs)
+        self.gate = Gate(d_model)
+        self.segment = segment
+
+    def init_cache(self, batch_size: int) -> MACCache:
+        state = self.memory.init_state(batch_size)
+        return MACCache(self.attn.init_cache(batch_size), state, state.rule.start)
+
+    def _segment(self, x, state: MemoryState, positions):
+        h, state = self.memory.retrieve(x, state)
+        y = self.attn(x, prefix_BxTxD=h, positions=positions)
+        m, state = self.memory(y, state)
+        return self.gate(y, m), state
+
+    def __call__(self, x):
+        return self.prefill(x)[0]
+
+    def prefill(self, x):
+        B, T, D = x.shape
+        S = self.segment
+        n_full = T // S
+        cache = self.init_cache(B)
+        state, outs = cache.memory, []
+        if n_full:
+            xs = x[:, : n_full * S].reshape(B, n_full, S, D).swapaxes(0, 1)
+
+            def step(state, inp):
+                x_s, s = inp
+                o, state = self._segment(x_s, state, s * S + jnp.arange(S))
+                return state, o
+
+            state, o = jax.lax.scan(step, state, (xs, jnp.arange(n_full)))
+            outs.append(o.swapaxes(0, 1).reshape(B, n_full * S, D))
+        attn_cache = cache.attn._replace(pos=jnp.asarray(n_full * S, jnp.int32))
+        cache = MACCache(attn_cache, state, state.rule.start)
+        if T > n_full * S:  # the unfinished last segment continues exactly as decoding would
+            o, cache = self._decode_segment_tail(x[:, n_full * S :], cache)
+            outs.append(o)
+        return jnp.concatenate(outs, axis=1), cache
+
+    def _decode_segment_tail(self, x, cache: MACCache):
+        """Tokens that all lie in the segment that starts at cache.attn.pos (which is a segment boundary)."""
+        h, state = self.memory.retrieve(x, cache.memory)
+        y, attn_cache = self.attn.decode(x, cache.attn, prefix_BxTxD=h)
+        m, state = self.memory(y, state)
+        return self.gate(y, m), MACCache(attn_cache, state, cache.memory.rule.start)
+
+    def decode(self, x, cache: MACCache):
+        """Token by token (a segment boundary may fall anywhere inside x)."""
+
+        def step(cache: MACCache, x_t):
+            x_t = x_t[:, None]
+            starts = cache.attn.pos % self.segment == 0
+            seg_start = jax.tree.map(lambda now, kept: jnp.where(starts, now, kept), cache.memory.rule.start,
+                                     cache.seg_start)
+            reader = cache.memory._replace(rule=cache.memory.rule._replace(start=seg_start))
+            h, read = self.memory.retrieve(x_t, reader)
+            y, attn_cache = self.attn.decode(x_t, cache.attn, prefix_BxTxD=h)
+            m, state = self.memory(y, cache.memory._replace(conv=read.conv))
+            return MACCache(attn_cache, state, seg_start), self.gate(y, m)[:, 0]
+
+        cache, o = jax.lax.scan(step, cache, x.swapaxes(0, 1))
+        return o.swapaxes(0, 1), cache

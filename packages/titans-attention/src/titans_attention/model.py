@@ -1,0 +1,119 @@
+"""TitansLM: token embedding → Llama-style blocks (pre-RMSNorm, residual, mixer, SwiGLU) → RMSNorm → output head.
+
+Which mixer each block uses is the variant (paper §4): ``mac`` (Eq 21–25), ``mag`` (Eq 26–28), ``mal`` (Eq 29–31),
+``lmm`` (memory only), ``swa`` (the attention-only baseline). Blocks listed outside ``memory_layers`` use the
+variant's attention alone (segment attention for MAC, sliding-window attention otherwise).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from titans_core.layers import RMSNorm, SwiGLU, linear, sharded
+
+from titans_attention.config import VariantConfig
+from titans_attention.attention import SegmentAttention, SlidingWindowAttention
+from titans_attention.mixers import AttentionMixer, MACMixer, MAGMixer, MemoryMixer
+
+VARIANTS = ("mac", "mag", "mal", "lmm", "swa")
+
+
+def _mixers(variant: str, cfg: VariantConfig, layer: int, rngs: nnx.Rngs) -> list[nnx.Module]:
+    """The sequence mixers of one block, in order (each with its own pre-norm and residual)."""
+    D, H, P, base = cfg.d_model, cfg.num_heads, cfg.num_persistent, cfg.rope_base
+    swa = lambda: AttentionMixer(SlidingWindowAttention(D, H, cfg.window, P, rngs=rngs, rope_base=base))  # noqa: E731
+    if variant == "swa" or not cfg.has_memory(layer):
+        if variant == "mac":
+            return [AttentionMixer(SegmentAttention(D, H, cfg.segment, P, rngs=rngs, rope_base=base))]
+        return [swa()]
+    if variant == "mac":
+        return [MACMixer(D, H, cfg.segment, P, base, cfg.memory, rngs=rngs)]
+    if variant == "mag":
+        return [MAGMixer(D, H, cfg.window, P, base, cfg.memory, rngs=rngs)]
+    if variant == "mal":  # y = M(x̃), o = SW-Attn(y) (Eq 29–31)
+        return [MemoryMixer(D, cfg.memory, P, warm=True, rngs=rngs), swa()]
+    if variant == "lmm":
+        return [MemoryMixer(D, cfg.memory, P, warm=False, rngs=rngs)]
+    raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+
+
+class Block(nnx.Module):
+    """x ← x + mixer(RMSNorm(x)) for each mixer, then x ← x + SwiGLU(RMSNorm(x))."""
+
+    def __init__(self, variant: str, cfg: VariantConfig, layer: int, *, rngs: nnx.Rngs):
+        self.mixers = nnx.List(_mixers(variant, cfg, layer, rngs))
+        self.norms = nnx.List([RMSNorm(cfg.d_model, axis="embed") for _ in self.mixers])
+        self.ffn_norm = RMSNorm(cfg.d_model, axis="embed")
+        self.ffn = SwiGLU(cfg.d_model, cfg.hidden(), rngs=rngs)
+
+    def __call__(self, x):
+        for norm, mixer in zip(self.norms, self.mixers, strict=True):
+            x = x + mixer(norm(x))
+        return x + self.ffn(self.ffn_norm(x))
+
+    def init_cache(self, batch_size: int):
+        return [m.init_cache(batch_size) for m in self.mixers]
+
+    def prefill(self, x):
+        caches = []
+        for norm, mixer in zip(self.norms, self.mixers, strict=True):
+            y, c = mixer.prefill(norm(x))
+            x, caches = x + y, caches + [c]
+        return x + self.ffn(self.ffn_norm(x)), caches
+
+    def decode(self, x, caches):
+        new = []
+        for norm, mixer, c in zip(self.norms, self.mixers, caches, strict=True):
+            y, c = mixer.decode(norm(x), c)
+            x, new = x + y, new + [c]
+        return x + self.ffn(self.ffn_norm(x)), new
+
+
+class TitansLM(nnx.Module):
+    """A Titans language model (satisfies ``titans_core.Variant``): tokens_BxT → logits_BxTxV (float32)."""
+
+    def __init__(self, config: VariantConfig, *, variant: str, rngs: nnx.Rngs):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+        self.config, self.variant = config, variant
+        D, V = config.d_model, config.vocab_size
+        self.embed = nnx.Embed(V, D, embedding_init=sharded(nnx.initializers.normal(1.0), "vocab", "embed"),
+                               rngs=rngs)
+        self.blocks = nnx.List([Block(variant, config, i, rngs=rngs) for i in range(config.num_layers)])
+        self.final_norm = RMSNorm(D, axis="embed")
+        self.head = None if config.tie_embeddings else linear(D, V, "embed", "vocab", rngs=rngs)
+
+    def _logits(self, x_BxTxD: jax.Array) -> jax.Array:
+        x = self.final_norm(x_BxTxD)
+        if self.head is None:
+            return self.embed.attend(x) / jnp.sqrt(self.config.d_model).astype(x.dtype)
+        return self.head(x)
+
+    def __call__(self, tokens_BxT: jax.Array) -> jax.Array:
+        return self.from_embeddings(self.embed(tokens_BxT))
+
+    def from_embeddings(self, x_BxTxD: jax.Array) -> jax.Array:
+        """The forward pass after the token embedding (used to test causality with respect to the inputs)."""
+        for block in self.blocks:
+            x_BxTxD = block(x_BxTxD)
+        return self._logits(x_BxTxD).astype(jnp.float32)
+
+    def init_cache(self, batch_size: int):
+        return [b.init_cache(batch_size) for b in self.blocks]
+
+    def prefill(self, tokens_BxT: jax.Array):
+        """The full parallel pass, plus the cache to continue decoding from."""
+        x, caches = self.embed(tokens_BxT), []
+        for block in self.blocks:
+            x, c = block.prefill(x)
+            caches.append(c)
+        return self._logits(x).astype(jnp.float32), caches
+
+    def decode(self, tokens_BxT: jax.Array, caches):
+        """Continue from ``caches`` with T ≥ 1 new tokens; the memory keeps learning from them (test-time)."""
+        x, new = self.embed(tokens_BxT), []
+        for block, c in zip(self.blocks, caches, strict=True):
+            x, c = block.decode(x, c)
+            new.append(c)
+        return self._logits(x).astype(jnp.float32), new

@@ -1,0 +1,150 @@
+"""From a :class:`Corpus` to batches: validation split, fixed-length windows, deterministic shuffling (grain), and
+the slice of every global batch that this process loads.
+
+Decisions:
+
+- **Validation split**: the *tail* of the token stream, ``floor(val_fraction · n)`` tokens (for the stdlib that is
+  the alphabetically last modules, so nothing of them is trained on), unless the source brings its own split
+  (``Corpus.val_tokens``, e.g. a nanoGPT ``val.bin``).
+- **Windows**: window *i* is ``tokens[i·T : i·T + T + 1]`` (T = seq_len), inputs ``[:-1]``, targets ``[1:]``;
+  consecutive windows share one token so every token is a target exactly once per epoch. A split shorter than one
+  window (T + 1 tokens) is a :class:`~titans_train.errors.DataError`.
+- **Order**: ``grain.MapDataset.range(n).shuffle(seed).repeat()`` — a global permutation per epoch, different in
+  every epoch, a pure function of ``trainer.seed``; then batches of ``batch_size`` windows. The position in this
+  stream is the grain iterator state (``{"next_index": k}``) saved with every checkpoint.
+- **Many processes**: every process walks the same global stream of batches and loads only its rows
+  ``[lo, hi)`` of each micro-batch: the rows its devices hold under the batch sharding (see
+  :func:`titans_train.mesh.local_rows`). The union over processes is the single-process batch, so losses do not
+  depend on the number of processes.
+- **Evaluation**: the first ``eval_batches · batch_size`` validation windows in order (indices wrap around when the
+  split has fewer windows than one batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grain
+import numpy as np
+
+from titans_train.data.corpus import Corpus
+from titans_train.errors import DataError
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """A global batch of ``batch_size`` windows in ``grad_accum`` micro-batches; this process loads rows
+    ``[row_lo, row_hi)`` of every micro-batch."""
+
+    batch_size: int
+    grad_accum: int
+    row_lo: int
+    row_hi: int
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.grad_accum
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Training and validation token streams (``val`` is None when nothing is held out)."""
+
+    train: np.ndarray
+    val: np.ndarray | None
+    byte_level: bool
+    description: str
+
+
+def split_corpus(corpus: Corpus, *, seq_len: int, val_fraction: float, vocab_size: int) -> Splits:
+    """Hold out the validation split and check that both splits hold a window and fit the vocabulary."""
+    tokens, val = corpus.tokens, corpus.val_tokens
+    if val is None and val_fraction > 0:
+        cut = int(tokens.size * (1.0 - val_fraction))
+        tokens, val = tokens[:cut], tokens[cut:]
+    window = seq_len + 1
+    where = corpus.single_file or corpus.description
+    for name, part in (("training", tokens), ("validation", val)):
+        if part is not None and part.size < window:
+            held = f" (with val_fraction {val_fraction})" if corpus.val_tokens is None and val_fraction > 0 else ""
+            raise DataError(
+                f"data: {where}: corpus too short: its {name} split has {part.size:,} tokens{held}, "
+                f"but one window needs data.seq_len + 1 = {window:,}"
+            )
+    for part, file in ((tokens, corpus.single_file), (val, None)):
+        if part is not None and part.size and int(part.max()) >= vocab_size:
+            raise DataError(
+                f"data: {file or corpus.description}: token id {int(part.max())} is outside the model's "
+                f"vocabulary (model.vocab_size = {vocab_size})"
+            )
+    return Splits(tokens, val, corpus.byte_level, corpus.description)
+
+
+class Windows:
+    """Random access to the windows ``tokens[i·T : i·T + T + 1]`` of a token stream (a grain data source)."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int):
+        self.tokens, self.seq_len = tokens, seq_len
+        self.count = (tokens.size - 1) // seq_len
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        start = int(index) * self.seq_len
+        return np.asarray(self.tokens[start : start + self.seq_len + 1], dtype=np.int32)
+
+    def gather(self, indices: np.ndarray) -> np.ndarray:
+        """Windows at ``indices`` (any shape S) as an int32 array S × (T + 1)."""
+        flat = [self[i] for i in np.asarray(indices).reshape(-1)]
+        return np.stack(flat).reshape(*np.shape(indices), self.seq_len + 1)
+
+
+class _LocalRows:
+    """grain map: a global batch of window indices → this process's rows, as (grad_accum, rows, T + 1) tokens."""
+
+    def __init__(self, windows: Windows, layout: BatchLayout):
+        self.windows, self.layout = windows, layout
+
+    def __call__(self, indices: np.ndarray) -> np.ndarray:
+        lay = self.layout
+        micro = np.asarray(indices).reshape(lay.grad_accum, lay.micro_batch)
+        return self.windows.gather(micro[:, lay.row_lo : lay.row_hi])
+
+
+class TrainBatches:
+    """The infinite, checkpointable stream of training batches of this process (a grain dataset iterator)."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, layout: BatchLayout, *, seed: int, shuffle: bool):
+        windows = Windows(tokens, seq_len)
+        dataset = grain.MapDataset.range(len(windows))
+        if shuffle:
+            dataset = dataset.shuffle(seed=seed)
+        dataset = dataset.repeat(None).batch(layout.batch_size, drop_remainder=True).map(_LocalRows(windows, layout))
+        options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
+        self.windows = windows
+        self._iterator = iter(dataset.to_iter_dataset(options))
+
+    def __iter__(self) -> TrainBatches:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return next(self._iterator)
+
+    def get_state(self) -> dict[str, Any]:
+        """The grain iterator state (JSON-serialisable), saved with each checkpoint."""
+        return dict(self._iterator.get_state())
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a state returned by :meth:`get_state`."""
+        self._iterator.set_state(dict(state))
+
+
+def eval_batches(tokens: np.ndarray, seq_len: int, layout: BatchLayout, max_batches: int) -> list[np.ndarray]:
+    """The fixed validation batches of this process: up to ``max_batches`` global batches of windows in order."""
+    windows = Windows(tokens, seq_len)
+    count = max(1, min(max_batches, len(windows) // layout.batch_size))
+    indices = np.arange(count * layout.batch_size) % len(windows)
+    local = _LocalRows(windows, layout)
+    return [local(indices[i * layout.batch_size : (i + 1) * layout.batch_size]) for i in range(count)]
