@@ -91,3 +91,15 @@ def test_memory_layers_choose_which_blocks_carry_a_memory():
     kinds = lambda m: [type(b.mixers[0]).__name__ for b in m.blocks]  # noqa: E731
     assert kinds(with_all) == ["MAGMixer", "MAGMixer"]
     assert kinds(only_first) == ["MAGMixer", "AttentionMixer"]
+
+
+def test_untied_output_head():
+    tied, untied = tiny("lmm"), tiny("lmm", tie_embeddings=False)
+    from titans_attention import count_params
+
+    assert count_params(untied) - count_params(tied) == 16 * 32  # the head's D × V matrix
+    toks = tokens()
+    full = nnx.jit(lambda m, t: m(t))(untied, toks)
+    logits, cache = nnx.jit(lambda m, t: m.prefill(t))(untied, toks[:, :6])
+    rest, _ = nnx.jit(lambda m, t, c: m.decode(t, c))(untied, toks[:, 6:], cache)
+    assert rel(full, jnp.concatenate([logits, rest], axis=1)) < 1e-4

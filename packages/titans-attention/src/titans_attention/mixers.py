@@ -80,8 +80,9 @@ class MemoryMixer(nnx.Module):
         return self.prefill(x)[0]
 
     def prefill(self, x):
-        state = self.init_cache(x.shape[0]) if self.persistent_PxD.shape[0] else None
-        return self.memory(x, state)
+        n = self.persistent_PxD.shape[0]
+        state = self.init_cache(x.shape[0]) if n else None
+        return self.memory(x, state, aligned=n % self.memory.update_rule.chunk_size == 0)
 
     def decode(self, x, cache: MemoryState):
         return self.memory(x, cache)
@@ -143,7 +144,8 @@ class MACMixer(nnx.Module):
     def _segment(self, x, state: MemoryState, positions):
         h, state = self.memory.retrieve(x, state)
         y = self.attn(x, prefix_BxTxD=h, positions=positions)
-        m, state = self.memory(y, state)
+        # every segment starts on a chunk boundary when the segment is a multiple of the chunk
+        m, state = self.memory(y, state, aligned=self.segment % self.memory.update_rule.chunk_size == 0)
         return self.gate(y, m), state
 
     def __call__(self, x):

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
 from titans_core.protocols import MemoryModel, UpdateRule
 from titans_core.registry import get_registry
-from titans_core.layers import CausalDepthwiseConv, RMSNorm
+from titans_core.layers import CausalDepthwiseConv, RMSNorm, linear
 from titans_core.spec import ComponentRef, component_field
 
 from titans_memory.rules.common import Gates, RuleState
@@ -105,24 +105,27 @@ class NeuralMemory(nnx.Module):
                 "(e.g. mlp with depth 1)"
             )
         HD = H * Dh
-        lin = lambda i, o, **kw: nnx.Linear(i, o, rngs=rngs, **kw)  # noqa: E731
-        self.qkv = lin(d_model, 3 * HD, use_bias=False)
+        # Logical sharding axes (titans_core.layers.LOGICAL_AXES): projections split over "heads" (H·Dh); the
+        # per-head gates and M_0 are small and stay replicated.
+        self.qkv = linear(d_model, 3 * HD, "embed", "heads", rngs=rngs)
         self.conv_q = CausalDepthwiseConv(HD, cfg.conv_kernel, rngs=rngs) if cfg.conv_kernel else None
         self.conv_kv = CausalDepthwiseConv(2 * HD, cfg.conv_kernel, rngs=rngs) if cfg.conv_kernel else None
         small = nnx.initializers.normal(0.02)
         C = Dh if cfg.alpha_per_channel else 1
-        self.gate_theta = lin(d_model, H, kernel_init=small,
-                              bias_init=nnx.initializers.constant(_logit(cfg.init_lr / cfg.max_lr)))
-        self.gate_eta = lin(d_model, H, kernel_init=small,
-                            bias_init=nnx.initializers.constant(_logit(cfg.init_momentum)))
-        self.gate_alpha = lin(d_model, H * C, kernel_init=small,
-                              bias_init=nnx.initializers.constant(_logit(cfg.init_forget)))
+        gate = lambda n, init: linear(d_model, n, "embed", None, rngs=rngs, use_bias=True,  # noqa: E731
+                                      kernel_init=small, bias_init=nnx.initializers.constant(_logit(init)))
+        self.gate_theta = gate(H, cfg.init_lr / cfg.max_lr)
+        self.gate_eta = gate(H, cfg.init_momentum)
+        self.gate_alpha = gate(H * C, cfg.init_forget)
         self.out_norm = RMSNorm(Dh)
-        self.out_gate = lin(d_model, HD, use_bias=False) if cfg.output_gate else None
-        self.out_proj = lin(HD, d_model, use_bias=False)
+        self.out_gate = linear(d_model, HD, "embed", "heads", rngs=rngs) if cfg.output_gate else None
+        self.out_proj = linear(HD, d_model, "heads", "embed", rngs=rngs)
         params0 = jax.vmap(lambda k: self.memory_model.init(k, Dh))(jax.random.split(rngs.params(), H))
         wrap = nnx.Param if cfg.learn_init else FixedInit
-        self.memory_init = nnx.data({name: wrap(value) for name, value in params0.items()})
+        self.memory_init = nnx.data({
+            name: wrap(value, out_sharding=(None,) * value.ndim, eager_sharding=False)
+            for name, value in params0.items()
+        })
 
     # -- state ---------------------------------------------------------------------------------------------------
     def initial_params(self):
@@ -173,11 +176,14 @@ class NeuralMemory(nnx.Module):
         return self.out_proj(y)
 
     # -- the two operations --------------------------------------------------------------------------------------
-    def __call__(self, x_BxTxD: jax.Array, state: MemoryState | None = None) -> tuple[jax.Array, MemoryState]:
+    def __call__(
+        self, x_BxTxD: jax.Array, state: MemoryState | None = None, *, aligned: bool = False
+    ) -> tuple[jax.Array, MemoryState]:
         """Read (Eq 15) and write (Eq 13–14) the sequence x; returns (output B×T×D, state after x).
 
-        Without a state the memory starts fresh from M_0 (and the rule may skip mid-chunk handling)."""
-        aligned = state is None
+        Without a state the memory starts fresh from M_0. ``aligned=True`` promises that the state sits on a chunk
+        boundary (state.rule.pos == 0), which lets the rule skip mid-chunk handling (one chunk of padding)."""
+        aligned = aligned or state is None
         if state is None:
             state = self.init_state(x_BxTxD.shape[0])
         HD = self.num_heads * self.head_dim
