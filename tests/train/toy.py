@@ -1,20 +1,26 @@
 """A tiny stand-in for the Titans variants, registered as the variant ``toy`` for the titans-train tests.
 
-``ToyLM``: byte embedding (vocab, embed) → one block [RMSNorm → causal depthwise conv (heads) → SwiGLU (embed, mlp)]
+``ToyLM``: byte embedding (vocab, embed) → one block [RMSNorm → causal depthwise conv (heads) → SwiGLU
+(embed, mlp)]
 → RMSNorm → output head (embed, vocab). Every parameter carries logical axis names, so all mesh layouts apply,
-and it implements ``__call__``, ``init_cache``, ``prefill`` and ``decode`` like a real variant (the conv cache makes
+and it implements ``__call__``, ``init_cache``, ``prefill`` and ``decode`` like a real variant (the conv
+cache makes
 decoding depend on the context).
 
-``register_toy()`` adds it to the process-wide registry (idempotent); subprocess scripts call it before the CLI.
+``register_toy()`` adds it to the process-wide registry (idempotent); subprocess scripts call it before the
+CLI.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from pydantic import Field
-from titans_core import ComponentConfig, get_registry
+from titans_core import ComponentConfig, Registry, get_registry, reset_registry
 from titans_core.layers import CausalDepthwiseConv, RMSNorm, SwiGLU, linear, sharded
 
 
@@ -33,7 +39,9 @@ class ToyLM(nnx.Module):
     def __init__(self, config: ToyConfig, *, rngs: nnx.Rngs):
         self.config = config
         D, V = config.d_model, config.vocab_size
-        self.embed = nnx.Embed(V, D, embedding_init=sharded(nnx.initializers.normal(1.0), "vocab", "embed"), rngs=rngs)
+        self.embed = nnx.Embed(
+            V, D, embedding_init=sharded(nnx.initializers.normal(1.0), "vocab", "embed"), rngs=rngs
+        )
         self.norm = RMSNorm(D, axis="embed")
         self.conv = CausalDepthwiseConv(D, config.kernel, rngs=rngs)
         self.ffn_norm = RMSNorm(D, axis="embed")
@@ -61,7 +69,26 @@ class ToyLM(nnx.Module):
 
 
 def register_toy() -> None:
-    """Register ``variant/toy`` in the process-wide registry unless it is already there."""
+    """Register ``variant/toy`` in the process-wide registry unless it is there (for subprocess scripts)."""
     registry = get_registry()
     if "toy" not in registry.names("variant"):
         registry.register("variant", "toy", ToyConfig, ToyLM)
+
+
+@contextmanager
+def toy_registered() -> Iterator[Registry]:
+    """Install a copy of the process-wide registry plus ``variant/toy``; restore the original afterwards (so
+    other test suites never see the toy)."""
+    original = get_registry()
+    registry = Registry()
+    for c in original.components():
+        registry.register(c.kind, c.name, c.config_cls, c.factory, dist=c.dist, version=c.version)
+    registry.load_errors, registry.warnings = original.load_errors, original.warnings
+    registry.allow = original.allow
+    if "toy" not in registry.names("variant"):
+        registry.register("variant", "toy", ToyConfig, ToyLM)
+    reset_registry(registry)
+    try:
+        yield registry
+    finally:
+        reset_registry(original)

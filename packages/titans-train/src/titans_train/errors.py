@@ -1,4 +1,4 @@
-"""User-facing errors of titans-train (all :class:`titans_core.TitansUserError`: one clear message, no traceback)."""
+"""User-facing errors of titans-train (``TitansUserError``: one clear message, no traceback)."""
 
 from __future__ import annotations
 

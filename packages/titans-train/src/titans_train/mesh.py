@@ -1,14 +1,19 @@
-"""The device mesh (axes ``data``, ``fsdp``, ``tensor``) and the shardings of parameters, optimizer state and batches.
+"""The device mesh (axes ``data``, ``fsdp``, ``tensor``) and the shardings of parameters, optimizer state and
+batches.
 
 - **Mesh**: ``mesh.data × mesh.fsdp × mesh.tensor`` must equal the number of devices used (one size may be -1:
   the rest). Devices are laid out in ``jax.devices()`` order (process by process), row-major over
   (data, fsdp, tensor).
-- **Parameters** carry logical axis names (Flax NNX ``out_sharding`` metadata, e.g. ``("vocab", "embed")``); the
-  rules (``mesh.rules`` over the defaults embed→fsdp, heads/mlp/vocab→tensor) map each to a mesh axis. A mesh axis
-  is used at most once per parameter (a later logical axis mapping to it is replicated). A mesh axis that does not
+- **Parameters** carry logical axis names (Flax NNX ``out_sharding`` metadata, e.g. ``("vocab", "embed")``);
+  the
+  rules (``mesh.rules`` over the defaults embed→fsdp, heads/mlp/vocab→tensor) map each to a mesh axis. A mesh
+  axis
+  is used at most once per parameter (a later logical axis mapping to it is replicated). A mesh axis that
+  does not
   divide the dimension it shards is a spec error. Unannotated variables are replicated.
 - **Optimizer state** mirrors the parameter shardings (``optax.tree_map_params``); scalars are replicated.
-- **Batches** ``(grad_accum, micro_batch, seq_len + 1)`` are sharded over ``(data, fsdp)`` on the micro-batch axis.
+- **Batches** ``(grad_accum, micro_batch, seq_len + 1)`` are sharded over ``(data, fsdp)`` on the micro-batch
+  axis.
 """
 
 from __future__ import annotations
@@ -34,18 +39,28 @@ Problem = tuple[str, str]  # (dotted spec path, message)
 def resolve_shape(spec: MeshSpec, device_count: int) -> tuple[tuple[int, int, int] | None, list[Problem]]:
     """(data, fsdp, tensor) sizes for ``device_count`` devices, or None and the problems found."""
     sizes = {axis: getattr(spec, axis) for axis in AXES}
-    problems: list[Problem] = [(f"mesh.{a}", "must be ≥ 1, or -1 for the remaining devices") for a, s in sizes.items()
-                               if s == 0]
+    problems: list[Problem] = [
+        (f"mesh.{a}", "must be ≥ 1, or -1 for the remaining devices") for a, s in sizes.items() if s == 0
+    ]
     auto = [a for a, s in sizes.items() if s == -1]
     if len(auto) > 1:
-        problems.append((f"mesh.{auto[1]}", f"only one mesh axis can be -1 (got -1 for {' and '.join(auto)})"))
+        problems.append(
+            (f"mesh.{auto[1]}", f"only one mesh axis can be -1 (got -1 for {' and '.join(auto)})")
+        )
     if problems:
         return None, problems
     fixed = int(np.prod([s for s in sizes.values() if s != -1]))
     if auto:
         if device_count % fixed:
             sizes_text = " × ".join(f"{a}={s}" for a, s in sizes.items() if s != -1)
-            return None, [(f"mesh.{auto[0]}", f"{sizes_text} = {fixed} does not divide the {device_count} devices")]
+            culprit = max((a for a in sizes if sizes[a] != -1), key=lambda a: sizes[a])
+            return None, [
+                (
+                    f"mesh.{culprit}",
+                    f"{sizes_text} = {fixed} does not divide the {device_count} devices "
+                    f"(mesh.{auto[0]} is -1)",
+                )
+            ]
         sizes[auto[0]] = device_count // fixed
     elif fixed != device_count:
         text = " × ".join(f"{a}={s}" for a, s in sizes.items())
@@ -107,9 +122,16 @@ def divisibility_problems(layouts: list[ParamLayout], mesh_shape: dict[str, int]
             if axis is None or layout.shape[dim] % mesh_shape[axis] == 0:
                 continue
             counts[axis] = counts.get(axis, 0) + 1
-            seen.setdefault(axis, (f"mesh.{axis}", (
-                f"{mesh_shape[axis]} does not divide the {layout.names[dim]!r} axis (size {layout.shape[dim]}) "
-                f"of parameter {layout.path} {list(layout.shape)}")))
+            seen.setdefault(
+                axis,
+                (
+                    f"mesh.{axis}",
+                    (
+                        f"{mesh_shape[axis]} does not divide the {layout.names[dim]!r} axis "
+                        f"(size {layout.shape[dim]}) of parameter {layout.path} {list(layout.shape)}"
+                    ),
+                ),
+            )
     problems = []
     for axis, (path, message) in seen.items():
         more = counts[axis] - 1
@@ -132,7 +154,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt: Any, param_shardings: Any, mesh: Mesh):
+def opt_state_shardings(
+    tx: optax.GradientTransformation, abstract_opt: Any, param_shardings: Any, mesh: Mesh
+):
     """Shardings of the optimizer state: parameter-shaped leaves like their parameter, the rest replicated."""
     return optax.tree_map_params(
         tx,

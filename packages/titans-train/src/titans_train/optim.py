@@ -1,15 +1,19 @@
-"""The optimizer: AdamW with a warmup + cosine learning-rate schedule, global-norm clipping and masked weight decay.
+"""The optimizer: AdamW with a warmup + cosine learning-rate schedule, global-norm clipping and masked weight
+decay.
 
 Decisions:
 
-- **Schedule**: at update ``s`` (0-based) the learning rate is ``lr · (s + 1) / warmup_steps`` during the warmup
+- **Schedule**: at update ``s`` (0-based) the learning rate is ``lr · (s + 1) / warmup_steps`` during the
+  warmup
   (so the first update is not wasted at 0), then a cosine from ``lr`` down to ``min_lr_ratio · lr`` reached at
   ``decay_steps`` (default ``trainer.steps``), constant after that.
-- **Weight decay** applies to a parameter iff it has ``ndim ≥ 2`` (so never to norm scales, biases, scalar gates)
+- **Weight decay** applies to a parameter iff it has ``ndim ≥ 2`` (so never to norm scales, biases, scalar
+  gates)
   and none of its path segments matches a regex of ``optimizer.no_decay`` (default ``norm``, ``^gate_``,
   ``_gate$``: norms, the memory's data-dependent gates ``gate_theta/eta/alpha`` and output gates ``out_gate``;
   the SwiGLU ``gate`` matrix *is* decayed). Embeddings and the learned memory init are decayed.
-- **Gradient accumulation** is done inside the jitted step (see :mod:`titans_train.steps`), so the optimizer sees
+- **Gradient accumulation** is done inside the jitted step (see :mod:`titans_train.steps`), so the optimizer
+  sees
   one averaged gradient per step and its state has no accumulation buffers.
 """
 

@@ -8,13 +8,16 @@ Sections (each a small frozen pydantic model; unknown keys are errors)::
     schedule:     linear warmup then cosine decay: warmup_steps, decay_steps, min_lr_ratio
     trainer:      steps, batch_size, grad_accum, seed, log_every, eval_every, eval_batches
     precision:    compute_dtype (float32 | bfloat16; master weights stay float32)
-    mesh:         data, fsdp, tensor (-1 = the remaining devices), num_devices, rules (logical axis → mesh axis)
+    mesh:         data, fsdp, tensor (-1 = the remaining devices), num_devices, rules (logical axis → mesh
+    axis)
     distributed:  coordinator_address, num_processes, process_id (or TITANS_* environment variables), auto
     checkpoint:   every, keep, asynchronous
     output:       dir (the run directory)
-    sample:       the generation printed at the end of training: prompt, max_new_tokens, temperature, top_k, top_p
+    sample:       the generation printed at the end of training: prompt, max_new_tokens, temperature, top_k,
+    top_p
 
-Checks that involve several fields or the machine (mesh shape versus devices, batch versus data axis, …) are in
+Checks that involve several fields or the machine (mesh shape versus devices, batch versus data axis, …) are
+in
 :mod:`titans_train.spec_check`; they report problems in the same ``spec.yaml:LINE: path: message`` format.
 """
 
@@ -26,7 +29,12 @@ from pydantic import Field
 from titans_core import ComponentRef, SpecModel, component_field
 
 #: Default logical-axis → mesh-axis rules (``mesh.rules`` entries are merged over these).
-DEFAULT_RULES: dict[str, str | None] = {"embed": "fsdp", "heads": "tensor", "mlp": "tensor", "vocab": "tensor"}
+DEFAULT_RULES: dict[str, str | None] = {
+    "embed": "fsdp",
+    "heads": "tensor",
+    "mlp": "tensor",
+    "vocab": "tensor",
+}
 
 MeshAxisName = Literal["fsdp", "tensor"]
 
@@ -35,11 +43,15 @@ class DataSpec(SpecModel):
     """Where the tokens come from and how they are cut into training windows."""
 
     source: ComponentRef("data_source") = component_field("data_source", "python_stdlib")
-    seq_len: int = Field(128, ge=1, description="tokens the model sees per window (a window holds seq_len + 1)")
+    seq_len: int = Field(
+        128, ge=1, description="tokens the model sees per window (a window holds seq_len + 1)"
+    )
     val_fraction: float = Field(
         0.05, ge=0, lt=1, description="tail fraction of the token stream held out for evaluation (0: none)"
     )
-    shuffle: bool = Field(True, description="shuffle training windows from trainer.seed (each epoch differently)")
+    shuffle: bool = Field(
+        True, description="shuffle training windows from trainer.seed (each epoch differently)"
+    )
 
 
 class OptimizerSpec(SpecModel):
@@ -52,9 +64,11 @@ class OptimizerSpec(SpecModel):
     weight_decay: float = Field(0.1, ge=0, description="decoupled weight decay of matrices (see no_decay)")
     no_decay: list[str] = Field(
         default_factory=lambda: ["norm", "^gate_", "_gate$"],
-        description="regexes; a parameter with a path segment matching one is not decayed (ndim < 2 never is)",
+        description="regexes: a parameter with a path segment matching one is not decayed (nor if ndim < 2)",
     )
-    clip_norm: float | None = Field(1.0, gt=0, description="clip gradients to this global norm (null: no clipping)")
+    clip_norm: float | None = Field(
+        1.0, gt=0, description="clip gradients to this global norm (null: no clipping)"
+    )
 
 
 class ScheduleSpec(SpecModel):
@@ -76,7 +90,9 @@ class TrainerSpec(SpecModel):
     seed: int = Field(0, ge=0, lt=2**32, description="seed of the initialisation and of the data order")
     log_every: int = Field(10, ge=1, description="steps between progress lines when stdout is not a terminal")
     eval_every: int | None = Field(200, ge=1, description="steps between evaluations (null: only at the end)")
-    eval_batches: int = Field(8, ge=1, description="validation batches per evaluation (fewer if the split is small)")
+    eval_batches: int = Field(
+        8, ge=1, description="validation batches per evaluation (fewer if the split is small)"
+    )
 
 
 class PrecisionSpec(SpecModel):
@@ -90,7 +106,9 @@ class PrecisionSpec(SpecModel):
 class MeshSpec(SpecModel):
     """The device mesh (axes data, fsdp, tensor) and how parameter axes map onto it."""
 
-    data: int = Field(-1, ge=-1, description="data-parallel size (-1: all devices not used by fsdp and tensor)")
+    data: int = Field(
+        -1, ge=-1, description="data-parallel size (-1: all devices not used by fsdp and tensor)"
+    )
     fsdp: int = Field(1, ge=-1, description="fully-sharded data-parallel size (params sharded, batch split)")
     tensor: int = Field(1, ge=-1, description="tensor-parallel size (heads / mlp / vocab sharded)")
     num_devices: int | None = Field(
@@ -98,7 +116,7 @@ class MeshSpec(SpecModel):
     )
     rules: dict[str, MeshAxisName | None] = Field(
         default_factory=dict,
-        description="logical axis → mesh axis (fsdp, tensor or null), merged over embed→fsdp, heads/mlp/vocab→tensor",
+        description="logical axis → mesh axis (fsdp, tensor, null), over embed→fsdp, heads/mlp/vocab→tensor",
     )
 
     def resolved_rules(self) -> dict[str, str | None]:
@@ -122,13 +140,19 @@ class CheckpointSpec(SpecModel):
 
     every: int = Field(500, ge=1, description="save every N steps (and always at the end)")
     keep: int = Field(3, ge=1, description="keep the K most recent checkpoints")
-    asynchronous: bool = Field(True, description="write checkpoints in the background while training continues")
+    asynchronous: bool = Field(
+        True, description="write checkpoints in the background while training continues"
+    )
 
 
 class OutputSpec(SpecModel):
     """Where the run lives."""
 
-    dir: str = Field("runs/default", min_length=1, description="run directory (resumed if it holds this run)")
+    dir: str = Field(
+        "runs/default",
+        min_length=1,
+        description="run directory, relative to the current one (resumed if it holds this run)",
+    )
 
 
 class SampleSpec(SpecModel):

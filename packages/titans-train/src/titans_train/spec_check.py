@@ -1,8 +1,10 @@
 """Load a training spec and report problems that span fields (or need the machine) in the core's error format.
 
 ``load_train_spec(path, overrides)`` validates the file with ``titans_core.spec.load_spec_file`` and then runs
-:func:`check_static`; :class:`SpecLocator` turns ``(dotted path, message)`` pairs found later (mesh versus devices,
-batch versus data axis, a mesh axis that does not divide a parameter) into ``spec.yaml:LINE: path: message`` lines —
+:func:`check_static`; :class:`SpecLocator` turns ``(dotted path, message)`` pairs found later (mesh versus
+devices,
+batch versus data axis, a mesh axis that does not divide a parameter) into ``spec.yaml:LINE: path: message``
+lines —
 or ``override 'mesh.data=3': …`` when the value came from ``--set``.
 """
 
@@ -66,7 +68,9 @@ def check_static(spec: TrainSpec) -> list[Problem]:
     problems: list[Problem] = []
     t = spec.trainer
     if t.batch_size % t.grad_accum:
-        problems.append(("trainer.grad_accum", f"{t.grad_accum} does not divide trainer.batch_size = {t.batch_size}"))
+        problems.append(
+            ("trainer.grad_accum", f"{t.grad_accum} does not divide trainer.batch_size = {t.batch_size}")
+        )
     for i, pattern in enumerate(spec.optimizer.no_decay):
         try:
             re.compile(pattern)
@@ -74,17 +78,25 @@ def check_static(spec: TrainSpec) -> list[Problem]:
             problems.append((f"optimizer.no_decay[{i}]", f"invalid regular expression {pattern!r}: {exc}"))
     d = spec.distributed
     if d.num_processes is not None and d.process_id is not None and d.process_id >= d.num_processes:
-        problems.append(("distributed.process_id", f"must be < distributed.num_processes = {d.num_processes}, "
-                                                   f"got {d.process_id}"))
+        problems.append(
+            (
+                "distributed.process_id",
+                f"must be < distributed.num_processes = {d.num_processes}, got {d.process_id}",
+            )
+        )
     if d.coordinator_address is not None and not re.fullmatch(r"\[?[^\s\]]+\]?:\d+", d.coordinator_address):
-        problems.append(("distributed.coordinator_address", f"expected HOST:PORT, got {d.coordinator_address!r}"))
+        problems.append(
+            ("distributed.coordinator_address", f"expected HOST:PORT, got {d.coordinator_address!r}")
+        )
     if spec.sample.top_k is not None and spec.sample.top_k > spec.vocab_size:
-        problems.append(("sample.top_k", f"must be ≤ model.vocab_size = {spec.vocab_size}, got {spec.sample.top_k}"))
+        problems.append(
+            ("sample.top_k", f"must be ≤ model.vocab_size = {spec.vocab_size}, got {spec.sample.top_k}")
+        )
     return problems
 
 
 def load_train_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[TrainSpec, SpecLocator]:
-    """Validate the spec file ``path`` (after ``overrides``) and its cross-field rules; SpecError otherwise."""
+    """Validate the spec file ``path`` (after ``overrides``) and its cross-field rules; else SpecError."""
     spec = load_spec_file(path, TrainSpec, overrides=overrides)
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -5,9 +5,11 @@ The training state is a plain pytree (checkpointed as is)::
     {"params": nnx.to_pure_dict(params), "opt": optax state, "rest": other model variables (not trained),
      "step": int32 scalar, "rng": uint32 key data}
 
-A batch is ``(grad_accum, micro_batch, seq_len + 1)`` int32 tokens. The loss is the mean next-token cross-entropy
+A batch is ``(grad_accum, micro_batch, seq_len + 1)`` int32 tokens. The loss is the mean next-token
+cross-entropy
 (float32) over all tokens of the step; with ``grad_accum > 1`` the gradients of the micro-batches are averaged
-inside the step (``lax.scan``). With ``precision.compute_dtype: bfloat16`` floating parameters are cast to bfloat16
+inside the step (``lax.scan``). With ``precision.compute_dtype: bfloat16`` floating parameters are cast to
+bfloat16
 for the forward pass only; gradients and the master weights (and the optimizer state) stay float32.
 """
 
@@ -85,7 +87,7 @@ def make_steps(
         updates, opt = tx.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         rng = jax.random.key_data(jax.random.split(jax.random.wrap_key_data(state["rng"]))[0])
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state["step"])}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
         new_state = {**state, "params": params, "opt": opt, "step": state["step"] + 1, "rng": rng}
         return new_state, metrics
 

@@ -1,15 +1,18 @@
 """What a data source produces (:class:`Corpus`) and the file helpers the built-in sources share.
 
 A ``data_source`` component is built as ``factory(config)`` and returns an object with ``load() -> Corpus``
-(:class:`DataSource`). A corpus is one token stream (a 1-D integer array). A source that has its own validation
-split (a ``val.bin``, a synthetic task) sets ``val_tokens``; otherwise the pipeline holds out the tail of the stream
+(:class:`DataSource`). A corpus is one token stream (a 1-D integer array). A source that has its own
+validation
+split (a ``val.bin``, a synthetic task) sets ``val_tokens``; otherwise the pipeline holds out the tail of the
+stream
 (``data.val_fraction``; see :mod:`titans_train.data.pipeline`).
 
 Decisions on bad data (every one raises :class:`~titans_train.errors.DataError` naming the file):
 
 - a path that does not exist, a glob or directory that matches no file, an empty file → error;
 - text that is not UTF-8 → error with the file and the byte offset of the first invalid byte
-  (``on_invalid_utf8: replace`` substitutes U+FFFD instead; ``skip`` drops the file — the stdlib source's default);
+  (``on_invalid_utf8: replace`` substitutes U+FFFD instead; ``skip`` drops the file — the stdlib source's
+  default);
 - text with a NUL byte is binary junk → error with the offset (``skip`` drops the file);
 - a ``.bin`` whose size is not a multiple of the dtype's item size → error naming the dtype.
 """
@@ -65,7 +68,9 @@ def expand_paths(patterns: list[str], *, suffixes: tuple[str, ...] = ()) -> list
             if not path.exists():
                 raise DataError(f"data: {pattern}: no such file or directory")
             if path.is_dir():
-                files = sorted(p for p in path.rglob("*") if p.is_file() and (not suffixes or p.suffix in suffixes))
+                files = sorted(
+                    p for p in path.rglob("*") if p.is_file() and (not suffixes or p.suffix in suffixes)
+                )
                 if not files:
                     kinds = f" ({', '.join(suffixes)})" if suffixes else ""
                     raise DataError(f"data: {pattern}: the directory holds no files{kinds}")
@@ -88,7 +93,7 @@ def read_bytes(path: Path) -> bytes:
 
 
 def check_text(path: Path, data: bytes, on_invalid: InvalidUtf8) -> bytes | None:
-    """``data`` if it is UTF-8 text; else per ``on_invalid``: raise, replace bad bytes by U+FFFD, or None (skip)."""
+    """``data`` if it is UTF-8 text; else per ``on_invalid``: raise, replace bad bytes (U+FFFD), or None."""
     nul = data.find(b"\x00")
     if nul >= 0:
         if on_invalid == "skip":
@@ -126,7 +131,9 @@ def read_token_file(path: Path, dtype: str) -> np.ndarray:
         except (ValueError, OSError) as exc:
             raise DataError(f"data: {path}: not a readable .npy array ({exc})") from None
         if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-            raise DataError(f"data: {path}: expected a 1-D integer array, got {array.dtype} of shape {array.shape}")
+            raise DataError(
+                f"data: {path}: expected a 1-D integer array, got {array.dtype} of shape {array.shape}"
+            )
         if array.size == 0:
             raise DataError(f"data: {path}: empty array")
         return array

@@ -1,22 +1,29 @@
-"""From a :class:`Corpus` to batches: validation split, fixed-length windows, deterministic shuffling (grain), and
+"""From a :class:`Corpus` to batches: validation split, fixed-length windows, deterministic shuffling
+(grain), and
 the slice of every global batch that this process loads.
 
 Decisions:
 
-- **Validation split**: the *tail* of the token stream, ``floor(val_fraction · n)`` tokens (for the stdlib that is
+- **Validation split**: the *tail* of the token stream, ``floor(val_fraction · n)`` tokens (for the stdlib
+  that is
   the alphabetically last modules, so nothing of them is trained on), unless the source brings its own split
   (``Corpus.val_tokens``, e.g. a nanoGPT ``val.bin``).
 - **Windows**: window *i* is ``tokens[i·T : i·T + T + 1]`` (T = seq_len), inputs ``[:-1]``, targets ``[1:]``;
-  consecutive windows share one token so every token is a target exactly once per epoch. A split shorter than one
+  consecutive windows share one token so every token is a target exactly once per epoch. A split shorter than
+  one
   window (T + 1 tokens) is a :class:`~titans_train.errors.DataError`.
-- **Order**: ``grain.MapDataset.range(n).shuffle(seed).repeat()`` — a global permutation per epoch, different in
-  every epoch, a pure function of ``trainer.seed``; then batches of ``batch_size`` windows. The position in this
+- **Order**: ``grain.MapDataset.range(n).shuffle(seed).repeat()`` — a global permutation per epoch, different
+  in
+  every epoch, a pure function of ``trainer.seed``; then batches of ``batch_size`` windows. The position in
+  this
   stream is the grain iterator state (``{"next_index": k}``) saved with every checkpoint.
 - **Many processes**: every process walks the same global stream of batches and loads only its rows
   ``[lo, hi)`` of each micro-batch: the rows its devices hold under the batch sharding (see
-  :func:`titans_train.mesh.local_rows`). The union over processes is the single-process batch, so losses do not
+  :func:`titans_train.mesh.local_rows`). The union over processes is the single-process batch, so losses do
+  not
   depend on the number of processes.
-- **Evaluation**: the first ``eval_batches · batch_size`` validation windows in order (indices wrap around when the
+- **Evaluation**: the first ``eval_batches · batch_size`` validation windows in order (indices wrap around
+  when the
   split has fewer windows than one batch).
 """
 
@@ -67,7 +74,11 @@ def split_corpus(corpus: Corpus, *, seq_len: int, val_fraction: float, vocab_siz
     where = corpus.single_file or corpus.description
     for name, part in (("training", tokens), ("validation", val)):
         if part is not None and part.size < window:
-            held = f" (with val_fraction {val_fraction})" if corpus.val_tokens is None and val_fraction > 0 else ""
+            held = (
+                f" (with val_fraction {val_fraction})"
+                if corpus.val_tokens is None and val_fraction > 0
+                else ""
+            )
             raise DataError(
                 f"data: {where}: corpus too short: its {name} split has {part.size:,} tokens{held}, "
                 f"but one window needs data.seq_len + 1 = {window:,}"
@@ -102,7 +113,7 @@ class Windows:
 
 
 class _LocalRows:
-    """grain map: a global batch of window indices → this process's rows, as (grad_accum, rows, T + 1) tokens."""
+    """grain map: a global batch of window indices → this process's rows, (grad_accum, rows, T + 1)."""
 
     def __init__(self, windows: Windows, layout: BatchLayout):
         self.windows, self.layout = windows, layout
@@ -121,7 +132,11 @@ class TrainBatches:
         dataset = grain.MapDataset.range(len(windows))
         if shuffle:
             dataset = dataset.shuffle(seed=seed)
-        dataset = dataset.repeat(None).batch(layout.batch_size, drop_remainder=True).map(_LocalRows(windows, layout))
+        dataset = (
+            dataset.repeat(None)
+            .batch(layout.batch_size, drop_remainder=True)
+            .map(_LocalRows(windows, layout))
+        )
         options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
         self.windows = windows
         self._iterator = iter(dataset.to_iter_dataset(options))
@@ -142,7 +157,7 @@ class TrainBatches:
 
 
 def eval_batches(tokens: np.ndarray, seq_len: int, layout: BatchLayout, max_batches: int) -> list[np.ndarray]:
-    """The fixed validation batches of this process: up to ``max_batches`` global batches of windows in order."""
+    """This process's fixed validation batches: up to ``max_batches`` global batches of windows in order."""
     windows = Windows(tokens, seq_len)
     count = max(1, min(max_batches, len(windows) // layout.batch_size))
     indices = np.arange(count * layout.batch_size) % len(windows)

@@ -1,12 +1,10 @@
 """The built-in data sources (``data_source`` components, registered in :mod:`titans_train.plugin`).
 
-==============  ===================================================================================================
-``text``        UTF-8 files (files, directories searched recursively, globs), sorted, concatenated; byte tokens
-``jsonl``       one JSON object per line; the ``field`` string of each, as UTF-8 bytes
-``tokens``      pre-tokenised ids: a ``.bin`` (raw ``dtype``) or ``.npy`` file, or a nanoGPT directory with
-                ``train.bin`` and optionally ``val.bin`` (then used as the validation split)
-``python_stdlib``  the ``*.py`` source of the running Python's standard library (no downloads): the quickstart
-==============  ===================================================================================================
+- ``text``: UTF-8 files (files, directories searched recursively, globs), sorted, concatenated; byte tokens.
+- ``jsonl``: one JSON object per line; the ``field`` string of each, as UTF-8 bytes.
+- ``tokens``: pre-tokenised ids: a ``.bin`` (raw ``dtype``) or ``.npy`` file, or a nanoGPT directory with
+  ``train.bin`` and optionally ``val.bin`` (then used as the validation split).
+- ``python_stdlib``: the ``*.py`` source of the running Python's standard library (no downloads; quickstart).
 
 Relative paths are resolved against the current directory.
 """
@@ -45,7 +43,9 @@ class TextSourceConfig(ComponentConfig):
     suffixes: list[str] = Field(
         default_factory=list, description="keep only these suffixes inside directories/globs, e.g. ['.txt']"
     )
-    on_invalid_utf8: InvalidUtf8 = Field("error", description="non-UTF-8 or binary file: error, replace or skip")
+    on_invalid_utf8: InvalidUtf8 = Field(
+        "error", description="non-UTF-8 or binary file: error, replace or skip"
+    )
     separator: str = Field("", description="text inserted between files")
 
 
@@ -117,7 +117,9 @@ class TokensSourceConfig(ComponentConfig):
     """Pre-tokenised ids (nanoGPT layout): a .bin/.npy file, or a directory with train.bin [+ val.bin]."""
 
     path: str = Field(min_length=1, description="a .bin or .npy file, or a directory holding train.bin/.npy")
-    val_path: str | None = Field(None, description="a separate validation file (default: val.bin in the directory)")
+    val_path: str | None = Field(
+        None, description="a separate validation file (default: val.bin in the directory)"
+    )
     dtype: Literal["uint16", "uint32"] = Field("uint16", description="item type of .bin files")
     byte_level: bool = Field(False, description="the ids are UTF-8 bytes (bits per byte, text prompts)")
 
@@ -149,7 +151,9 @@ class TokensSource:
             raise DataError(f"data: {path}: no such file or directory")
         tokens = read_token_file(path, cfg.dtype)
         val = read_token_file(val_path, cfg.dtype) if val_path is not None else None
-        description = f"tokens: {path} ({tokens.size:,} ids" + (f", validation {val_path})" if val_path else ")")
+        description = f"tokens: {path} ({tokens.size:,} ids" + (
+            f", validation {val_path})" if val_path else ")"
+        )
         return Corpus(tokens, cfg.byte_level, description, val_tokens=val, single_file=str(path))
 
 
@@ -159,7 +163,9 @@ class PythonStdlibConfig(ComponentConfig):
 
     max_bytes: int | None = Field(None, ge=1, description="cap on the bytes used (a prefix in path order)")
     include_tests: bool = Field(False, description="include the test suites (test/, tests/, idle_test/)")
-    on_invalid_utf8: InvalidUtf8 = Field("skip", description="a file that is not UTF-8: error, replace or skip")
+    on_invalid_utf8: InvalidUtf8 = Field(
+        "skip", description="a file that is not UTF-8: error, replace or skip"
+    )
 
 
 _EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__"}

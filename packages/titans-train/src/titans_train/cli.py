@@ -1,0 +1,176 @@
+"""``titans-train``: train from a spec, print its schema, plot a run, sample from a run.
+
+Usage::
+
+    titans-train SPEC.yaml [--set trainer.steps=100 ...] [--dry-run]   # = titans-train train SPEC.yaml ...
+    titans-train schema                                                 # JSON schema of a spec (or --schema)
+    titans-train plot RUN_DIR                                           # RUN_DIR/plots/{loss,eval}.png
+    titans-train generate RUN_DIR --prompt "def " [--max-new-tokens 200 --temperature 0.8 --top-k 40 ...]
+
+A first argument that is not a command name is taken as a spec file, so ``titans-train SPEC.yaml`` runs
+``train``.
+The whole spec (and the data) is validated before anything is written. Exit status: 0 success; 2 a user error
+—
+a bad spec, bad data, an unusable run directory — printed as ``error: …`` without a traceback; 3 the training
+diverged (a non-finite loss; the last good checkpoint is kept).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from titans_core import spec_json_schema
+from titans_core.cli import print_user_error, run_user_command
+
+from titans_train.errors import DivergedError
+from titans_train.spec import TrainSpec
+
+COMMANDS = ("train", "schema", "plot", "generate")
+
+app = typer.Typer(
+    name="titans-train",
+    help=(
+        "Train Titans models from a spec file.\n\n"
+        "titans-train SPEC.yaml [--set KEY.PATH=VALUE ...] [--dry-run] is short for "
+        "`titans-train train SPEC.yaml ...`; `titans-train --schema` for `titans-train schema`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)  # keep table rows unwrapped when piped
+    return console
+
+
+@app.command("train")
+@run_user_command
+def train_command(
+    spec_file: Annotated[str, typer.Argument(metavar="SPEC.yaml", help="The training spec.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="KEY.PATH=VALUE", help="Override a spec value (repeatable)."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the resolved spec, parameter count and mesh plan; then exit."),
+    ] = False,
+) -> None:
+    """Train the model of SPEC.yaml (resuming its run directory if it holds the same run)."""
+    from titans_train.plan import make_plan
+    from titans_train.report import print_dry_run
+    from titans_train.spec_check import load_train_spec
+    from titans_train.trainer import train
+
+    spec, locator = load_train_spec(spec_file, overrides or [])
+    console = _console()
+    if dry_run:
+        print_dry_run(make_plan(spec, locator), console)
+        return
+    try:
+        result = train(spec, locator, console=console)
+    except DivergedError as exc:
+        print_user_error(exc)
+        raise SystemExit(DivergedError.exit_code) from None
+    import jax
+
+    if jax.process_index() == 0:
+        console.print(f"done: step {result.final_step}, run directory {result.run_dir}", highlight=False)
+
+
+@app.command("schema")
+@run_user_command
+def schema_command() -> None:
+    """Print the JSON schema of a training spec."""
+    sys.stdout.write(json.dumps(spec_json_schema(TrainSpec), indent=2) + "\n")
+
+
+@app.command("plot")
+@run_user_command
+def plot_command(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")]) -> None:
+    """Write PNG loss and evaluation curves to RUN_DIR/plots/."""
+    from pathlib import Path
+
+    from titans_train.plot import plot_run
+
+    for path in plot_run(Path(run_dir)):
+        _console().print(f"wrote {path}", highlight=False)
+
+
+@app.command("generate")
+@run_user_command
+def generate_command(
+    run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="Prompt text (byte-level runs).")
+    ] = None,
+    prompt_ids: Annotated[
+        str | None, typer.Option("--prompt-ids", help="Prompt as token ids, e.g. '17 4 99' (any run).")
+    ] = None,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", "-n", min=1, help="Tokens to generate.")
+    ] = 200,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0: greedy).")] = 0.8,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Sample from the k likeliest.")] = 40,
+    top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus mass.")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Generate a continuation of a prompt from the latest checkpoint of RUN_DIR (cached decoding)."""
+    from pathlib import Path
+
+    from titans_train import generate as gen
+
+    model, spec, step, byte_level = gen.load_run_model(Path(run_dir))
+    ids = None
+    if prompt_ids is not None:
+        try:
+            ids = [int(x) for x in prompt_ids.replace(",", " ").split()]
+        except ValueError:
+            raise typer.BadParameter(
+                f"not a list of integers: {prompt_ids!r}", param_hint="--prompt-ids"
+            ) from None
+    tokens = gen.encode_prompt(prompt, ids, byte_level=byte_level, vocab_size=spec.vocab_size)
+    if top_k is not None:
+        top_k = min(top_k, spec.vocab_size)
+    out = gen.sample(
+        model,
+        tokens,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    head = (prompt or "") if ids is None else gen.decode(tokens, byte_level=False) + " "
+    sys.stdout.write(head + gen.decode(out, byte_level=byte_level) + "\n")
+    sys.stderr.write(f"(step {step} of {run_dir})\n")
+
+
+def route(argv: Sequence[str]) -> list[str]:
+    """``SPEC.yaml ...`` → ``train SPEC.yaml ...``; ``--schema`` → ``schema``; command names pass through."""
+    args = list(argv)
+    if not args:
+        return args
+    if args[0] == "--schema":
+        return ["schema", *args[1:]]
+    if args[0] in COMMANDS or args[0] in ("--help", "-h"):
+        return args
+    return ["train", *args]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point of ``titans-train``."""
+    app(args=route(sys.argv[1:] if argv is None else argv), prog_name="titans-train")
+
+
+if __name__ == "__main__":
+    main()

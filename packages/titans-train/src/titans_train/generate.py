@@ -1,0 +1,95 @@
+"""Sampling from a trained model: the sample printed after training and ``titans-train generate RUN_DIR``.
+
+Generation uses the variants' cached decoder, ``titans_attention.generate.generate`` (a parallel prefill,
+then one
+token at a time against the caches). Byte-level runs take a text prompt (UTF-8 bytes) and print text (invalid
+UTF-8
+in the output is shown as U+FFFD); other runs take token ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import nnx
+from titans_core import TitansUserError, parse_spec
+
+from titans_train.checkpoint import Checkpoints
+from titans_train.errors import CheckpointError
+from titans_train.plan import make_plan
+from titans_train.rundir import SPEC_FILE, read_facts
+from titans_train.spec import DistributedSpec, MeshSpec, TrainSpec
+from titans_train.spec_check import SpecLocator
+
+
+def encode_prompt(prompt: str | None, prompt_ids: list[int] | None, *, byte_level: bool, vocab_size: int):
+    """The prompt as an int32 array of ids (a text prompt needs byte-level data)."""
+    if prompt_ids:
+        ids = np.asarray(prompt_ids, dtype=np.int32)
+        if ids.min() < 0 or ids.max() >= vocab_size:
+            raise TitansUserError(f"prompt ids must be in 0 … {vocab_size - 1}")
+        return ids
+    if prompt is None or prompt == "":
+        raise TitansUserError("the prompt is empty: give --prompt TEXT (or --prompt-ids for token ids)")
+    if not byte_level:
+        raise TitansUserError(
+            "this run's data is not byte-level: give the prompt as token ids (--prompt-ids)"
+        )
+    return np.frombuffer(prompt.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+
+
+def decode(ids: np.ndarray, *, byte_level: bool) -> str:
+    """Generated ids as text (bytes → UTF-8 with replacement) or as space-separated ids."""
+    if byte_level:
+        return bytes(int(i) & 0xFF for i in ids).decode("utf-8", errors="replace")
+    return " ".join(str(int(i)) for i in ids)
+
+
+def sample(
+    model: Any,
+    prompt_ids: np.ndarray,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int,
+) -> np.ndarray:
+    """``max_new_tokens`` ids continuing ``prompt_ids`` (cached decoding)."""
+    from titans_attention.generate import generate  # imported lazily: the variants package owns decoding
+
+    out = generate(
+        model,
+        prompt_ids[None, :],
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    return np.asarray(out)[0]
+
+
+def load_run_model(run_dir: Path) -> tuple[Any, TrainSpec, int, bool]:
+    """(model, spec, step, byte_level) from the latest usable checkpoint of ``run_dir`` (on one device)."""
+    run_dir = Path(run_dir)
+    spec_file = run_dir / SPEC_FILE
+    if not spec_file.exists():
+        raise CheckpointError(f"{run_dir} is not a titans-train run directory (no {SPEC_FILE})")
+    text = spec_file.read_text(encoding="utf-8")
+    spec = parse_spec(text, TrainSpec, filename=str(spec_file))
+    spec = spec.model_copy(update={"mesh": MeshSpec(data=1, num_devices=1), "distributed": DistributedSpec()})
+    plan = make_plan(spec, SpecLocator(str(spec_file), text), load_data=False, multi_process=False)
+    checkpoints = Checkpoints(run_dir, read_only=True)
+    try:
+        restored = checkpoints.restore_latest(plan.abstract_state(), quarantine=False)
+    finally:
+        checkpoints.close()
+    if restored is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet")
+    step, state, _ = restored
+    model = nnx.merge(plan.graphdef, state["params"], state["rest"])
+    byte_level = bool(read_facts(run_dir).get("byte_level", spec.vocab_size == 256))
+    return model, spec, step, byte_level

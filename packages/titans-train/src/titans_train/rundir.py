@@ -1,0 +1,159 @@
+"""The run directory (``output.dir``)::
+
+    spec.yaml           the resolved spec (what ``titans-train`` ran; compared on resume)
+    run.json            facts for the tools: byte_level, vocab_size, param_count, data description
+    metrics.jsonl       one JSON object per line: {"kind": "train", "step", "loss", "bpb"|"bpt", "lr", ...}
+                        and {"kind": "eval", "step", "loss", ...}
+    checkpoints/<step>  orbax checkpoints (see titans_train.checkpoint)
+    plots/              titans-train plot RUN_DIR
+
+Decisions: a directory that does not exist or is empty starts a new run. A directory holding a ``spec.yaml``
+is
+resumed when its spec equals the new one except for the keys in ``titans_train.spec.RESUMABLE_CHANGES``
+(e.g. ``trainer.steps`` to train longer); otherwise it is refused with the differing keys. A non-empty
+directory
+without ``spec.yaml`` is refused. Nothing is ever overwritten silently. Only process 0 writes these files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import yaml
+from titans_core import dump_spec
+
+from titans_train.errors import RunDirError
+from titans_train.spec import RESUMABLE_CHANGES, TrainSpec
+
+SPEC_FILE = "spec.yaml"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
+def _resumable(key: str) -> bool:
+    return any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_CHANGES)
+
+
+def spec_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: old → new`` for every non-resumable difference between two dumped specs."""
+    old, new = _flatten(saved), _flatten(current)
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if _resumable(key) or old.get(key, "<unset>") == new.get(key, "<unset>"):
+            continue
+        lines.append(f"{key}: {old.get(key, '<unset>')!r} → {new.get(key, '<unset>')!r}")
+    return lines
+
+
+def inspect_run_dir(run_dir: Path, spec: TrainSpec) -> bool:
+    """Whether ``run_dir`` is to be resumed (True) or started (False); RunDirError if it must be refused.
+
+    Reads only; creates nothing.
+    """
+    if not run_dir.exists():
+        return False
+    if not run_dir.is_dir():
+        raise RunDirError(f"output.dir {run_dir} exists and is not a directory")
+    if not any(run_dir.iterdir()):
+        return False
+    spec_file = run_dir / SPEC_FILE
+    if not spec_file.exists():
+        raise RunDirError(
+            f"output.dir {run_dir} is not empty and holds no {SPEC_FILE}: not a titans-train run; "
+            "choose another output.dir"
+        )
+    try:
+        saved = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunDirError(f"{spec_file}: unreadable ({exc}); choose another output.dir") from None
+    differences = spec_differences(saved if isinstance(saved, dict) else {}, yaml.safe_load(dump_spec(spec)))
+    if differences:
+        shown = "; ".join(differences[:5]) + (
+            f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
+        )
+        raise RunDirError(
+            f"output.dir {run_dir} holds a run with a different spec ({shown}); "
+            "choose another output.dir, or delete that directory to start over"
+        )
+    return True
+
+
+class RunDir:
+    """Writes the files of a run directory (on process 0; the other processes write nothing)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.primary = jax.process_index() == 0
+
+    def start(self, spec: TrainSpec, facts: dict[str, Any]) -> None:
+        """Create the directory and write spec.yaml and run.json (a new run)."""
+        if self.primary:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")
+            (self.path / RUN_FILE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+
+    def update_spec(self, spec: TrainSpec) -> None:
+        """Record the spec of a resumed run (its resumable keys may have changed)."""
+        if self.primary:
+            (self.path / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop metric records after ``step`` (written by a run that died after its last checkpoint)."""
+        path = self.path / METRICS_FILE
+        if not self.primary or not path.exists():
+            return
+        kept = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and _step_of(line) <= step
+        ]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one metrics record."""
+        if self.primary:
+            with open(self.path / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``RUN_DIR/metrics.jsonl`` (malformed lines skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    records = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def read_facts(run_dir: Path) -> dict[str, Any]:
+    """``RUN_DIR/run.json`` ({} if missing)."""
+    path = Path(run_dir) / RUN_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}

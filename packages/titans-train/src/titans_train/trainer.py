@@ -1,0 +1,215 @@
+"""The training run: plan → run directory → (restore) → steps with metrics, evaluations and checkpoints →
+sample.
+
+Order of events (see :func:`train`): everything that can fail because of the spec or the data fails in
+:func:`titans_train.plan.make_plan` and :func:`titans_train.rundir.inspect_run_dir`, before the run directory
+is
+created. Then each step: next batch (this process's rows) → jitted step → loss check → ``metrics.jsonl`` →
+checkpoint every ``checkpoint.every`` steps → evaluation every ``trainer.eval_every`` steps; at the end a
+final
+checkpoint and evaluation, and a sample generation.
+
+A non-finite loss or gradient norm stops the run with :class:`~titans_train.errors.DivergedError` naming the
+step;
+that state is never saved, pending checkpoint writes are completed, so the last good checkpoint stays intact.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+from rich.console import Console
+
+from titans_train import generate as gen
+from titans_train.checkpoint import Checkpoints
+from titans_train.data import TrainBatches, eval_batches
+from titans_train.errors import DivergedError
+from titans_train.mesh import global_batch
+from titans_train.plan import Plan, make_plan
+from titans_train.progress import TrainProgress, bits
+from titans_train.rundir import RunDir, inspect_run_dir
+from titans_train.spec import TrainSpec
+from titans_train.spec_check import SpecLocator
+from titans_train.steps import Steps, make_steps
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (also in metrics.jsonl)."""
+
+    run_dir: Path
+    start_step: int
+    final_step: int
+    losses: list[float]
+    eval_loss: float | None
+    sample: str | None
+
+
+def _evaluate(plan: Plan, steps: Steps, state: Any, batches: list[np.ndarray]) -> float:
+    losses = [
+        float(steps.evaluate(state, global_batch(b, plan.batch_sharding, plan.batch_shape))) for b in batches
+    ]
+    return float(np.mean(losses))
+
+
+class Trainer:
+    """One run of a validated spec (use :func:`train`)."""
+
+    def __init__(self, plan: Plan, *, resume: bool, console: Console | None = None):
+        spec = plan.spec
+        assert plan.splits is not None
+        self.plan, self.spec, self.splits = plan, spec, plan.splits
+        self.unit = "bpb" if self.splits.byte_level else "bpt"
+        self.run_dir = RunDir(Path(spec.output.dir))
+        facts = {
+            "byte_level": self.splits.byte_level,
+            "vocab_size": spec.vocab_size,
+            "param_count": plan.param_count,
+            "data": self.splits.description,
+            "train_tokens": int(self.splits.train.size),
+            "val_tokens": int(self.splits.val.size) if self.splits.val is not None else 0,
+        }
+        if resume:
+            self.run_dir.update_spec(spec)
+        else:
+            self.run_dir.start(spec, facts)
+        self.checkpoints = Checkpoints(
+            self.run_dir.path, keep=spec.checkpoint.keep, asynchronous=spec.checkpoint.asynchronous
+        )
+        self.batches = TrainBatches(
+            self.splits.train,
+            spec.data.seq_len,
+            plan.layout,
+            seed=spec.trainer.seed,
+            shuffle=spec.data.shuffle,
+        )
+        self.eval_data = (
+            eval_batches(self.splits.val, spec.data.seq_len, plan.layout, spec.trainer.eval_batches)
+            if self.splits.val is not None
+            else []
+        )
+        self.steps = make_steps(
+            plan.graphdef,
+            plan.tx,
+            plan.schedule,
+            compute_dtype=plan.compute_dtype,
+            state_shardings=plan.state_shardings,
+            batch_sharding=plan.batch_sharding,
+            replicated=plan.replicated,
+        )
+        self.console = console or Console(highlight=False)
+        restored = self.checkpoints.restore_latest(plan.abstract_state()) if resume else None
+        if restored is not None:
+            self.step, self.state, data_state = restored
+            self.batches.set_state(data_state)
+        else:
+            self.step, self.state = 0, plan.init_state()
+        if resume:
+            self.run_dir.truncate_metrics(self.step)
+
+    def _log_eval(self, progress: TrainProgress) -> float | None:
+        if not self.eval_data:
+            return None
+        loss = _evaluate(self.plan, self.steps, self.state, self.eval_data)
+        self.run_dir.log(
+            {"kind": "eval", "step": self.step, "loss": loss, self.unit: bits(loss), "time": time.time()}
+        )
+        progress.message(f"eval step {self.step}: loss {loss:.4f}, {bits(loss):.3f} {self.unit}")
+        return loss
+
+    def run(self) -> TrainResult:
+        spec, plan = self.spec, self.plan
+        total, start = spec.trainer.steps, self.step
+        progress = TrainProgress(
+            total=total,
+            start=start,
+            unit=self.unit,
+            log_every=spec.trainer.log_every,
+            tokens_per_step=spec.trainer.batch_size * spec.data.seq_len,
+            console=self.console,
+        )
+        if start:
+            progress.message(f"resumed {self.run_dir.path} at step {start}")
+        losses: list[float] = []
+        eval_loss = None
+        try:
+            while self.step < total:
+                batch = global_batch(next(self.batches), plan.batch_sharding, plan.batch_shape)
+                self.state, metrics = self.steps.train(self.state, batch)
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                self.step += 1
+                if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
+                    self.checkpoints.wait()
+                    kept = self.checkpoints.steps()
+                    last = (
+                        f"the last good checkpoint is step {kept[-1]}"
+                        if kept
+                        else "no checkpoint was written"
+                    )
+                    raise DivergedError(
+                        f"training diverged at step {self.step}: loss {values['loss']}, gradient norm "
+                        f"{values['grad_norm']} (not finite); stopped, {last} "
+                        f"(in {self.checkpoints.directory}). "
+                        "Try a lower optimizer.lr, a longer schedule.warmup_steps or optimizer.clip_norm."
+                    )
+                losses.append(values["loss"])
+                tps = progress.update(self.step, values["loss"], first=self.step == start + 1)
+                self.run_dir.log(
+                    {
+                        "kind": "train",
+                        "step": self.step,
+                        "loss": values["loss"],
+                        self.unit: bits(values["loss"]),
+                        "lr": values["lr"],
+                        "grad_norm": values["grad_norm"],
+                        "tokens_per_s": tps,
+                        "time": time.time(),
+                    }
+                )
+                if self.step % spec.checkpoint.every == 0 or self.step == total:
+                    self.checkpoints.save(self.step, self.state, self.batches.get_state())
+                every = spec.trainer.eval_every
+                if (every is not None and self.step % every == 0) or self.step == total:
+                    eval_loss = self._log_eval(progress)
+                progress.reset_clock()
+            self.checkpoints.wait()
+        finally:
+            progress.close()
+            self.checkpoints.close()
+        return TrainResult(self.run_dir.path, start, self.step, losses, eval_loss, self._sample(progress))
+
+    def _sample(self, progress: TrainProgress) -> str | None:
+        s = self.spec.sample
+        if s.max_new_tokens == 0 or not self.splits.byte_level or not s.prompt:
+            return None
+        model = nnx.merge(self.plan.graphdef, self.state["params"], self.state["rest"])
+        prompt = gen.encode_prompt(s.prompt, None, byte_level=True, vocab_size=self.spec.vocab_size)
+        ids = gen.sample(
+            model,
+            prompt,
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            seed=self.spec.trainer.seed,
+        )
+        text = s.prompt + gen.decode(ids, byte_level=True)
+        progress.message(f"sample (step {self.step}):\n{text}")
+        return text
+
+
+def train(spec: TrainSpec, locator: SpecLocator, *, console: Console | None = None) -> TrainResult:
+    """Train ``spec`` (validated; ``locator`` places later problems in the spec file)."""
+    plan = make_plan(spec, locator)
+    resume = inspect_run_dir(Path(spec.output.dir), spec)
+    if jax.process_count() > 1:  # every process decides before process 0 writes anything
+        multihost_utils.sync_global_devices("titans-train: run directory inspected")
+    return Trainer(plan, resume=resume, console=console).run()

@@ -1,0 +1,214 @@
+"""A training run end to end (in this process): files, metrics, progress, dry run, schema, run-directory
+rules,
+resume, corrupt checkpoints, divergence, gradient accumulation and bfloat16."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from titans_train.checkpoint import Checkpoints
+from titans_train.progress import TrainProgress
+from train.conftest import losses, metrics, run_cli, toy_spec, write_spec
+
+
+def _train(capsys, tmp_path: Path, spec: dict, *args: str, name: str = "spec.yaml"):
+    return run_cli(capsys, [str(write_spec(tmp_path / name, spec)), *args])
+
+
+def test_run_writes_metrics_checkpoints_and_progress(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    result = _train(capsys, tmp_path, toy_spec(run_dir, sample={"max_new_tokens": 8, "prompt": "def "}))
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "checkpoints",
+        "metrics.jsonl",
+        "run.json",
+        "spec.yaml",
+    ]
+    train = metrics(run_dir)
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    for record in train:
+        assert record["bpb"] == pytest.approx(record["loss"] / math.log(2))
+        assert {"lr", "grad_norm", "tokens_per_s", "time"} <= set(record)
+    assert [r["step"] for r in metrics(run_dir, "eval")] == [3, 6]
+    assert Checkpoints(run_dir, read_only=True).steps() == [3, 6]
+    assert (
+        "step 6/6  loss" in result.out
+        and "bpb" in result.out
+        and "tok/s" in result.out
+        and "ETA" in result.out
+    )
+    assert "eval step 6: loss" in result.out
+    assert "sample (step 6):\ndef " in result.out
+    facts = json.loads((run_dir / "run.json").read_text())
+    assert facts["byte_level"] is True and facts["param_count"] > 0
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160)
+    progress = TrainProgress(total=4, start=0, unit="bpb", tokens_per_step=100, log_every=1, console=console)
+    for step in range(1, 5):
+        progress.update(step, 2.0, first=step == 1)
+    progress.close()
+    text = out.getvalue()
+    assert (
+        "4/4" in text and "loss 2.0000" in text and "2.885 bpb" in text and "tok/s" in text and "ETA" in text
+    )
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    result = _train(
+        capsys, tmp_path, toy_spec(run_dir), "--dry-run", "--set", "trainer.steps=7", "--set", "mesh.fsdp=2"
+    )
+    assert result.code == 0, result.err
+    assert "# resolved spec" in result.out and "  steps: 7" in result.out
+    assert "model: toy, 10,112 parameters" in result.out
+    assert "mesh: data=4 × fsdp=2 × tensor=1" in result.out
+    assert "embed.embedding" in result.out and "('tensor', 'fsdp')" in result.out
+    assert not run_dir.exists()
+
+
+def test_schema(capsys) -> None:
+    for args in (["schema"], ["--schema"]):
+        result = run_cli(capsys, args)
+        schema = json.loads(result.out)
+        assert result.code == 0
+        assert {"model", "data", "optimizer", "schedule", "trainer", "mesh", "checkpoint"} <= set(
+            schema["properties"]
+        )
+
+
+def test_resume_is_exact_and_spec_changes_are_refused(tmp_path: Path, capsys) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    schedule = {"warmup_steps": 2, "decay_steps": 6}
+    assert _train(capsys, tmp_path, toy_spec(straight, schedule=schedule)).code == 0
+    spec = toy_spec(split, schedule=schedule)
+    assert _train(capsys, tmp_path, spec, "--set", "trainer.steps=3", name="split.yaml").code == 0
+    assert len(losses(split)) == 3
+    result = _train(capsys, tmp_path, spec, name="split.yaml")  # trainer.steps back to 6: resumes
+    assert result.code == 0 and "resumed" in result.out
+    assert losses(split) == losses(straight)
+
+    before = {p: p.stat().st_mtime_ns for p in split.rglob("*")}
+    refused = _train(capsys, tmp_path, spec, "--set", "optimizer.lr=0.5", name="split.yaml")
+    assert refused.code == 2 and "holds a run with a different spec (optimizer.lr: 0.01 → 0.5)" in refused.err
+    assert {p: p.stat().st_mtime_ns for p in split.rglob("*")} == before
+
+
+def test_foreign_directory_is_refused(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    result = _train(capsys, tmp_path, toy_spec(run_dir))
+    assert result.code == 2 and "is not empty and holds no spec.yaml" in result.err
+    assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
+
+
+def _corrupt(step_dir: Path) -> None:
+    for file in step_dir.rglob("*"):
+        if file.is_file() and file.stat().st_size > 0 and "state" in file.parts:
+            file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    spec = toy_spec(run_dir, schedule={"warmup_steps": 2, "decay_steps": 9})
+    assert _train(capsys, tmp_path, spec).code == 0
+    original = losses(run_dir)
+    _corrupt(run_dir / "checkpoints" / "6")
+    result = _train(capsys, tmp_path, spec, "--set", "trainer.steps=9")
+    assert result.code == 0, result.err
+    assert "warning: checkpoint" in result.err and "6 is unreadable" in result.err
+    assert "using step 3 instead" in result.err and "resumed" in result.out
+    assert losses(run_dir)[:6] == original
+    assert [r["step"] for r in metrics(run_dir)] == list(range(1, 10))
+    assert (run_dir / "corrupt-checkpoints").is_dir()
+    assert Checkpoints(run_dir, read_only=True).steps()[-1] == 9
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    spec = toy_spec(
+        run_dir,
+        optimizer={"lr": 1e30, "clip_norm": None},
+        schedule={"warmup_steps": 0},
+        trainer={"steps": 12},
+        checkpoint={"every": 1, "keep": 2},
+    )
+    result = _train(capsys, tmp_path, spec)
+    assert result.code == 3, result.err
+    line = next(line for line in result.err.splitlines() if line.startswith("error:"))
+    assert "training diverged at step" in line and "not finite" in line and "Traceback" not in result.err
+    diverged = int(line.split("at step ")[1].split(":")[0])
+    kept = Checkpoints(run_dir, read_only=True).steps()
+    assert kept and kept[-1] == diverged - 1
+    assert f"the last good checkpoint is step {kept[-1]}" in line
+    generated = run_cli(capsys, ["generate", str(run_dir), "--prompt", "x", "-n", "2", "--temperature", "0"])
+    assert generated.code == 0, generated.err
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, capsys) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _train(capsys, tmp_path, toy_spec(one, trainer={"steps": 3})).code == 0
+    spec = toy_spec(two, trainer={"steps": 3, "grad_accum": 2}, mesh={"data": 4})
+    result = _train(capsys, tmp_path, spec, "--set", "mesh.num_devices=4")
+    assert result.code == 0, result.err
+    assert losses(two) == pytest.approx(losses(one), abs=1e-5)
+
+
+def test_bfloat16_compute(tmp_path: Path, capsys) -> None:
+    f32, bf16 = tmp_path / "f32", tmp_path / "bf16"
+    assert _train(capsys, tmp_path, toy_spec(f32, trainer={"steps": 3})).code == 0
+    result = _train(
+        capsys, tmp_path, toy_spec(bf16, trainer={"steps": 3}, precision={"compute_dtype": "bfloat16"})
+    )
+    assert result.code == 0, result.err
+    assert all(math.isfinite(x) for x in losses(bf16))
+    assert losses(bf16) == pytest.approx(losses(f32), abs=0.05)
+    assert losses(bf16) != losses(f32)
+
+
+def test_completed_run_is_not_retrained(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    spec = toy_spec(run_dir, trainer={"steps": 2}, checkpoint={"every": 1})
+    assert _train(capsys, tmp_path, spec).code == 0
+    again = _train(capsys, tmp_path, spec)
+    assert again.code == 0 and "resumed" in again.out and len(losses(run_dir)) == 2
+
+
+def test_plot_and_generate(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    assert _train(capsys, tmp_path, toy_spec(run_dir)).code == 0
+    plotted = run_cli(capsys, ["plot", str(run_dir)])
+    assert plotted.code == 0 and (run_dir / "plots" / "loss.png").stat().st_size > 1000
+    assert (run_dir / "plots" / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    generated = run_cli(
+        capsys, ["generate", str(run_dir), "--prompt", "def ", "-n", "12", "--temperature", "0"]
+    )
+    assert generated.code == 0, generated.err
+    assert generated.out.startswith("def ") and "(step 6 of" in generated.err
+    again = run_cli(capsys, ["generate", str(run_dir), "--prompt", "def ", "-n", "12", "--temperature", "0"])
+    assert again.out == generated.out  # greedy decoding is deterministic
+    by_ids = run_cli(capsys, ["generate", str(run_dir), "--prompt-ids", "100 101 102 32", "-n", "3"])
+    assert by_ids.code == 0 and by_ids.out.startswith("100 101 102 32 ")
+
+
+def test_plot_and_generate_errors(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli(capsys, ["plot", str(empty)]).code == 2
+    result = run_cli(capsys, ["generate", str(empty), "--prompt", "x"])
+    assert result.code == 2 and "not a titans-train run directory" in result.err
+    run_dir = tmp_path / "run"
+    assert _train(capsys, tmp_path, toy_spec(run_dir, trainer={"steps": 1})).code == 0
+    shutil.rmtree(run_dir / "checkpoints")
+    result = run_cli(capsys, ["generate", str(run_dir), "--prompt", "x"])
+    assert result.code == 2 and "has no checkpoint" in result.err
