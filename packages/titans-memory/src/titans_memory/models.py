@@ -62,15 +62,72 @@ class MLPMemory:
         return params
 
     def apply(self, params: dict[str, jax.Array], x_TxD: jax.Array) -> jax.Array:
+        return self._forward(params, x_TxD)[0]
+
+    def _forward(self, params, x_TxD, keep: bool = False):
+        """M(x); with ``keep``, also what the hand-written backward pass needs: each layer's input, σ'(z) of each
+        hidden layer, and the LayerNorm's normalised output and inverse scale."""
         cfg = self.config
         act = ACTIVATIONS[cfg.activation]
-        h = x_TxD
+        h, inputs, act_grads = x_TxD, [], []
         for i in range(cfg.depth):
-            h = h @ params[f"w{i}"].astype(x_TxD.dtype)
-            if i < cfg.depth - 1:
-                h = act(h)
+            inputs.append(h)
+            z = h @ params[f"w{i}"].astype(x_TxD.dtype)
+            if i == cfg.depth - 1:
+                h = z
+            elif keep:  # σ(z) and σ'(z) in one pass (σ is elementwise)
+                h, dh = jax.jvp(act, (z,), (jnp.ones_like(z),))
+                act_grads.append(dh)
+            else:
+                h = act(z)
         if cfg.depth == 1 or not cfg.residual_norm:
-            return h
+            return h, (inputs, act_grads, None)
         mu = jnp.mean(h, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(h - mu), axis=-1, keepdims=True)
-        return x_TxD + params["ln_gain"].astype(x_TxD.dtype) * (h - mu) * jax.lax.rsqrt(var + 1e-5)
+        rstd = jax.lax.rsqrt(var + 1e-5)
+        normed = (h - mu) * rstd
+        return x_TxD + params["ln_gain"].astype(x_TxD.dtype) * normed, (inputs, act_grads, (normed, rstd))
+
+    def read_and_linearize(self, params: dict[str, jax.Array], q_TxD: jax.Array, k_TxD: jax.Array):
+        """The read M(q) (Eq 15), the prediction M(k) and a hand-written backward pass for the k rows (Eq 12–13): the
+        update rules' fast path.
+
+        Returns (M(q), M(k), grad_sums) with grad_sums(cot_TxD, *w_TxC) = one tree Σ_t w_t ⊙ ∂⟨cot_t, M(k_t)⟩/∂params
+        per weighting w: weighted sums of per-token gradients with no per-token parameter tree. Every layer acts row
+        by row, so the backward signal δ_t of token t is computed once for all weightings; only the weight gradients
+        Σ_t w_t h_tᵀ δ_t (one T-contraction matmul per layer, w folded into its T×in input) depend on w. C = 1, or
+        C = output width for depth 1 (per-channel weights, ⊙ over the output axis). (Running q and k as one
+        concatenated 2T-row forward pass measured slower on CPU: the slices and pads it adds to the outer backward
+        pass cost more than the larger matmuls save.)
+        """
+        cfg = self.config
+        pred, (inputs, act_grads, norm) = self._forward(params, k_TxD, keep=True)
+        dtype = pred.dtype
+
+        def grad_sums(cot_TxD, *weights_TxC):
+            deltas, ln_grad = {}, None
+            delta = cot_TxD  # ∂/∂(output of the last layer)
+            if norm is not None:  # out = x + γ ⊙ n, n = (z − μ)/σ
+                normed, rstd = norm
+                ln_grad = cot_TxD * normed
+                dn = cot_TxD * params["ln_gain"].astype(dtype)
+                delta = rstd * (dn - jnp.mean(dn, -1, keepdims=True)
+                                - normed * jnp.mean(dn * normed, -1, keepdims=True))
+            for i in reversed(range(cfg.depth)):  # δ per layer, shared by every weighting
+                deltas[i] = delta
+                if i:
+                    delta = (delta @ params[f"w{i}"].astype(dtype).T) * act_grads[i - 1]
+            out = []
+            for w_TxC in weights_TxC:
+                w_TxC = w_TxC.astype(dtype)
+                if w_TxC.shape[-1] != 1 and cfg.depth != 1:
+                    raise ValueError("per-channel weights need a depth-1 memory")
+                # Σ_t w_t h_tᵀ δ_t: the weights go on the T×in input (or on δ when they are per output channel)
+                g = {f"w{i}": (w_TxC * inputs[i]).T @ deltas[i] if w_TxC.shape[-1] == 1
+                     else inputs[i].T @ (w_TxC * deltas[i]) for i in deltas}
+                if ln_grad is not None:
+                    g["ln_gain"] = w_TxC[:, 0] @ ln_grad
+                out.append({name: x.astype(params[name].dtype) for name, x in g.items()})
+            return tuple(out)
+
+        return self.apply(params, q_TxD), pred, grad_sums
