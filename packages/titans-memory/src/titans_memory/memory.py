@@ -25,9 +25,9 @@ import jax.numpy as jnp
 from flax import nnx
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
+from titans_core.layers import CausalDepthwiseConv, RMSNorm, linear
 from titans_core.protocols import MemoryModel, UpdateRule
 from titans_core.registry import get_registry
-from titans_core.layers import CausalDepthwiseConv, RMSNorm, linear
 from titans_core.spec import ComponentRef, component_field
 
 from titans_memory.rules.common import Gates, RuleState

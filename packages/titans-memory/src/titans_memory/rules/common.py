@@ -50,6 +50,19 @@ class RuleState(NamedTuple):
     pos: jax.Array
 
 
+class RuleBase:
+    """What every rule shares: its config (``UpdateRuleConfig`` or keyword overrides), ``chunk_size`` and the
+    initial state."""
+
+    def __init__(self, config: UpdateRuleConfig | None = None, **overrides):
+        cfg = config or UpdateRuleConfig()
+        self.config = cfg.model_copy(update=overrides) if overrides else cfg
+        self.chunk_size = self.config.chunk_size
+
+    def init_state(self, params0: PyTree) -> RuleState:
+        return init_rule_state(params0)
+
+
 def init_rule_state(params0: PyTree) -> RuleState:
     """State before the first token: M_0 everywhere, S_0 = 0."""
     return RuleState(params0, params0, jax.tree.map(jnp.zeros_like, params0), jnp.zeros((), jnp.int32))

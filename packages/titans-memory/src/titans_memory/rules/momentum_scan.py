@@ -36,11 +36,10 @@ from titans_core import MemoryModel
 
 from titans_memory.rules.common import (
     Gates,
+    RuleBase,
     RuleState,
-    UpdateRuleConfig,
     clip_scale,
     decay,
-    init_rule_state,
     tree_norm,
 )
 
@@ -118,16 +117,8 @@ def _grouped_scan(body, carry, xs):
     return carry, y
 
 
-class MomentumScanRule:
+class MomentumScanRule(RuleBase):
     """Chunked parallel form of Eq 13–14 and 16; equals ``SequentialRule`` (outputs, state and gradients)."""
-
-    def __init__(self, config: UpdateRuleConfig | None = None, **overrides):
-        cfg = config or UpdateRuleConfig()
-        self.config = cfg.model_copy(update=overrides) if overrides else cfg
-        self.chunk_size = self.config.chunk_size
-
-    def init_state(self, params0) -> RuleState:
-        return init_rule_state(params0)
 
     def _update(self, model: MemoryModel, start, memory, surprise, inp):
         """One chunk: reads and takes its gradients at ``start`` = M_{t'} (Eq 15–16), carries (M, S) to its end."""

@@ -11,17 +11,16 @@ from titans_core import MemoryModel
 
 from titans_memory.rules.common import (
     Gates,
+    RuleBase,
     RuleState,
-    UpdateRuleConfig,
     clip_scale,
     decay,
-    init_rule_state,
     token_grad,
     tree_norm,
 )
 
 
-class SequentialRule:
+class SequentialRule(RuleBase):
     """For each token t, with b the chunk size and t' the start of t's chunk (Eq 16):
 
         y_t = M_{t'}(q_t)                                   (Eq 15, read-before-write)
@@ -31,14 +30,6 @@ class SequentialRule:
 
     and when t closes a chunk, M_{t'} := M_t. With b = 1 this is plain online gradient descent with momentum.
     """
-
-    def __init__(self, config: UpdateRuleConfig | None = None, **overrides):
-        cfg = config or UpdateRuleConfig()
-        self.config = cfg.model_copy(update=overrides) if overrides else cfg
-        self.chunk_size = self.config.chunk_size
-
-    def init_state(self, params0) -> RuleState:
-        return init_rule_state(params0)
 
     def __call__(
         self, model: MemoryModel, state: RuleState, q_TxD, k_TxD, v_TxD, gates: Gates, *, aligned: bool = False
