@@ -196,8 +196,15 @@ class _HeadsAttention(nnx.Module):
         self.o_proj = linear(d_model, d_model, "heads", "embed", rngs=rngs)
         shape = (num_persistent, num_heads, head_dim)
         meta = {"out_sharding": (None, "heads", None), "eager_sharding": False}
-        self.persistent_k_PxHxDh = nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32), **meta)
-        self.persistent_v_PxHxDh = nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32), **meta)
+
+        # no zero-size parameters when num_persistent == 0 (orbax cannot checkpoint empty arrays)
+        def persistent() -> nnx.Param | None:
+            if not num_persistent:
+                return None
+            return nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32), **meta)
+
+        self.persistent_k_PxHxDh = persistent()
+        self.persistent_v_PxHxDh = persistent()
 
     def _check_x(self, x_BxTxD: jax.Array, name: str = "x_BxTxD") -> None:
         if x_BxTxD.ndim != 3 or x_BxTxD.shape[-1] != self.d_model:

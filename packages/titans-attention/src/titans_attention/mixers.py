@@ -65,14 +65,22 @@ class MemoryMixer(nnx.Module):
 
     def __init__(self, d_model: int, config: NeuralMemoryConfig, num_persistent: int, warm: bool, *, rngs):
         self.memory = NeuralMemory(config, d_model=d_model, rngs=rngs)
-        n = num_persistent if warm else 0
-        self.persistent_PxD = nnx.Param(0.02 * jax.random.normal(rngs.params(), (n, d_model)),
-                                        out_sharding=(None, "embed"), eager_sharding=False)
+        self.num_persistent = num_persistent if warm else 0
+        # no zero-size parameter when there are no persistent tokens (orbax cannot checkpoint empty arrays)
+        self.persistent_PxD = (
+            nnx.Param(
+                0.02 * jax.random.normal(rngs.params(), (self.num_persistent, d_model)),
+                out_sharding=(None, "embed"),
+                eager_sharding=False,
+            )
+            if self.num_persistent
+            else None
+        )
 
     def init_cache(self, batch_size: int) -> MemoryState:
         state = self.memory.init_state(batch_size)
-        p = self.persistent_PxD[...]
-        if p.shape[0]:
+        if self.num_persistent:
+            p = self.persistent_PxD[...]
             _, state = self.memory(jnp.broadcast_to(p, (batch_size,) + p.shape), state)
         return state
 
@@ -80,7 +88,7 @@ class MemoryMixer(nnx.Module):
         return self.prefill(x)[0]
 
     def prefill(self, x):
-        n = self.persistent_PxD.shape[0]
+        n = self.num_persistent
         state = self.init_cache(x.shape[0]) if n else None
         return self.memory(x, state, aligned=n % self.memory.update_rule.chunk_size == 0)
 
@@ -91,7 +99,9 @@ class MemoryMixer(nnx.Module):
 class MAGMixer(nnx.Module):
     """Memory as a gate (Eq 26–28): y = SW-Attn*(x̃), o = y ⊗ M(x̃), x̃ = [p ‖ x]."""
 
-    def __init__(self, d_model, num_heads, window, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs):
+    def __init__(
+        self, d_model, num_heads, window, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs
+    ):
         self.swa = AttentionMixer(
             SlidingWindowAttention(d_model, num_heads, window, num_persistent, rngs=rngs, rope_base=rope_base)
         )
@@ -131,8 +141,12 @@ class MACMixer(nnx.Module):
     i's chunk. Segments run in sequence (``lax.scan``): the next segment's h depends on this segment's writes.
     """
 
-    def __init__(self, d_model, num_heads, segment, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs):
-        self.attn = SegmentAttention(d_model, num_heads, segment, num_persistent, rngs=rngs, rope_base=rope_base)
+    def __init__(
+        self, d_model, num_heads, segment, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs
+    ):
+        self.attn = SegmentAttention(
+            d_model, num_heads, segment, num_persistent, rngs=rngs, rope_base=rope_base
+        )
         self.memory = NeuralMemory(memory, d_model=d_model, rngs=rngs)
         self.gate = Gate(d_model)
         self.segment = segment
@@ -187,8 +201,9 @@ class MACMixer(nnx.Module):
         def step(cache: MACCache, x_t):
             x_t = x_t[:, None]
             starts = cache.attn.pos % self.segment == 0
-            seg_start = jax.tree.map(lambda now, kept: jnp.where(starts, now, kept), cache.memory.rule.start,
-                                     cache.seg_start)
+            seg_start = jax.tree.map(
+                lambda now, kept: jnp.where(starts, now, kept), cache.memory.rule.start, cache.seg_start
+            )
             reader = cache.memory._replace(rule=cache.memory.rule._replace(start=seg_start))
             h, read = self.memory.retrieve(x_t, reader)
             y, attn_cache = self.attn.decode(x_t, cache.attn, prefix_BxTxD=h)

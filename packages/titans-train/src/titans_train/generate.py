@@ -9,6 +9,7 @@ in the output is shown as U+FFFD); other runs take token ids.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def load_run_model(run_dir: Path) -> tuple[Any, TrainSpec, int, bool]:
     spec = parse_spec(text, TrainSpec, filename=str(spec_file))
     spec = spec.model_copy(update={"mesh": MeshSpec(data=1, num_devices=1), "distributed": DistributedSpec()})
     plan = make_plan(spec, SpecLocator(str(spec_file), text), load_data=False, multi_process=False)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on read-only managers are noise here
     checkpoints = Checkpoints(run_dir, read_only=True)
     try:
         restored = checkpoints.restore_latest(plan.abstract_state(), quarantine=False)

@@ -23,7 +23,7 @@ from titans_core.layers import LOGICAL_AXES
 
 from titans_train import distributed
 from titans_train import mesh as mesh_lib
-from titans_train.data import BatchLayout, Splits, split_corpus
+from titans_train.data import BatchLayout, LabelledTask, Splits, TaskSplits, split_corpus, split_task
 from titans_train.optim import lr_schedule, make_optimizer
 from titans_train.spec import TrainSpec
 from titans_train.spec_check import SpecLocator
@@ -66,13 +66,20 @@ class Plan:
     batch_sharding: NamedSharding
     replicated: NamedSharding
     layout: BatchLayout
-    splits: Splits | None
+    splits: Splits | TaskSplits | None
 
     @property
-    def batch_shape(self) -> tuple[int, int, int]:
-        """Global shape of a batch: (grad_accum, micro_batch, seq_len + 1)."""
+    def labelled(self) -> bool:
+        """Whether the data are labelled examples of a task (batches carry explicit targets)."""
+        return isinstance(self.splits, TaskSplits)
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Global shape of a batch: (grad_accum, micro_batch, seq_len + 1) for windows of a stream,
+        (grad_accum, micro_batch, 2, seq_len) for labelled examples (inputs, targets)."""
         t = self.spec.trainer
-        return (t.grad_accum, t.batch_size // t.grad_accum, self.spec.data.seq_len + 1)
+        rows = (2, self.spec.data.seq_len) if self.labelled else (self.spec.data.seq_len + 1,)
+        return (t.grad_accum, t.batch_size // t.grad_accum, *rows)
 
     @property
     def compute_dtype(self) -> Any:
@@ -208,10 +215,12 @@ def make_plan(
     )
 
 
-def load_splits(spec: TrainSpec) -> Splits:
+def load_splits(spec: TrainSpec) -> Splits | TaskSplits:
     """Load the data source and hold out the validation split (DataError on bad data)."""
     source = get_registry().build(spec.data.source)
     corpus = source.load()
+    if isinstance(corpus, LabelledTask):
+        return split_task(corpus, seq_len=spec.data.seq_len, vocab_size=spec.vocab_size)
     return split_corpus(
         corpus, seq_len=spec.data.seq_len, val_fraction=spec.data.val_fraction, vocab_size=spec.vocab_size
     )

@@ -23,7 +23,13 @@ def print_dry_run(plan: Plan, console: Console) -> None:
     console.print(Text("\n# plan"))
     t = spec.trainer
     lines = [f"model: {spec.model.name}, {plan.param_count:,} parameters ({len(plan.layouts)} tensors)"]
-    if plan.splits is not None:
+    if plan.labelled:
+        s = plan.splits
+        lines.append(
+            f"data: {s.description}; examples of {spec.data.seq_len} tokens with targets on the scored "
+            f"positions only: train {len(s.train):,}, validation {len(s.val):,}"
+        )
+    elif plan.splits is not None:
         s = plan.splits
         window = spec.data.seq_len + 1
         val = (

@@ -5,9 +5,11 @@ The training state is a plain pytree (checkpointed as is)::
     {"params": nnx.to_pure_dict(params), "opt": optax state, "rest": other model variables (not trained),
      "step": int32 scalar, "rng": uint32 key data}
 
-A batch is ``(grad_accum, micro_batch, seq_len + 1)`` int32 tokens. The loss is the mean next-token
-cross-entropy
-(float32) over all tokens of the step; with ``grad_accum > 1`` the gradients of the micro-batches are averaged
+A batch is ``(grad_accum, micro_batch, seq_len + 1)`` int32 tokens (windows of a stream) or
+``(grad_accum, micro_batch, 2, seq_len)`` labelled examples (inputs, targets; target -100 = not scored, see
+:mod:`titans_train.data.examples`). The loss is the mean next-token cross-entropy (float32) over the scored
+tokens of each micro-batch (every token of a window); with ``grad_accum > 1`` the
+gradients of the micro-batches are averaged
 inside the step (``lax.scan``). With ``precision.compute_dtype: bfloat16`` floating parameters are cast to
 bfloat16
 for the forward pass only; gradients and the master weights (and the optimizer state) stay float32.
@@ -25,6 +27,8 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from titans_train.tasks.scoring import IGNORE_INDEX
+
 State = dict[str, Any]
 
 
@@ -33,25 +37,59 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def make_loss(graphdef: nnx.GraphDef, compute_dtype: Any) -> Callable[[Any, Any, jax.Array], jax.Array]:
-    """``loss(params, rest, tokens_Bx(T+1))``: mean cross-entropy of predicting ``tokens[:, 1:]``."""
+def inputs_targets(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(inputs_BxT, targets_BxT) of a micro-batch: windows ``B × (T + 1)`` or labelled examples ``B×2×T``."""
+    if rows.ndim == 3:
+        return rows[:, 0], rows[:, 1]
+    return rows[:, :-1], rows[:, 1:]
 
-    def loss(params: Any, rest: Any, tokens: jax.Array) -> jax.Array:
+
+def make_forward(
+    graphdef: nnx.GraphDef, compute_dtype: Any
+) -> Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]:
+    """``forward(params, rest, rows) -> (cross_entropy_BxT, correct_BxT, scored_BxT)``; see make_loss."""
+
+    def forward(params: Any, rest: Any, rows: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         if compute_dtype != jnp.float32:
             params, rest = cast_floating(params, compute_dtype), cast_floating(rest, compute_dtype)
         model = nnx.merge(graphdef, params, rest)
-        logits = model(tokens[:, :-1]).astype(jnp.float32)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+        inputs_BxT, targets_BxT = inputs_targets(rows)
+        scored_BxT = targets_BxT != IGNORE_INDEX
+        safe_BxT = jnp.where(scored_BxT, targets_BxT, 0)
+        logits_BxTxV = model(inputs_BxT).astype(jnp.float32)
+        ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, safe_BxT)
+        correct_BxT = jnp.argmax(logits_BxTxV, axis=-1) == safe_BxT
+        return ce_BxT, correct_BxT, scored_BxT
+
+    return forward
+
+
+def _scored_mean(values: jax.Array, scored: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.where(scored, values, 0.0)) / jnp.maximum(jnp.sum(scored), 1)
+
+
+def make_loss(graphdef: nnx.GraphDef, compute_dtype: Any) -> Callable[[Any, Any, jax.Array], jax.Array]:
+    """``loss(params, rest, rows)``: mean cross-entropy over the scored targets of a micro-batch.
+
+    ``rows`` is ``B × (T + 1)`` tokens (every next token is a target) or ``B × 2 × T`` (inputs, targets with
+    ``-100`` on positions that are not scored). A micro-batch without any scored target has loss 0.
+    """
+    forward = make_forward(graphdef, compute_dtype)
+
+    def loss(params: Any, rest: Any, rows: jax.Array) -> jax.Array:
+        ce_BxT, _, scored_BxT = forward(params, rest, rows)
+        return _scored_mean(ce_BxT, scored_BxT)
 
     return loss
 
 
 @dataclass(frozen=True)
 class Steps:
-    """The compiled steps: ``train(state, batch) -> (state, metrics)``, ``evaluate(state, batch) -> loss``."""
+    """The compiled steps: ``train(state, batch) -> (state, metrics)``,
+    ``evaluate(state, batch) -> {"loss", "accuracy"}`` (means over the micro-batches)."""
 
     train: Callable[[State, jax.Array], tuple[State, dict[str, jax.Array]]]
-    evaluate: Callable[[State, jax.Array], jax.Array]
+    evaluate: Callable[[State, jax.Array], dict[str, jax.Array]]
 
 
 def make_steps(
@@ -66,6 +104,7 @@ def make_steps(
 ) -> Steps:
     """Build and jit the training and evaluation steps."""
     loss_fn = make_loss(graphdef, compute_dtype)
+    forward = make_forward(graphdef, compute_dtype)
     grad_fn = jax.value_and_grad(loss_fn)
 
     def loss_and_grads(params: Any, rest: Any, batch: jax.Array) -> tuple[jax.Array, Any]:
@@ -91,9 +130,13 @@ def make_steps(
         new_state = {**state, "params": params, "opt": opt, "step": state["step"] + 1, "rng": rng}
         return new_state, metrics
 
-    def eval_step(state: State, batch: jax.Array) -> jax.Array:
-        losses = jax.lax.map(lambda tokens: loss_fn(state["params"], state["rest"], tokens), batch)
-        return losses.mean()
+    def eval_micro(state: State, rows: jax.Array) -> dict[str, jax.Array]:
+        ce, correct, scored = forward(state["params"], state["rest"], rows)
+        return {"loss": _scored_mean(ce, scored), "accuracy": _scored_mean(correct, scored)}
+
+    def eval_step(state: State, batch: jax.Array) -> dict[str, jax.Array]:
+        metrics = jax.lax.map(lambda rows: eval_micro(state, rows), batch)
+        return jax.tree.map(jnp.mean, metrics)
 
     train = jax.jit(
         train_step,

@@ -53,11 +53,13 @@ class TrainResult:
     sample: str | None
 
 
-def _evaluate(plan: Plan, steps: Steps, state: Any, batches: list[np.ndarray]) -> float:
-    losses = [
-        float(steps.evaluate(state, global_batch(b, plan.batch_sharding, plan.batch_shape))) for b in batches
+def _evaluate(plan: Plan, steps: Steps, state: Any, batches: list[np.ndarray]) -> dict[str, float]:
+    """Mean loss and accuracy (argmax = target on the scored positions) over the validation batches."""
+    results = [
+        jax.device_get(steps.evaluate(state, global_batch(b, plan.batch_sharding, plan.batch_shape)))
+        for b in batches
     ]
-    return float(np.mean(losses))
+    return {key: float(np.mean([r[key] for r in results])) for key in ("loss", "accuracy")}
 
 
 class Trainer:
@@ -74,9 +76,14 @@ class Trainer:
             "vocab_size": spec.vocab_size,
             "param_count": plan.param_count,
             "data": self.splits.description,
-            "train_tokens": int(self.splits.train.size),
-            "val_tokens": int(self.splits.val.size) if self.splits.val is not None else 0,
         }
+        if plan.labelled:
+            facts.update(train_examples=len(self.splits.train), val_examples=len(self.splits.val))
+        else:
+            facts.update(
+                train_tokens=int(self.splits.train.size),
+                val_tokens=int(self.splits.val.size) if self.splits.val is not None else 0,
+            )
         if resume:
             self.run_dir.update_spec(spec)
         else:
@@ -118,11 +125,21 @@ class Trainer:
     def _log_eval(self, progress: TrainProgress) -> float | None:
         if not self.eval_data:
             return None
-        loss = _evaluate(self.plan, self.steps, self.state, self.eval_data)
+        metrics = _evaluate(self.plan, self.steps, self.state, self.eval_data)
+        loss, acc = metrics["loss"], metrics["accuracy"]
         self.run_dir.log(
-            {"kind": "eval", "step": self.step, "loss": loss, self.unit: bits(loss), "time": time.time()}
+            {
+                "kind": "eval",
+                "step": self.step,
+                "loss": loss,
+                self.unit: bits(loss),
+                "accuracy": acc,
+                "time": time.time(),
+            }
         )
-        progress.message(f"eval step {self.step}: loss {loss:.4f}, {bits(loss):.3f} {self.unit}")
+        progress.message(
+            f"eval step {self.step}: loss {loss:.4f}, {bits(loss):.3f} {self.unit}, accuracy {acc:.3f}"
+        )
         return loss
 
     def run(self) -> TrainResult:

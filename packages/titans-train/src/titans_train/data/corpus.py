@@ -46,7 +46,7 @@ class Corpus:
 
 @runtime_checkable
 class DataSource(Protocol):
-    """What a ``data_source`` factory returns."""
+    """What a ``data_source`` factory returns (a task returns a ``LabelledTask``; see ``data.examples``)."""
 
     def load(self) -> Corpus: ...
 

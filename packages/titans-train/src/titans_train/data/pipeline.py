@@ -22,6 +22,10 @@ Decisions:
   :func:`titans_train.mesh.local_rows`). The union over processes is the single-process batch, so losses do
   not
   depend on the number of processes.
+- **Synthetic tasks** (``mqar``, ``niah``): the source returns a
+  :class:`~titans_train.data.examples.LabelledTask`; its examples (int32 ``[2, T]``: inputs, targets with
+  -100)
+  take the place of the windows everywhere below, and ``val_fraction`` does not apply.
 - **Evaluation**: the first ``eval_batches · batch_size`` validation windows in order (indices wrap around
   when the
   split has fewer windows than one batch).
@@ -36,6 +40,7 @@ import grain
 import numpy as np
 
 from titans_train.data.corpus import Corpus
+from titans_train.data.examples import ExampleSet, LabelledTask, TaskSplits
 from titans_train.errors import DataError
 
 
@@ -92,12 +97,26 @@ def split_corpus(corpus: Corpus, *, seq_len: int, val_fraction: float, vocab_siz
     return Splits(tokens, val, corpus.byte_level, corpus.description)
 
 
+def split_task(task: LabelledTask, *, seq_len: int, vocab_size: int) -> TaskSplits:
+    """The examples of a synthetic task at ``seq_len``, checked against the model's vocabulary."""
+    problem = task.check_length(seq_len)
+    if problem:
+        raise DataError(problem)
+    if task.vocab_size > vocab_size:
+        raise DataError(
+            f"data: {task.description}: the task uses token ids up to {task.vocab_size - 1}, outside the "
+            f"model's vocabulary (model.vocab_size = {vocab_size})"
+        )
+    return TaskSplits(task, seq_len)
+
+
 class Windows:
     """Random access to the windows ``tokens[i·T : i·T + T + 1]`` of a token stream (a grain data source)."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int):
         self.tokens, self.seq_len = tokens, seq_len
         self.count = (tokens.size - 1) // seq_len
+        self.row_shape: tuple[int, ...] = (seq_len + 1,)
 
     def __len__(self) -> int:
         return self.count
@@ -109,13 +128,22 @@ class Windows:
     def gather(self, indices: np.ndarray) -> np.ndarray:
         """Windows at ``indices`` (any shape S) as an int32 array S × (T + 1)."""
         flat = [self[i] for i in np.asarray(indices).reshape(-1)]
-        return np.stack(flat).reshape(*np.shape(indices), self.seq_len + 1)
+        return np.stack(flat).reshape(*np.shape(indices), *self.row_shape)
+
+
+Rows = Windows | ExampleSet
+"""Random access to training rows: windows of a stream, or labelled examples of a task."""
+
+
+def as_rows(data: np.ndarray | Rows, seq_len: int) -> Rows:
+    """``data`` itself if it is already random-access rows, else the windows of the token stream ``data``."""
+    return data if isinstance(data, Windows | ExampleSet) else Windows(np.asarray(data), seq_len)
 
 
 class _LocalRows:
-    """grain map: a global batch of window indices → this process's rows, (grad_accum, rows, T + 1)."""
+    """grain map: a global batch of row indices → this process's rows, (grad_accum, rows, *row_shape)."""
 
-    def __init__(self, windows: Windows, layout: BatchLayout):
+    def __init__(self, windows: Rows, layout: BatchLayout):
         self.windows, self.layout = windows, layout
 
     def __call__(self, indices: np.ndarray) -> np.ndarray:
@@ -127,8 +155,10 @@ class _LocalRows:
 class TrainBatches:
     """The infinite, checkpointable stream of training batches of this process (a grain dataset iterator)."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, layout: BatchLayout, *, seed: int, shuffle: bool):
-        windows = Windows(tokens, seq_len)
+    def __init__(
+        self, data: np.ndarray | Rows, seq_len: int, layout: BatchLayout, *, seed: int, shuffle: bool
+    ):
+        windows = as_rows(data, seq_len)
         dataset = grain.MapDataset.range(len(windows))
         if shuffle:
             dataset = dataset.shuffle(seed=seed)
@@ -156,9 +186,11 @@ class TrainBatches:
         self._iterator.set_state(dict(state))
 
 
-def eval_batches(tokens: np.ndarray, seq_len: int, layout: BatchLayout, max_batches: int) -> list[np.ndarray]:
-    """This process's fixed validation batches: up to ``max_batches`` global batches of windows in order."""
-    windows = Windows(tokens, seq_len)
+def eval_batches(
+    data: np.ndarray | Rows, seq_len: int, layout: BatchLayout, max_batches: int
+) -> list[np.ndarray]:
+    """This process's fixed validation batches: up to ``max_batches`` global batches of rows in order."""
+    windows = as_rows(data, seq_len)
     count = max(1, min(max_batches, len(windows) // layout.batch_size))
     indices = np.arange(count * layout.batch_size) % len(windows)
     local = _LocalRows(windows, layout)

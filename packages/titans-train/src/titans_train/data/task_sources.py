@@ -1,0 +1,162 @@
+"""The synthetic tasks as ``data_source`` components: ``mqar`` and ``niah`` (registered in
+:mod:`titans_train.plugin`), so a spec can train on them::
+
+    data:
+      source: {name: mqar, num_kv_pairs: 16}
+      seq_len: 256          # the length of every example
+
+Both return a :class:`~titans_train.data.examples.LabelledTask`: examples are generated on demand from
+``(seed, split, index)`` by the generators of :mod:`titans_train.tasks`, and only the positions the task
+scores
+carry a target (the value after each MQAR query; the answer bytes of S-NIAH). ``data.val_fraction`` does not
+apply: the validation examples are ``num_val`` further examples from an independent generator stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, model_validator
+from titans_core import ComponentConfig
+
+from titans_train.data.examples import Split, example_rng, shift_with_mask
+from titans_train.tasks.mqar import mqar_batch, validate_mqar_config
+from titans_train.tasks.niah import (
+    VALUE_KINDS,
+    encode_niah_example,
+    make_niah_example,
+    niah_min_context_length,
+)
+
+
+class TaskConfig(ComponentConfig):
+    """Options shared by the synthetic tasks."""
+
+    num_train: int = Field(100_000, ge=1, description="training examples (an epoch; generated on demand)")
+    num_val: int = Field(256, ge=1, description="validation examples (a separate generator stream)")
+    seed: int = Field(0, ge=0, description="seed of the examples (independent of trainer.seed)")
+
+
+# ----------------------------------------------------------------------------------------------------- mqar
+class MqarSourceConfig(TaskConfig):
+    """Multi-query associative recall (Zoology): key-value pairs, then queries; targets after queries only."""
+
+    vocab_size: int = Field(
+        256, ge=4, description="token ids 0..vocab_size−1 (keys: first half, values: second)"
+    )
+    num_kv_pairs: int = Field(8, ge=1, description="key-value pairs per example (= queries per example)")
+    power_a: float = Field(0.01, gt=0, description="power-law exponent of the query gaps (1: uniform)")
+    random_non_queries: bool = Field(True, description="filler positions hold random tokens (else 0)")
+
+
+class MqarSource:
+    """Factory of ``mqar``: see :class:`MqarSourceConfig` and :mod:`titans_train.tasks.mqar`."""
+
+    byte_level = False
+
+    def __init__(self, config: MqarSourceConfig):
+        self.config = config
+        self.num_train, self.num_val = config.num_train, config.num_val
+        self.vocab_size = config.vocab_size
+        self.description = (
+            f"mqar: {config.num_kv_pairs} key-value pairs, vocabulary {config.vocab_size}, "
+            f"{config.num_train:,} training / {config.num_val:,} validation examples"
+        )
+
+    def load(self) -> MqarSource:
+        return self
+
+    def check_length(self, seq_len: int) -> str | None:
+        c = self.config
+        try:
+            validate_mqar_config(c.vocab_size, seq_len, c.num_kv_pairs, c.power_a)
+        except ValueError as exc:
+            return f"data.source (mqar): {exc}"
+        return None
+
+    def example(self, split: Split, index: int, seq_len: int) -> np.ndarray:
+        c = self.config
+        inputs, labels = mqar_batch(
+            example_rng(c.seed, split, index),
+            1,
+            c.vocab_size,
+            seq_len,
+            c.num_kv_pairs,
+            c.power_a,
+            c.random_non_queries,
+        )
+        return np.stack([inputs[0], labels[0]])
+
+
+# ----------------------------------------------------------------------------------------------------- niah
+class NiahSourceConfig(TaskConfig):
+    """Single-needle haystack (RULER): the loss is on the answer bytes only; byte level (vocabulary 256)."""
+
+    value_kind: str = Field("number", description="the needle's value: number (7 digits) or uuid")
+    min_length: int | None = Field(
+        None,
+        ge=1,
+        description="draw each example's length uniformly from [min_length, seq_len + 1] (null: always "
+        "seq_len + 1); shorter examples are right-padded with 0 and the padding is not scored",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> NiahSourceConfig:
+        if self.value_kind not in VALUE_KINDS:
+            raise ValueError(f"value_kind must be one of {', '.join(VALUE_KINDS)}, got {self.value_kind!r}")
+        shortest = niah_min_context_length(self.value_kind)
+        if self.min_length is not None and self.min_length < shortest:
+            raise ValueError(
+                f"min_length {self.min_length} is shorter than an S-NIAH example ({shortest} bytes for "
+                f"value_kind {self.value_kind})"
+            )
+        return self
+
+
+class NiahSource:
+    """Factory of ``niah``: see :class:`NiahSourceConfig` and :mod:`titans_train.tasks.niah`.
+
+    An example of ``seq_len`` inputs is the text ``prompt + answer`` of a context length ``L <= seq_len + 1``
+    (bytes), padded to ``seq_len + 1`` and shifted: inputs ``text[:-1]``, targets ``text[1:]`` on the answer
+    bytes (so the model is trained to produce the value right after the question's ``"is: "``).
+    """
+
+    byte_level = True
+    vocab_size = 256
+
+    def __init__(self, config: NiahSourceConfig):
+        self.config = config
+        self.num_train, self.num_val = config.num_train, config.num_val
+        lengths = f"lengths {config.min_length}…seq_len+1" if config.min_length else "length seq_len+1"
+        self.description = (
+            f"niah: single needle ({config.value_kind}), {lengths}, "
+            f"{config.num_train:,} training / {config.num_val:,} validation examples"
+        )
+
+    def load(self) -> NiahSource:
+        return self
+
+    def check_length(self, seq_len: int) -> str | None:
+        shortest = niah_min_context_length(self.config.value_kind)
+        if seq_len + 1 < shortest:
+            return (
+                f"data.seq_len {seq_len} is too short for S-NIAH: an example needs up to {shortest} bytes "
+                f"(seq_len + 1 >= {shortest})"
+            )
+        if self.config.min_length is not None and self.config.min_length > seq_len + 1:
+            return f"data.source.min_length {self.config.min_length} is longer than data.seq_len + 1"
+        return None
+
+    def example(self, split: Split, index: int, seq_len: int) -> np.ndarray:
+        rng = example_rng(self.config.seed, split, index)
+        length = seq_len + 1
+        if self.config.min_length is not None:
+            length = int(rng.integers(self.config.min_length, seq_len + 2))
+        example = make_niah_example(rng, length, self.config.value_kind)
+        tokens, mask = encode_niah_example(example, pad_to=seq_len + 1)
+        return shift_with_mask(tokens.astype(np.int32), mask)
+
+
+TASK_SOURCES = {
+    "mqar": (MqarSourceConfig, MqarSource),
+    "niah": (NiahSourceConfig, NiahSource),
+}

@@ -1,0 +1,141 @@
+"""``titans-eval``: evaluate trained runs on held-out text, S-NIAH and MQAR.
+
+Usage::
+
+    titans-eval RUN_DIR [RUN_DIR ...] [--task lm|niah|mqar ...] [--contexts 256,512,1024] [--examples 40]
+                [--seed 0] [-o results.json] [--plot accuracy.png]
+
+Each run is loaded from its latest checkpoint; every task is measured at every context length. The results are
+printed as a table and written to ``--output`` (default ``RUN_DIR/eval.json`` for one run; required for
+several)
+as JSON (see :mod:`titans_train.evaluate.report`); ``--plot`` also writes a PNG of accuracy versus context
+length per run. All options are checked against all runs before any evaluation; the output is written only
+when everything succeeded (atomically). Exit status: 0 success, 2 a user error (``error: …``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from titans_core import TitansUserError
+from titans_core.cli import run_user_command
+
+from titans_train.evaluate.report import FORMAT, plot_results, print_table, write_json
+from titans_train.evaluate.run import TASKS, EvalOptions, evaluate, plan_run
+
+app = typer.Typer(
+    name="titans-eval",
+    help="Evaluate trained Titans runs: held-out LM loss, S-NIAH and MQAR accuracy versus context length.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def parse_contexts(text: str | None) -> tuple[int, ...] | None:
+    """``"256,512"`` → (256, 512); a clear error for anything that is not a list of positive integers."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise TitansUserError(f"--contexts: not a list of integers: {text!r}") from None
+    if not values or min(values) < 1:
+        raise TitansUserError(f"--contexts: give positive integers, e.g. 256,512 (got {text!r})")
+    return tuple(sorted(set(values)))
+
+
+def labels_for(run_dirs: Sequence[Path], variants: Sequence[str]) -> list[str]:
+    """The variant name of each run, or its directory name when several runs share a variant."""
+    return [
+        v if variants.count(v) == 1 else f"{v} ({d.name})" for d, v in zip(run_dirs, variants, strict=True)
+    ]
+
+
+@app.command()
+@run_user_command
+def main_command(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(metavar="RUN_DIR...", help="Run directories of titans-train.")
+    ],
+    task: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task", "-t", help="lm, niah or mqar (repeatable; default: the run's own task, else lm)."
+        ),
+    ] = None,
+    contexts: Annotated[
+        str | None,
+        typer.Option(help="Context lengths in tokens, e.g. 256,512,1024 (default: the run's seq_len)."),
+    ] = None,
+    examples: Annotated[int, typer.Option(min=1, help="S-NIAH / MQAR examples per context length.")] = 40,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the generated examples.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 8,
+    lm_tokens: Annotated[
+        int, typer.Option(min=1, help="Held-out tokens per LM context length (at most).")
+    ] = 32_768,
+    text: Annotated[
+        list[str] | None, typer.Option(help="Held-out LM text file(s) (default: the run's validation split).")
+    ] = None,
+    kv_pairs: Annotated[
+        int | None, typer.Option(min=1, help="MQAR key-value pairs (default: the run's, else 8).")
+    ] = None,
+    mqar_vocab: Annotated[
+        int | None, typer.Option(min=4, help="MQAR vocabulary (default: the run's).")
+    ] = None,
+    value_kind: Annotated[str | None, typer.Option(help="S-NIAH value: number or uuid.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Result JSON (default: RUN_DIR/eval.json for one run)."),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write a PNG: accuracy versus context length.")
+    ] = None,
+) -> None:
+    """Evaluate RUN_DIR(s) and print a table; write the result JSON (and a PNG with --plot)."""
+    unknown = [t for t in task or [] if t not in TASKS]
+    if unknown:
+        raise TitansUserError(f"--task: unknown task {unknown[0]!r} (choose from {', '.join(TASKS)})")
+    if value_kind is not None and value_kind not in ("number", "uuid"):
+        raise TitansUserError(f"--value-kind: must be number or uuid, got {value_kind!r}")
+    if output is None:
+        if len(run_dirs) > 1:
+            raise TitansUserError("--output is required when evaluating several run directories")
+        output = run_dirs[0] / "eval.json"
+    options = EvalOptions(
+        tasks=tuple(dict.fromkeys(task)) if task else None,
+        contexts=parse_contexts(contexts),
+        examples=examples,
+        seed=seed,
+        batch_size=batch_size,
+        lm_tokens=lm_tokens,
+        text=tuple(text or ()),
+        num_kv_pairs=kv_pairs,
+        mqar_vocab=mqar_vocab,
+        value_kind=value_kind,
+    )
+    console = Console(highlight=False, stderr=True)
+    plans = [plan_run(d, options) for d in run_dirs]  # every problem surfaces before any evaluation
+    runs = [evaluate(p, options, progress=lambda m: console.print(m, style="dim")) for p in plans]
+    for run, label in zip(runs, labels_for(run_dirs, [r["variant"] for r in runs]), strict=True):
+        run["label"] = label
+    document = {"format": FORMAT, "seed": seed, "examples": examples, "runs": runs}
+    print_table(document, Console(highlight=False, width=max(Console().width, 120)))
+    write_json(output, document)
+    console.print(f"wrote {output}")
+    if plot is not None:
+        console.print(f"wrote {plot_results(document, plot)}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point of ``titans-eval``."""
+    app(args=list(sys.argv[1:] if argv is None else argv), prog_name="titans-eval")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The outputs of ``titans-eval``: the result JSON, the printed table and the accuracy-versus-context plot.
+
+Result file (``"format": "titans-eval/1"``)::
+
+    {"format": "titans-eval/1", "seed": 0, "examples": 40,
+     "runs": [{"run_dir": ..., "label": "mac", "variant": "mac", "step": 1200, "param_count": 123456,
+               "results": [{"task": "niah", "context": 512, "accuracy": 0.4, "n": 40, ...},
+                           {"task": "lm", "context": 512, "loss": 1.5, "bits_per_byte": 2.16, ...}, ...]}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+FORMAT = "titans-eval/1"
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` to ``path`` atomically (a failure leaves any previous file intact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _metric(result: dict[str, Any]) -> str:
+    if result["task"] == "lm":
+        unit = "bits_per_byte" if "bits_per_byte" in result else "bits_per_token"
+        return f"{result[unit]:.3f} {'bpb' if unit == 'bits_per_byte' else 'bpt'}"
+    return f"{100 * result['accuracy']:.1f}% ± {100 * result['stderr']:.1f}"
+
+
+def results_table(document: dict[str, Any]) -> Table:
+    """One row per run; one column per (task, context)."""
+    columns = sorted(
+        {(r["task"], r["context"]) for run in document["runs"] for r in run["results"]},
+        key=lambda c: (c[0], c[1]),
+    )
+    table = Table(title="titans-eval", show_lines=False)
+    table.add_column("run")
+    table.add_column("params", justify="right")
+    table.add_column("step", justify="right")
+    for task, context in columns:
+        table.add_column(f"{task} @{context}", justify="right")
+    for run in document["runs"]:
+        cells = {(r["task"], r["context"]): _metric(r) for r in run["results"]}
+        table.add_row(
+            run["label"],
+            f"{run['param_count']:,}",
+            str(run["step"]),
+            *[cells.get(c, "–") for c in columns],
+        )
+    return table
+
+
+def print_table(document: dict[str, Any], console: Console) -> None:
+    console.print(results_table(document))
+
+
+def plot_results(document: dict[str, Any], path: Path) -> Path:
+    """PNG: accuracy versus context length per run (one panel per task; LM panels show bits per token)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for run in document["runs"] for r in run["results"]})
+    if not tasks:
+        raise ValueError("no results to plot")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for run in document["runs"]:
+            points = sorted((r["context"], r) for r in run["results"] if r["task"] == task)
+            if not points:
+                continue
+            xs = [c for c, _ in points]
+            if task == "lm":
+                key = "bits_per_byte" if "bits_per_byte" in points[0][1] else "bits_per_token"
+                ys = [r[key] for _, r in points]
+            else:
+                ys = [100 * r["accuracy"] for _, r in points]
+            ax.plot(xs, ys, marker="o", label=run["label"])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context length (tokens)")
+        if task == "lm":
+            ax.set_ylabel("held-out bits per token")
+        else:
+            ax.set_ylabel("accuracy (%)")
+            ax.set_ylim(-3, 103)
+        ax.set_title({"lm": "held-out LM", "niah": "S-NIAH", "mqar": "MQAR"}.get(task, task))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

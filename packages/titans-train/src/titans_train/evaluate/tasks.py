@@ -1,0 +1,192 @@
+"""Scoring a model on the evaluation tasks: held-out LM loss, S-NIAH and MQAR (what ``titans-eval`` runs).
+
+Every function takes a :class:`Predictor` (a model wrapped in jitted, fixed-shape forward passes), so any
+model with ``model(tokens_BxT) -> logits_BxTxV`` can be evaluated, and returns a plain dict that goes into the
+result
+JSON as is.
+
+Decisions:
+
+- **S-NIAH is scored on greedy generation.** The model generates ``len(answer) + 4`` tokens greedily after the
+  prompt and :func:`~titans_train.tasks.niah.score_niah` checks them (the value must come first; up to three
+  leading whitespace bytes are tolerated; it must not run on into a longer value). Generation runs as
+  repeated *full* forward passes over the prompt plus the tokens generated so far, right-padded to one fixed
+  length per context: exactly greedy decoding (the models are causal, so padding after a position never
+  changes its logits), batched over examples whose prompts differ in length, and compiled once per context.
+- **MQAR accuracy** is the argmax at every labelled position (the value after each query) against the label,
+  over all queries of all examples (Zoology's metric).
+- **Held-out LM** is the mean next-token cross-entropy over whole windows of ``context`` tokens of the
+  validation stream (at most ``max_tokens`` of them), reported in nats and bits per token (bits per byte for
+  byte-level data).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from titans_train.tasks.mqar import mqar_accuracy, mqar_batch
+from titans_train.tasks.niah import NiahExample, decode_tokens, encode_text, niah_dataset, score_niah
+from titans_train.tasks.scoring import (
+    IGNORE_INDEX,
+    accuracy_stderr,
+    mqar_chance_level,
+    niah_chance_level,
+)
+
+NIAH_EXTRA_TOKENS = 4
+"""Tokens generated beyond the answer's length: room for leading whitespace and the end of the value."""
+
+
+class Predictor:
+    """A model behind two jitted functions on fixed-shape batches: the argmax ids and the per-token loss."""
+
+    def __init__(self, model: nnx.Module, batch_size: int = 8):
+        graphdef, state = nnx.split(model)
+        self.state, self.batch_size = state, batch_size
+
+        @jax.jit
+        def argmax(state: Any, tokens_BxT: jax.Array) -> jax.Array:
+            return jnp.argmax(nnx.merge(graphdef, state)(tokens_BxT), axis=-1).astype(jnp.int32)
+
+        @jax.jit
+        def cross_entropy(state: Any, tokens_BxT: jax.Array, targets_BxT: jax.Array) -> jax.Array:
+            logits = nnx.merge(graphdef, state)(tokens_BxT).astype(jnp.float32)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, targets_BxT)
+
+        self._argmax, self._cross_entropy = argmax, cross_entropy
+
+    def _batched(self, fn: Any, *arrays: np.ndarray) -> np.ndarray:
+        """``fn`` over ``arrays`` in batches of ``batch_size`` rows (the last one padded by repetition)."""
+        n, out = arrays[0].shape[0], []
+        for lo in range(0, n, self.batch_size):
+            rows = [a[lo : lo + self.batch_size] for a in arrays]
+            short = self.batch_size - rows[0].shape[0]
+            if short:
+                rows = [np.concatenate([r, np.repeat(r[-1:], short, axis=0)]) for r in rows]
+            out.append(np.asarray(fn(self.state, *[jnp.asarray(r, jnp.int32) for r in rows])))
+        return np.concatenate(out)[:n]
+
+    def argmax(self, tokens_NxT: np.ndarray) -> np.ndarray:
+        """Greedy next-token ids at every position, ``N × T``."""
+        return self._batched(self._argmax, tokens_NxT)
+
+    def cross_entropy(self, tokens_NxT: np.ndarray, targets_NxT: np.ndarray) -> np.ndarray:
+        """Cross-entropy (nats) of ``targets`` at every position, ``N × T``."""
+        return self._batched(self._cross_entropy, tokens_NxT, targets_NxT)
+
+
+# ------------------------------------------------------------------------------------------------ held-out
+def heldout_lm(
+    predictor: Predictor, tokens: np.ndarray, context: int, *, max_tokens: int, byte_level: bool
+) -> dict[str, Any]:
+    """Mean cross-entropy of the windows ``tokens[i·C : i·C + C + 1]`` (up to ``max_tokens`` predictions)."""
+    count = min((tokens.size - 1) // context, max(1, max_tokens // context))
+    if count < 1:
+        raise ValueError(
+            f"the held-out stream ({tokens.size} tokens) is shorter than one window of {context + 1}"
+        )
+    windows = np.stack([np.asarray(tokens[i * context : i * context + context + 1]) for i in range(count)])
+    ce = predictor.cross_entropy(windows[:, :-1].astype(np.int32), windows[:, 1:].astype(np.int32))
+    loss = float(ce.mean())
+    unit = "bits_per_byte" if byte_level else "bits_per_token"
+    return {"task": "lm", "context": context, "loss": loss, unit: loss / math.log(2), "tokens": int(ce.size)}
+
+
+# -------------------------------------------------------------------------------------------------- S-NIAH
+def greedy_continuations(predictor: Predictor, prompts: Sequence[np.ndarray], new_tokens: int) -> np.ndarray:
+    """``new_tokens`` greedy ids after each prompt (``N × new_tokens``), by full forward passes (above)."""
+    lengths = np.array([p.size for p in prompts])
+    width = int(lengths.max()) + new_tokens
+    tokens = np.zeros((len(prompts), width), dtype=np.int32)
+    for i, prompt in enumerate(prompts):
+        tokens[i, : prompt.size] = prompt
+    rows = np.arange(len(prompts))
+    for j in range(new_tokens):
+        ids = predictor.argmax(tokens)
+        tokens[rows, lengths + j] = ids[rows, lengths + j - 1]
+    return np.stack([tokens[i, lengths[i] : lengths[i] + new_tokens] for i in rows])
+
+
+def score_niah_examples(predictor: Predictor, examples: Sequence[NiahExample]) -> dict[str, Any]:
+    """Exact-match accuracy of greedy generation on ``examples`` (one context length), with per-depth hits."""
+    if not examples:
+        raise ValueError("no S-NIAH examples to score")
+    new_tokens = max(len(e.answer) for e in examples) + NIAH_EXTRA_TOKENS
+    generated = greedy_continuations(predictor, [encode_text(e.prompt) for e in examples], new_tokens)
+    texts = [decode_tokens(g) for g in generated]
+    hits = [score_niah(text, e.answer) for text, e in zip(texts, examples, strict=True)]
+    acc = float(np.mean(hits))
+    return {
+        "accuracy": acc,
+        "stderr": accuracy_stderr(acc, len(hits)),
+        "n": len(hits),
+        "chance": niah_chance_level(examples[0].value_kind),
+        "by_depth": {f"{e.depth:.3f}": bool(h) for e, h in zip(examples, hits, strict=True)},
+        "samples": [
+            {"answer": e.answer, "generated": t} for e, t in zip(examples[:3], texts[:3], strict=True)
+        ],
+    }
+
+
+def niah_eval(
+    predictor: Predictor, context: int, *, n: int, seed: int, value_kind: str = "number"
+) -> dict[str, Any]:
+    """S-NIAH at one context length (bytes): ``n`` examples over the 40 depths, from ``seed``."""
+    examples = niah_dataset(seed + context, n, context, value_kind)
+    return {
+        "task": "niah",
+        "context": context,
+        "value_kind": value_kind,
+        **score_niah_examples(predictor, examples),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- MQAR
+def score_mqar_examples(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy of the argmax on the labelled positions of MQAR examples (``N × T`` inputs and labels)."""
+    acc = mqar_accuracy(predictor.argmax(inputs), labels)
+    queries = int((labels != IGNORE_INDEX).sum())
+    return {
+        "accuracy": acc,
+        "stderr": accuracy_stderr(acc, queries),
+        "n": int(inputs.shape[0]),
+        "queries": queries,
+    }
+
+
+def mqar_eval(
+    predictor: Predictor,
+    context: int,
+    *,
+    n: int,
+    seed: int,
+    vocab_size: int,
+    num_kv_pairs: int,
+    power_a: float = 0.01,
+    random_non_queries: bool = True,
+) -> dict[str, Any]:
+    """MQAR at sequence length ``context``: ``n`` examples from ``seed`` (a stream no training set uses)."""
+    inputs, labels = mqar_batch(
+        np.random.default_rng([seed, context]),
+        n,
+        vocab_size,
+        context,
+        num_kv_pairs,
+        power_a,
+        random_non_queries,
+    )
+    return {
+        "task": "mqar",
+        "context": context,
+        "num_kv_pairs": num_kv_pairs,
+        **score_mqar_examples(predictor, inputs, labels),
+        "chance": mqar_chance_level(vocab_size, num_kv_pairs),
+    }

@@ -1,0 +1,108 @@
+"""The specs of the variant comparison (specs/experiments/TASK/VARIANT.yaml): valid, comparable within a task,
+of equal size; and benchmarks/experiments.py --smoke runs the whole pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from titans_train.plan import abstract_model, count_params
+from titans_train.spec import TrainSpec
+from titans_train.spec_check import load_train_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = ROOT / "specs" / "experiments"
+TASKS = ("lm", "mqar", "niah")
+VARIANTS = ("lmm", "mac", "mag", "mal", "swa")
+SHARED_SECTIONS = ("data", "optimizer", "schedule", "trainer", "precision", "mesh", "checkpoint", "sample")
+SHARED_MODEL = ("vocab_size", "d_model", "num_layers", "num_heads", "window", "segment", "num_persistent")
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict[tuple[str, str], TrainSpec]:
+    return {(p.parent.name, p.stem): load_train_spec(p)[0] for p in sorted(SPECS.glob("*/*.yaml"))}
+
+
+def test_exactly_three_tasks_times_five_variants(specs) -> None:
+    assert set(specs) == {(t, v) for t in TASKS for v in VARIANTS}
+    for (task, variant), spec in specs.items():
+        assert spec.model.name == variant
+        assert Path(spec.output.dir) == Path("runs/experiments") / task / variant
+
+
+def test_variants_of_a_task_share_data_training_and_model_shape(specs) -> None:
+    for task in TASKS:
+        group = {v: specs[task, v] for v in VARIANTS}
+        for section in SHARED_SECTIONS:
+            dumps = {v: getattr(s, section).model_dump() for v, s in group.items()}
+            assert all(d == dumps["swa"] for d in dumps.values()), (task, section, dumps)
+        for key in SHARED_MODEL:
+            values = {v: getattr(s.model, key) for v, s in group.items()}
+            assert len(set(values.values())) == 1, (task, key, values)
+        memories = {v: group[v].model.memory.model_dump() for v in ("lmm", "mac", "mag", "mal")}
+        assert all(m == memories["mac"] for m in memories.values()), (task, memories)
+    data = {t: specs[t, "swa"].data.source.name for t in TASKS}
+    assert data == {"lm": "python_stdlib", "mqar": "mqar", "niah": "niah"}
+
+
+def test_all_specs_have_the_same_width_depth_and_window(specs) -> None:
+    shapes = {
+        k: (s.model.d_model, s.model.num_layers, s.model.window, s.vocab_size) for k, s in specs.items()
+    }
+    assert len(set(shapes.values())) == 1, shapes
+
+
+def test_task_data_fit_the_sequence_length(specs) -> None:
+    from titans_core import get_registry
+    from titans_train.data import LabelledTask, split_task
+
+    for task in ("mqar", "niah"):
+        spec = specs[task, "swa"]
+        source = get_registry().build(spec.data.source).load()
+        assert isinstance(source, LabelledTask)
+        splits = split_task(source, seq_len=spec.data.seq_len, vocab_size=spec.vocab_size)
+        assert splits.train[0].shape == (2, spec.data.seq_len)
+
+
+def test_parameter_counts_are_equal_within_two_percent(specs) -> None:
+    counts = {k: count_params(abstract_model(s)[1]) for k, s in specs.items()}
+    assert all(c > 0 for c in counts.values())
+    assert max(counts.values()) / min(counts.values()) - 1 < 0.05, counts
+    assert max(counts.values()) / min(counts.values()) - 1 < 0.02, counts  # designed within 1%
+    for variant in VARIANTS:  # the model section does not depend on the task
+        assert len({counts[t, variant] for t in TASKS}) == 1, counts
+
+
+@pytest.mark.slow
+def test_experiments_smoke_run(tmp_path: Path) -> None:
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("TITANS_")}
+    env["JAX_PLATFORMS"] = "cpu"  # one CPU device, as a user runs it (not the 8 simulated ones of the tests)
+    cmd = [sys.executable, "benchmarks/experiments.py", "--smoke", "--variants", "swa"]
+    done = subprocess.run(
+        [*cmd, "--runs", str(runs), "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    log = (out / "experiments.log").read_text() if (out / "experiments.log").exists() else ""
+    assert done.returncode == 0, done.stdout + done.stderr + log[-3000:]
+    for task in TASKS:
+        assert (out / f"{task}.json").stat().st_size > 0
+        assert (out / f"{task}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (runs / task / "swa" / "metrics.jsonl").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["smoke"] is True and summary["tasks"] == list(TASKS) and summary["variants"] == ["swa"]
+    assert set(summary["results"]) == set(TASKS) and set(summary["train_seconds"]) == set(TASKS)
+    table = (out / "results.md").read_text().splitlines()
+    assert table[0].startswith("| variant | params |")
+    rows = [line for line in table if line.startswith("| SWA |")]
+    assert len(rows) == 1 and len(table) == 3
+    assert rows[0].count("|") == table[0].count("|")
