@@ -88,7 +88,8 @@ def check_static(spec: TrainSpec) -> list[Problem]:
         problems.append(
             ("distributed.coordinator_address", f"expected HOST:PORT, got {d.coordinator_address!r}")
         )
-    if spec.sample.top_k is not None and spec.sample.top_k > spec.vocab_size:
+    top_k_set = "top_k" in spec.sample.model_fields_set  # the default (40) is clamped to the vocabulary
+    if top_k_set and spec.sample.top_k is not None and spec.sample.top_k > spec.vocab_size:
         problems.append(
             ("sample.top_k", f"must be ≤ model.vocab_size = {spec.vocab_size}, got {spec.sample.top_k}")
         )

@@ -214,7 +214,7 @@ class Trainer:
             prompt,
             max_new_tokens=s.max_new_tokens,
             temperature=s.temperature,
-            top_k=s.top_k,
+            top_k=None if s.top_k is None else min(s.top_k, self.spec.vocab_size),
             top_p=s.top_p,
             seed=self.spec.trainer.seed,
         )

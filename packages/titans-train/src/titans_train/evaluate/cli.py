@@ -51,9 +51,12 @@ def parse_contexts(text: str | None) -> tuple[int, ...] | None:
 
 
 def labels_for(run_dirs: Sequence[Path], variants: Sequence[str]) -> list[str]:
-    """The variant name of each run, or its directory name when several runs share a variant."""
+    """The variant name of each run; with the directory name (or path) when several runs share a variant."""
+    pairs = list(zip(run_dirs, variants, strict=True))
+    labels = [v if variants.count(v) == 1 else f"{v} ({d.name})" for d, v in pairs]
     return [
-        v if variants.count(v) == 1 else f"{v} ({d.name})" for d, v in zip(run_dirs, variants, strict=True)
+        label if labels.count(label) == 1 else f"{v} ({d})"
+        for label, (d, v) in zip(labels, pairs, strict=True)
     ]
 
 
@@ -77,7 +80,7 @@ def main_command(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the generated examples.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 8,
     lm_tokens: Annotated[
-        int, typer.Option(min=1, help="Held-out tokens per LM context length (at most).")
+        int, typer.Option(min=1, help="Held-out tokens per LM context length (at least one window).")
     ] = 32_768,
     text: Annotated[
         list[str] | None, typer.Option(help="Held-out LM text file(s) (default: the run's validation split).")

@@ -120,7 +120,7 @@ def _heldout_tokens(spec: Any, options: EvalOptions, where: str) -> np.ndarray:
     from titans_train.plan import load_splits
 
     if options.text:
-        corpus = TextSource(TextSourceConfig(name="text", paths=list(options.text))).load()
+        corpus = TextSource(TextSourceConfig(paths=list(options.text))).load()
         if int(corpus.tokens.max()) >= spec.vocab_size:
             raise TitansUserError(f"--text: byte ids exceed the model's vocabulary ({spec.vocab_size})")
         return corpus.tokens

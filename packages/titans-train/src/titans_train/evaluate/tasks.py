@@ -42,7 +42,14 @@ from titans_train.tasks.scoring import (
 )
 
 NIAH_EXTRA_TOKENS = 4
-"""Tokens generated beyond the answer's length: room for leading whitespace and the end of the value."""
+"""Tokens generated beyond the answer's length: up to three leading whitespace bytes, then one byte that must
+not continue the value (so a generation with four or more leading whitespace bytes is wrong)."""
+
+
+def score_generation(generated: str, answer: str) -> bool:
+    """S-NIAH score of ``len(answer) + NIAH_EXTRA_TOKENS`` greedily generated characters."""
+    leading = len(generated) - len(generated.lstrip())
+    return leading < NIAH_EXTRA_TOKENS and score_niah(generated, answer)
 
 
 class Predictor:
@@ -122,7 +129,7 @@ def score_niah_examples(predictor: Predictor, examples: Sequence[NiahExample]) -
     new_tokens = max(len(e.answer) for e in examples) + NIAH_EXTRA_TOKENS
     generated = greedy_continuations(predictor, [encode_text(e.prompt) for e in examples], new_tokens)
     texts = [decode_tokens(g) for g in generated]
-    hits = [score_niah(text, e.answer) for text, e in zip(texts, examples, strict=True)]
+    hits = [score_generation(text, e.answer) for text, e in zip(texts, examples, strict=True)]
     acc = float(np.mean(hits))
     return {
         "accuracy": acc,
