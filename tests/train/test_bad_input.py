@@ -257,3 +257,16 @@ def test_validation_split_too_short(tmp_path: Path, capsys, corpus: Path) -> Non
         "(with val_fraction 0.0005), but one window needs data.seq_len + 1 = 17",
     )
     assert not run_dir.exists()
+
+
+def test_default_top_k_fits_a_small_vocabulary(tmp_path: Path) -> None:
+    """The default sample.top_k (40) is clamped to a smaller vocabulary; an explicit larger one is an error."""
+    from titans_core import SpecError
+    from titans_train.spec_check import load_train_spec
+
+    small = toy_spec(tmp_path / "run", model={"name": "toy", "vocab_size": 16})
+    spec, _ = load_train_spec(write_spec(tmp_path / "default.yaml", small))
+    assert spec.sample.top_k == 40 and spec.vocab_size == 16
+    small["sample"] = {"top_k": 40}
+    with pytest.raises(SpecError, match=r"sample\.top_k: must be ≤ model\.vocab_size = 16"):
+        load_train_spec(write_spec(tmp_path / "explicit.yaml", small))
