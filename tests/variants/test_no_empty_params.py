@@ -54,7 +54,7 @@ def test_forward_without_persistent_tokens(variant: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", ["mac", "mal"])  # segment attention; window attention + warm memory
 def test_decoding_without_persistent_tokens_equals_the_full_pass(variant: str) -> None:
     model = tiny(variant, vocab=VOCAB, layers=1, num_persistent=0)
     toks = _tokens()
