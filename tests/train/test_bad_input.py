@@ -260,7 +260,7 @@ def test_validation_split_too_short(tmp_path: Path, capsys, corpus: Path) -> Non
 
 
 def test_default_top_k_fits_a_small_vocabulary(tmp_path: Path) -> None:
-    """The default sample.top_k (40) is clamped to a smaller vocabulary; an explicit larger one is an error."""
+    """The default sample.top_k (40) is clamped to a small vocabulary; an explicit larger one is an error."""
     from titans_core import SpecError
     from titans_train.spec_check import load_train_spec
 

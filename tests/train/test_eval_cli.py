@@ -292,3 +292,21 @@ def test_a_failure_leaves_an_existing_output_untouched(runs: Runs, tmp_path: Pat
         _assert_one_error(result, expected)
         assert out.read_text(encoding="utf-8") == '{"previous": true}\n' and out.stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json"]
+
+
+def test_unwritable_outputs_fail_before_any_evaluation(runs: Runs, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "a-directory"
+    folder.mkdir()
+    for args, expected in (
+        (["-o", folder], f"--output {folder}: is a directory, expected a file name"),
+        (["-o", tmp_path / "x.json", "--plot", folder], f"--plot {folder}: is a directory"),
+    ):
+        result = run_eval(capsys, [runs.a, *args])
+        _assert_one_error(result, expected)
+        assert "eval step" not in result.err and ": lm at context" not in result.err  # nothing was evaluated
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory"]
+
+
+def test_default_context_too_short_for_niah_names_the_spec(runs: Runs, capsys) -> None:
+    result = run_eval(capsys, [runs.a, "--task", "niah"])
+    _assert_one_error(result, "data.seq_len (the default context): S-NIAH needs contexts of at least")

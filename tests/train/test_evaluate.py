@@ -22,6 +22,7 @@ from pydantic import Field
 from rich.console import Console
 from titans_core import ComponentConfig, get_registry
 from titans_train.data.examples import shift_with_mask
+from titans_train.data.task_sources import MqarSource, MqarSourceConfig
 from titans_train.evaluate.cli import labels_for, parse_contexts
 from titans_train.evaluate.report import FORMAT, plot_results, results_table, write_json
 from titans_train.evaluate.tasks import (
@@ -30,7 +31,9 @@ from titans_train.evaluate.tasks import (
     greedy_continuations,
     heldout_lm,
     mqar_eval,
+    mqar_eval_examples,
     niah_eval,
+    niah_eval_examples,
     score_mqar_examples,
     score_niah_examples,
 )
@@ -144,8 +147,11 @@ def test_mqar_eval_examples_depend_on_seed_and_context() -> None:
         mqar_eval(ScriptedPredictor(record), context, n=3, seed=seed, vocab_size=32, num_kv_pairs=2)
     assert np.array_equal(seen[0], seen[1])
     assert not np.array_equal(seen[0], seen[2])
-    expected, _ = mqar_batch(np.random.default_rng([0, 33]), 3, 32, 33, 2)
+    expected, _ = mqar_eval_examples(0, 33, 3, 32, 2)
     assert np.array_equal(seen[3], expected)
+    # the evaluation stream is not the stream of any training example of the mqar source
+    train = MqarSource(MqarSourceConfig(num_kv_pairs=2, vocab_size=32, seed=0)).example("train", 0, 33)
+    assert not np.array_equal(train[0], expected[0])
 
 
 # ---------------------------------------------------------------------------------------------- S-NIAH
@@ -220,8 +226,9 @@ def test_niah_score_of_scripted_generations(niah_examples, template: str, expect
     assert result["n"] == len(niah_examples)
     new_tokens = len(niah_examples[0].answer) + NIAH_EXTRA_TOKENS
     assert predictor.calls == new_tokens  # one full forward pass per generated token
-    assert set(result["by_depth"].values()) == {bool(expected)}
+    assert {hits / total for hits, total in result["by_depth"].values()} == {expected}
     assert len(result["by_depth"]) == len({e.depth for e in niah_examples})
+    assert sum(total for _, total in result["by_depth"].values()) == len(niah_examples)
     for sample, example, text in zip(result["samples"], niah_examples, continuations, strict=False):
         assert sample["answer"] == example.answer
         assert sample["generated"] == (text + "\0" * new_tokens)[:new_tokens]
@@ -238,7 +245,7 @@ def test_niah_score_counts_each_example(niah_examples) -> None:
         math.sqrt(result["accuracy"] * (1 - result["accuracy"]) / len(niah_examples))
     )
     assert [result["by_depth"][f"{e.depth:.3f}"] for e in niah_examples] == [
-        i in right for i in range(len(niah_examples))
+        [int(i in right), 1] for i in range(len(niah_examples))
     ]
     with pytest.raises(ValueError, match="no S-NIAH examples"):
         score_niah_examples(ScriptedPredictor(lambda t: t), [])
@@ -262,7 +269,7 @@ def _niah_oracle(tokens: np.ndarray) -> np.ndarray:
 
 def test_niah_eval_scores_an_oracle_on_prompts_of_different_lengths() -> None:
     context = niah_min_context_length() + 60
-    examples = niah_dataset(3 + context, 9, context)
+    examples = niah_eval_examples(3, context, 9)
     assert len({len(e.prompt) for e in examples}) > 1  # keys of different lengths: ragged prompts
     result = niah_eval(ScriptedPredictor(_niah_oracle), context, n=9, seed=3)
     assert result["task"] == "niah" and result["context"] == context and result["value_kind"] == "number"
@@ -352,7 +359,7 @@ def test_fresh_model_scores_zero_on_niah() -> None:
     model = tiny("swa", layers=1, d_model=16, vocab=256)
     result = niah_eval(Predictor(model, batch_size=8), 256, n=8, seed=0)
     assert result["accuracy"] == 0.0 and result["n"] == 8
-    assert all(not hit for hit in result["by_depth"].values())
+    assert all(hits == 0 for hits, _ in result["by_depth"].values())
 
 
 # ----------------------------------------------------------------------------------- memorisation
@@ -374,9 +381,7 @@ class MemoMqar:
         self.num_train = self.num_val = c.n
         self.vocab_size = c.vocab
         self.description = f"memo_mqar: {c.n} fixed examples"
-        self.inputs, self.labels = mqar_batch(
-            np.random.default_rng([c.seed, c.context]), c.n, c.vocab, c.context, c.kv_pairs, 0.01, True
-        )
+        self.inputs, self.labels = mqar_eval_examples(c.seed, c.context, c.n, c.vocab, c.kv_pairs)
 
     def load(self) -> MemoMqar:
         return self
@@ -404,7 +409,7 @@ class MemoNiah:
         c = self.config = config
         self.num_train = self.num_val = c.n
         self.description = f"memo_niah: {c.n} fixed examples"
-        self.examples = niah_dataset(c.seed + c.context, c.n, c.context)
+        self.examples = niah_eval_examples(c.seed, c.context, c.n)
 
     def load(self) -> MemoNiah:
         return self

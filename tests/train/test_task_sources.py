@@ -131,7 +131,7 @@ def test_mqar_from_a_training_spec() -> None:
 def _niah_parts(ex: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """(the padded text of seq_len + 1 bytes, scored positions, text length L) of an S-NIAH example."""
     inputs, targets = ex
-    scored = np.flatnonzero(targets != IGNORE_INDEX)
+    scored = np.flatnonzero((targets != IGNORE_INDEX) & (targets != 0))  # 0: the end-of-answer target
     length = int(scored[-1]) + 2  # the last answer byte text[L - 1] is the target of position L - 2
     last = targets[-1] if targets[-1] != IGNORE_INDEX else 0  # text[seq_len]: only a target holds it
     return np.append(inputs, last), scored, length
@@ -153,6 +153,12 @@ def test_niah_targets_are_the_answer_bytes(value_kind: str) -> None:
         # inputs: text[:-1] right-padded with 0; targets: text[t + 1] on the answer bytes only
         assert np.all(padded[length:] == 0) and np.all(padded[:length] > 0)
         np.testing.assert_array_equal(targets[scored], padded[scored + 1])
+        # after the answer, the first padding byte is the end-of-answer target (when the text leaves room)
+        ends = np.flatnonzero(targets == 0)
+        if length < T + 1:
+            assert ends.tolist() == [length - 1]
+        else:
+            assert ends.size == 0
         text = _text(padded[:length])
         prompt, answer = text[: scored[0] + 1], _text(targets[scored])
         assert text == prompt + answer and prompt.endswith(" mentioned in the provided text is: ")

@@ -169,7 +169,8 @@ def opt_state_shardings(
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batches (grad_accum, micro_batch, seq_len + 1): the micro-batch axis over (data, fsdp)."""
+    """Batches (grad_accum, micro_batch, seq_len + 1) or (grad_accum, micro_batch, 2, seq_len): the
+    micro-batch axis over (data, fsdp), the other axes replicated."""
     return NamedSharding(mesh, P(None, BATCH_AXES, None))
 
 

@@ -2,10 +2,9 @@
 
 A ``data_source`` component is built as ``factory(config)`` and returns an object with ``load() -> Corpus``
 (:class:`DataSource`). A corpus is one token stream (a 1-D integer array). A source that has its own
-validation
-split (a ``val.bin``, a synthetic task) sets ``val_tokens``; otherwise the pipeline holds out the tail of the
-stream
-(``data.val_fraction``; see :mod:`titans_train.data.pipeline`).
+validation split (a nanoGPT ``val.bin``) sets ``val_tokens``; otherwise the pipeline holds out the tail of the
+stream (``data.val_fraction``; see :mod:`titans_train.data.pipeline`). A synthetic task returns a
+:class:`~titans_train.data.examples.LabelledTask` instead (see :mod:`titans_train.data.examples`).
 
 Decisions on bad data (every one raises :class:`~titans_train.errors.DataError` naming the file):
 

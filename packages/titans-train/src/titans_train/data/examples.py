@@ -27,12 +27,14 @@ import numpy as np
 from titans_train.tasks.scoring import IGNORE_INDEX
 
 Split = Literal["train", "val"]
-_SPLIT_IDS = {"train": 0, "val": 1}
+#: Stream tags: numpy treats seed lists that differ only by trailing zeros alike, so no tag is 0, and the
+#: evaluation streams of :mod:`titans_train.evaluate.tasks` use tags of their own.
+STREAM_TAGS = {"train": 1, "val": 2, "eval_mqar": 3, "eval_niah": 4}
 
 
 def example_rng(seed: int, split: Split, index: int) -> np.random.Generator:
     """The generator of example ``index`` of ``split``: independent of every other example and split."""
-    return np.random.default_rng([int(seed), _SPLIT_IDS[split], int(index)])
+    return np.random.default_rng([int(seed), STREAM_TAGS[split], int(index)])
 
 
 @runtime_checkable

@@ -7,9 +7,9 @@
 
 Both return a :class:`~titans_train.data.examples.LabelledTask`: examples are generated on demand from
 ``(seed, split, index)`` by the generators of :mod:`titans_train.tasks`, and only the positions the task
-scores
-carry a target (the value after each MQAR query; the answer bytes of S-NIAH). ``data.val_fraction`` does not
-apply: the validation examples are ``num_val`` further examples from an independent generator stream.
+scores carry a target (the value after each MQAR query; the answer bytes of S-NIAH and the byte that ends
+it). ``data.val_fraction`` does not apply: the validation examples are ``num_val`` further examples from an
+independent generator stream.
 """
 
 from __future__ import annotations
@@ -116,8 +116,11 @@ class NiahSource:
     """Factory of ``niah``: see :class:`NiahSourceConfig` and :mod:`titans_train.tasks.niah`.
 
     An example of ``seq_len`` inputs is the text ``prompt + answer`` of a context length ``L <= seq_len + 1``
-    (bytes), padded to ``seq_len + 1`` and shifted: inputs ``text[:-1]``, targets ``text[1:]`` on the answer
-    bytes (so the model is trained to produce the value right after the question's ``"is: "``).
+    (bytes), padded with 0 to ``seq_len + 1`` and shifted: inputs ``text[:-1]``, targets ``text[1:]`` on the
+    answer bytes and on the first padding byte, so the model is trained to produce the value right after the
+    question's ``"is: "`` and then to stop (S-NIAH scoring rejects a value that runs on into more digits).
+    When
+    the text fills all ``seq_len + 1`` bytes there is no padding byte and only the answer is scored.
     """
 
     byte_level = True
@@ -153,6 +156,9 @@ class NiahSource:
             length = int(rng.integers(self.config.min_length, seq_len + 2))
         example = make_niah_example(rng, length, self.config.value_kind)
         tokens, mask = encode_niah_example(example, pad_to=seq_len + 1)
+        end = len(example.prompt) + len(example.answer)
+        if end < mask.size:  # the first padding byte (0) is the end-of-answer target
+            mask[end] = True
         return shift_with_mask(tokens.astype(np.int32), mask)
 
 

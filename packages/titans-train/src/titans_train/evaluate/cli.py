@@ -15,6 +15,7 @@ when everything succeeded (atomically). Exit status: 0 success, 2 a user error (
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +59,21 @@ def labels_for(run_dirs: Sequence[Path], variants: Sequence[str]) -> list[str]:
         label if labels.count(label) == 1 else f"{v} ({d})"
         for label, (d, v) in zip(labels, pairs, strict=True)
     ]
+
+
+def check_writable(path: Path | None, flag: str) -> None:
+    """A clear error, before any work, when ``path`` cannot be written (a directory, an unwritable folder).
+
+    A missing run directory is left to the run checks, which name it."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise TitansUserError(f"{flag} {path}: is a directory, expected a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and not os.access(folder, os.W_OK):
+        raise TitansUserError(f"{flag} {path}: cannot write in {folder}")
 
 
 @app.command()
@@ -122,6 +138,8 @@ def main_command(
         mqar_vocab=mqar_vocab,
         value_kind=value_kind,
     )
+    for path, flag in ((output, "--output"), (plot, "--plot")):
+        check_writable(path, flag)
     console = Console(highlight=False, stderr=True)
     plans = [plan_run(d, options) for d in run_dirs]  # every problem surfaces before any evaluation
     runs = [evaluate(p, options, progress=lambda m: console.print(m, style="dim")) for p in plans]
@@ -129,10 +147,13 @@ def main_command(
         run["label"] = label
     document = {"format": FORMAT, "seed": seed, "examples": examples, "runs": runs}
     print_table(document, Console(highlight=False, width=max(Console().width, 120)))
-    write_json(output, document)
-    console.print(f"wrote {output}")
-    if plot is not None:
-        console.print(f"wrote {plot_results(document, plot)}")
+    try:
+        write_json(output, document)
+        console.print(f"wrote {output}")
+        if plot is not None:
+            console.print(f"wrote {plot_results(document, plot)}")
+    except OSError as exc:
+        raise TitansUserError(f"cannot write the results: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -80,8 +80,9 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
         shortest = niah_min_context_length(plan.value_kind)
         short = [c for c in contexts if c < shortest]
         if short:
+            flag = "--contexts" if options.contexts else f"{where}: data.seq_len (the default context)"
             raise TitansUserError(
-                f"--contexts: S-NIAH needs contexts of at least {shortest} bytes, got {short[0]}"
+                f"{flag}: S-NIAH needs contexts of at least {shortest} bytes, got {short[0]}"
             )
     if "mqar" in tasks:
         own = source_name == "mqar"

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from titans_train.data.examples import STREAM_TAGS
 from titans_train.tasks.mqar import mqar_accuracy, mqar_batch
 from titans_train.tasks.niah import NiahExample, decode_tokens, encode_text, niah_dataset, score_niah
 from titans_train.tasks.scoring import (
@@ -122,6 +123,16 @@ def greedy_continuations(predictor: Predictor, prompts: Sequence[np.ndarray], ne
     return np.stack([tokens[i, lengths[i] : lengths[i] + new_tokens] for i in rows])
 
 
+def _by_depth(examples: Sequence[NiahExample], hits: Sequence[bool]) -> dict[str, list[int]]:
+    """``{depth: [correct, total]}`` over the examples (several examples may share a depth)."""
+    out: dict[str, list[int]] = {}
+    for example, hit in zip(examples, hits, strict=True):
+        counts = out.setdefault(f"{example.depth:.3f}", [0, 0])
+        counts[0] += int(hit)
+        counts[1] += 1
+    return out
+
+
 def score_niah_examples(predictor: Predictor, examples: Sequence[NiahExample]) -> dict[str, Any]:
     """Exact-match accuracy of greedy generation on ``examples`` (one context length), with per-depth hits."""
     if not examples:
@@ -136,18 +147,43 @@ def score_niah_examples(predictor: Predictor, examples: Sequence[NiahExample]) -
         "stderr": accuracy_stderr(acc, len(hits)),
         "n": len(hits),
         "chance": niah_chance_level(examples[0].value_kind),
-        "by_depth": {f"{e.depth:.3f}": bool(h) for e, h in zip(examples, hits, strict=True)},
+        "by_depth": _by_depth(examples, hits),
         "samples": [
             {"answer": e.answer, "generated": t} for e, t in zip(examples[:3], texts[:3], strict=True)
         ],
     }
 
 
+def eval_seed(seed: int, task: str, context: int) -> int:
+    """The integer seed of the evaluation examples of ``task`` at ``context``: a stream of its own, shared
+    with no training example (see :data:`titans_train.data.examples.STREAM_TAGS`)."""
+    return int(np.random.SeedSequence([seed, STREAM_TAGS[f"eval_{task}"], context]).generate_state(1)[0])
+
+
+def niah_eval_examples(seed: int, context: int, n: int, value_kind: str = "number") -> list[NiahExample]:
+    """The S-NIAH examples :func:`niah_eval` scores."""
+    return niah_dataset(eval_seed(seed, "niah", context), n, context, value_kind)
+
+
+def mqar_eval_examples(
+    seed: int,
+    context: int,
+    n: int,
+    vocab_size: int,
+    num_kv_pairs: int,
+    power_a: float = 0.01,
+    random_non_queries: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The MQAR examples (inputs, labels) :func:`mqar_eval` scores."""
+    rng = np.random.default_rng(eval_seed(seed, "mqar", context))
+    return mqar_batch(rng, n, vocab_size, context, num_kv_pairs, power_a, random_non_queries)
+
+
 def niah_eval(
     predictor: Predictor, context: int, *, n: int, seed: int, value_kind: str = "number"
 ) -> dict[str, Any]:
     """S-NIAH at one context length (bytes): ``n`` examples over the 40 depths, from ``seed``."""
-    examples = niah_dataset(seed + context, n, context, value_kind)
+    examples = niah_eval_examples(seed, context, n, value_kind)
     return {
         "task": "niah",
         "context": context,
@@ -181,14 +217,8 @@ def mqar_eval(
     random_non_queries: bool = True,
 ) -> dict[str, Any]:
     """MQAR at sequence length ``context``: ``n`` examples from ``seed`` (a stream no training set uses)."""
-    inputs, labels = mqar_batch(
-        np.random.default_rng([seed, context]),
-        n,
-        vocab_size,
-        context,
-        num_kv_pairs,
-        power_a,
-        random_non_queries,
+    inputs, labels = mqar_eval_examples(
+        seed, context, n, vocab_size, num_kv_pairs, power_a, random_non_queries
     )
     return {
         "task": "mqar",
