@@ -96,7 +96,8 @@ def plot_results(document: dict[str, Any], path: Path) -> Path:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("context length (tokens)")
         if task == "lm":
-            ax.set_ylabel("held-out bits per token")
+            byte_level = any("bits_per_byte" in r for run in document["runs"] for r in run["results"])
+            ax.set_ylabel(f"held-out bits per {'byte' if byte_level else 'token'}")
         else:
             ax.set_ylabel("accuracy (%)")
             ax.set_ylim(-3, 103)
