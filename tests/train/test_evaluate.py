@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -592,6 +593,9 @@ def test_write_json_is_atomic(tmp_path: Path) -> None:
     path = tmp_path / "out" / "eval.json"
     write_json(path, _document())
     assert json.loads(path.read_text()) == _document()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
     before = path.read_bytes()
     with pytest.raises(TypeError):
         write_json(path, {"format": FORMAT, "runs": [object()]})
