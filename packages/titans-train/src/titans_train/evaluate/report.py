@@ -96,7 +96,20 @@ def plot_results(document: dict[str, Any], path: Path) -> Path:
             else:
                 ys = [100 * r["accuracy"] for _, r in points]
             ax.plot(xs, ys, marker="o", label=run["label"])
+        contexts = sorted(
+            {r["context"] for run in document["runs"] for r in run["results"] if r["task"] == task}
+        )
+        chances = {
+            r["chance"]
+            for run in document["runs"]
+            for r in run["results"]
+            if r["task"] == task and "chance" in r
+        }
+        if len(chances) == 1 and 100 * min(chances) >= 0.5:  # a visible chance level (MQAR); S-NIAH's is ~0
+            ax.axhline(100 * min(chances), color="grey", linestyle="--", linewidth=1, label="chance")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(contexts, [str(c) for c in contexts])
+        ax.minorticks_off()
         ax.set_xlabel("context length (tokens)")
         if task == "lm":
             byte_level = any("bits_per_byte" in r for run in document["runs"] for r in run["results"])
