@@ -129,5 +129,5 @@ def test_bad_options():
         make(depth=2, alpha_per_channel=True)
     with pytest.raises(ValueError, match=r"num_heads \(3\) must divide d_model \(16\)"):
         make(heads=3)
-    with pytest.raises(ValueError, match=r"init_lr must be < max_lr \(0.05\), got 0.5"):
+    with pytest.raises(ValueError, match=r"init_lr must be < max_lr \(0.01\), got 0.5"):
         NeuralMemoryConfig(init_lr=0.5)

@@ -11,6 +11,11 @@ convolution (kernel 4) and SiLU, with q and k ℓ2-normalised (the revision, §4
 θ_t = max_lr·σ(x_t w_θ), η_t = σ(x_t w_η), α_t = σ(x_t w_α); the update rule evolves the memory (Eq 13–14, 16) and
 reads y_t = M*(q_t) (Eq 15); the output is RMSNorm(y) ⊙ σ(x W_g), projected back to the model width.
 
+Step size (the paper is silent on its range): θ_t ≤ max_lr = 0.01, starting at init_lr = 0.001. A chunk of C tokens
+adds C per-token steps, and momentum η ≈ 0.9 multiplies them by up to 1/(1 − η) ≈ 10, so the effective step per chunk
+is up to ~100·θ at C = 16. With max_lr 0.05 the outer gradients of MAC and LMM exploded (norms 1e4–1e5) at 512-token
+sequences and clipping stalled training; 0.01 kept them below 1 (see the README's results).
+
 Causality (read-before-write): tokens of chunk c read the memory as it stood after chunk c−1, never after their own or
 later tokens; with chunk size 1 token t reads M_{t−1}.
 """
@@ -40,8 +45,8 @@ class NeuralMemoryConfig(ComponentConfig):
     head_dim: int | None = Field(None, ge=1, description="width per head; default d_model // num_heads")
     model: ComponentRef("memory_model") = component_field("memory_model", "mlp")  # type: ignore[valid-type]
     rule: ComponentRef("update_rule") = component_field("update_rule", "momentum_scan")  # type: ignore[valid-type]
-    max_lr: float = Field(0.05, gt=0, description="θ_t = max_lr · σ(x_t w_θ + b_θ)")
-    init_lr: float = Field(0.005, gt=0, description="θ of a fresh model (sets b_θ); must be < max_lr")
+    max_lr: float = Field(0.01, gt=0, description="θ_t = max_lr · σ(x_t w_θ + b_θ) (see the module docstring)")
+    init_lr: float = Field(0.001, gt=0, description="θ of a fresh model (sets b_θ); must be < max_lr")
     init_momentum: float = Field(0.9, gt=0, lt=1, description="η of a fresh model (sets b_η)")
     init_forget: float = Field(0.01, gt=0, lt=1, description="α of a fresh model (sets b_α): small, so it remembers")
     alpha_per_channel: bool = Field(False, description="one α per output channel (matrix memory only)")
