@@ -27,7 +27,7 @@ from titans_core import TitansUserError
 from titans_core.cli import run_user_command
 
 from titans_train.evaluate.report import FORMAT, plot_results, print_table, write_json
-from titans_train.evaluate.run import TASKS, EvalOptions, evaluate, plan_run
+from titans_train.evaluate.run import TASKS, EvalOptions, clear_text_cache, evaluate, plan_run
 
 app = typer.Typer(
     name="titans-eval",
@@ -141,6 +141,7 @@ def main_command(
     for path, flag in ((output, "--output"), (plot, "--plot")):
         check_writable(path, flag)
     console = Console(highlight=False, stderr=True)
+    clear_text_cache()  # --text files are read once per command, and afresh by the next one
     plans = [plan_run(d, options) for d in run_dirs]  # every problem surfaces before any evaluation
     runs = [evaluate(p, options, progress=lambda m: console.print(m, style="dim")) for p in plans]
     for run, label in zip(runs, labels_for(run_dirs, [r["variant"] for r in runs]), strict=True):

@@ -8,6 +8,7 @@ settings when it was trained on MQAR.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,16 +116,28 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
     return plan
 
 
+@functools.cache
+def _text_tokens(paths: tuple[str, ...]) -> np.ndarray:
+    """The byte tokens of ``--text`` files, read once for all the runs of one command."""
+    from titans_train.data.sources import TextSource, TextSourceConfig
+
+    return TextSource(TextSourceConfig(paths=list(paths))).load().tokens
+
+
+def clear_text_cache() -> None:
+    """Forget the ``--text`` files read so far (they may have changed)."""
+    _text_tokens.cache_clear()
+
+
 def _heldout_tokens(spec: Any, options: EvalOptions, where: str) -> np.ndarray:
     from titans_train.data import Splits
-    from titans_train.data.sources import TextSource, TextSourceConfig
     from titans_train.plan import load_splits
 
     if options.text:
-        corpus = TextSource(TextSourceConfig(paths=list(options.text))).load()
-        if int(corpus.tokens.max()) >= spec.vocab_size:
+        tokens = _text_tokens(options.text)
+        if int(tokens.max()) >= spec.vocab_size:
             raise TitansUserError(f"--text: byte ids exceed the model's vocabulary ({spec.vocab_size})")
-        return corpus.tokens
+        return tokens
     splits = load_splits(spec)
     if not isinstance(splits, Splits) or splits.val is None:
         raise TitansUserError(

@@ -33,6 +33,7 @@ import optax
 from flax import nnx
 
 from titans_train.data.examples import STREAM_TAGS
+from titans_train.data.pipeline import Windows
 from titans_train.tasks.mqar import mqar_accuracy, mqar_batch
 from titans_train.tasks.niah import NiahExample, decode_tokens, encode_text, niah_dataset, score_niah
 from titans_train.tasks.scoring import (
@@ -95,14 +96,15 @@ class Predictor:
 def heldout_lm(
     predictor: Predictor, tokens: np.ndarray, context: int, *, max_tokens: int, byte_level: bool
 ) -> dict[str, Any]:
-    """Mean cross-entropy of the windows ``tokens[i·C : i·C + C + 1]`` (up to ``max_tokens`` predictions)."""
-    count = min((tokens.size - 1) // context, max(1, max_tokens // context))
-    if count < 1:
+    """Mean cross-entropy of the training pipeline's windows ``tokens[i·C : i·C + C + 1]`` (up to
+    ``max_tokens`` predictions, at least one window)."""
+    all_windows = Windows(tokens, context)
+    if len(all_windows) < 1:
         raise ValueError(
             f"the held-out stream ({tokens.size} tokens) is shorter than one window of {context + 1}"
         )
-    windows = np.stack([np.asarray(tokens[i * context : i * context + context + 1]) for i in range(count)])
-    ce = predictor.cross_entropy(windows[:, :-1].astype(np.int32), windows[:, 1:].astype(np.int32))
+    windows = all_windows.gather(np.arange(min(len(all_windows), max(1, max_tokens // context))))
+    ce = predictor.cross_entropy(windows[:, :-1], windows[:, 1:])
     loss = float(ce.mean())
     unit = "bits_per_byte" if byte_level else "bits_per_token"
     return {"task": "lm", "context": context, "loss": loss, unit: loss / math.log(2), "tokens": int(ce.size)}
