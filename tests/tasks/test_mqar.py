@@ -175,3 +175,35 @@ def test_tight_sequence_uses_every_query_slot():
     inputs, labels = mqar_batch(0, 20, 64, 32, 8)  # seq_len == 4 * num_kv_pairs: all 8 slots used
     assert (np.flatnonzero(labels[0] != -100) == np.arange(16, 32, 2)).all()
     assert mqar_accuracy(_oracle(inputs, 8), labels) == 1.0
+
+
+# ------------------------------------------------------------------------------------------- delay
+@pytest.mark.parametrize("vocab,seq_len,k,delay", [(64, 64, 4, 16), (64, 128, 8, 32), (20, 33, 4, 1)])
+def test_delay_puts_every_query_more_than_delay_after_its_pair(vocab, seq_len, k, delay):
+    inputs, labels = mqar_batch(3, 64, vocab, seq_len, k, delay=delay)
+    query = mqar_query_positions(labels)
+    assert (query.sum(axis=1) == k).all()
+    assert not query[:, : 2 * k + delay].any()
+    for r in range(64):
+        value_pos = {int(inputs[r, 2 * i]): 2 * i + 1 for i in range(k)}
+        for p in np.flatnonzero(query[r]):
+            assert p - value_pos[int(inputs[r, p])] > delay
+            assert labels[r, p] == inputs[r, value_pos[int(inputs[r, p])]]
+            assert ((p - 2 * k - delay) % 2) == 0
+    # the oracle that reads the prefix still solves it: the binding is intact
+    assert mqar_accuracy(_oracle(inputs, k), labels) == 1.0
+
+
+def test_zero_delay_is_zoology_exactly():
+    a = mqar_batch(7, 16, 64, 64, 4)
+    b = mqar_batch(7, 16, 64, 64, 4, delay=0)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_delay_must_fit_and_be_non_negative():
+    with pytest.raises(ValueError, match="delay must be non-negative"):
+        mqar_batch(0, 1, 64, 64, 4, delay=-1)
+    with pytest.raises(ValueError, match=r"4 \* num_kv_pairs \+ delay = 65"):
+        mqar_batch(0, 1, 64, 64, 4, delay=49)
+    mqar_batch(0, 1, 64, 64, 4, delay=48)  # exactly fits: one query slot per key after the delay

@@ -46,6 +46,12 @@ class MqarSourceConfig(TaskConfig):
     num_kv_pairs: int = Field(8, ge=1, description="key-value pairs per example (= queries per example)")
     power_a: float = Field(0.01, gt=0, description="power-law exponent of the query gaps (1: uniform)")
     random_non_queries: bool = Field(True, description="filler positions hold random tokens (else 0)")
+    delay: int = Field(
+        0,
+        ge=0,
+        description="filler tokens between the last pair and the first query (beyond the reach of the "
+        "stacked attention windows, no query sees its pair through attention); 0 = Zoology",
+    )
 
 
 class MqarSource:
@@ -59,7 +65,7 @@ class MqarSource:
         self.vocab_size = config.vocab_size
         self.description = (
             f"mqar: {config.num_kv_pairs} key-value pairs, vocabulary {config.vocab_size}, "
-            f"{config.num_train:,} training / {config.num_val:,} validation examples"
+            f"delay {config.delay}, {config.num_train:,} training / {config.num_val:,} validation examples"
         )
 
     def load(self) -> MqarSource:
@@ -68,7 +74,7 @@ class MqarSource:
     def check_length(self, seq_len: int) -> str | None:
         c = self.config
         try:
-            validate_mqar_config(c.vocab_size, seq_len, c.num_kv_pairs, c.power_a)
+            validate_mqar_config(c.vocab_size, seq_len, c.num_kv_pairs, c.power_a, c.delay)
         except ValueError as exc:
             return f"data.source (mqar): {exc}"
         return None
@@ -83,6 +89,7 @@ class MqarSource:
             c.num_kv_pairs,
             c.power_a,
             c.random_non_queries,
+            c.delay,
         )
         return np.stack([inputs[0], labels[0]])
 

@@ -92,6 +92,7 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
             "num_kv_pairs": options.num_kv_pairs or (source.num_kv_pairs if own else 8),
             "power_a": source.power_a if own else 0.01,
             "random_non_queries": source.random_non_queries if own else True,
+            "delay": source.delay if own else 0,
         }
         if plan.mqar["vocab_size"] > spec.vocab_size:
             raise TitansUserError(
@@ -101,7 +102,11 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
         for context in contexts:
             try:
                 validate_mqar_config(
-                    plan.mqar["vocab_size"], context, plan.mqar["num_kv_pairs"], plan.mqar["power_a"]
+                    plan.mqar["vocab_size"],
+                    context,
+                    plan.mqar["num_kv_pairs"],
+                    plan.mqar["power_a"],
+                    plan.mqar["delay"],
                 )
             except ValueError as exc:
                 raise TitansUserError(f"MQAR at context {context}: {exc}") from None

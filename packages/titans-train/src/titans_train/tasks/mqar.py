@@ -18,12 +18,16 @@ Rules:
   the filler token), values are distinct ids from ``[vocab_size // 2, vocab_size)`` (the second half). Any
   vocabulary size works as long as both halves hold ``num_kv_pairs`` ids.
 * **Context.** The first ``2 * num_kv_pairs`` positions are the pairs ``k1 v1 k2 v2 ...``.
-* **Queries.** Each key appears once more after the context, at position ``2 * num_kv_pairs + 2 * gap``
-  where the gaps are drawn *without replacement* from ``range(space)``,
-  ``space = (seq_len - 2 * num_kv_pairs) // 2``, with probabilities ``p(x) ∝ power_a * x ** (power_a - 1)``
-  for ``x = gap + 1`` (a power law: small gaps are much more likely; ``power_a = 1`` is uniform). Sampling is
-  sequential, so key ``i`` gets the ``i``-th draw exactly as in Zoology (done here with the equivalent
-  Gumbel-top-k trick).
+* **Queries.** Each key appears once more after the context, at position
+  ``2 * num_kv_pairs + delay + 2 * gap`` where the gaps are drawn *without replacement* from ``range(space)``,
+  ``space = (seq_len - 2 * num_kv_pairs - delay) // 2``, with probabilities
+  ``p(x) ∝ power_a * x ** (power_a - 1)`` for ``x = gap + 1`` (a power law: small gaps are much more
+  likely; ``power_a = 1`` is uniform). Sampling is sequential, so key ``i`` gets the ``i``-th draw exactly as
+  in Zoology (done here with the equivalent Gumbel-top-k trick).
+* **Delay** (our addition; ``delay = 0`` is Zoology exactly). ``delay`` filler tokens separate the last pair
+  from the first query slot, so every query lies more than ``delay`` tokens after its value: with ``delay``
+  beyond the reach of the stacked attention windows (L layers of window W reach L·(W − 1) tokens back), no
+  query can see its pair through attention, and only a memory recalls it.
 * **Labels.** ``labels[t]`` is the next-token target of the model's output at position ``t`` (Zoology already
   shifts them): it is the key's value at each query position ("the position right after the query holds the
   value") and ``-100`` (ignored) everywhere else -- exactly ``num_kv_pairs`` labelled positions per row.
@@ -34,8 +38,9 @@ Rules:
   key or value id; such positions are unlabelled and never scored.
 
 Zoology also asserts ``vocab_size > seq_len`` and an even ``seq_len``; neither is needed by the construction,
-so neither is required here. What is required: ``seq_len >= 4 * num_kv_pairs`` (context plus one query slot
-per key), ``num_kv_pairs <= vocab_size // 2 - 1`` (distinct keys) and ``power_a > 0``.
+so neither is required here. What is required: ``seq_len >= 4 * num_kv_pairs + delay`` (context, delay and
+one query slot per key), ``num_kv_pairs <= vocab_size // 2 - 1`` (distinct keys), ``power_a > 0`` and
+``delay >= 0``.
 """
 
 from __future__ import annotations
@@ -54,14 +59,20 @@ __all__ = [
 ]
 
 
-def validate_mqar_config(vocab_size: int, seq_len: int, num_kv_pairs: int, power_a: float = 0.01) -> None:
+def validate_mqar_config(
+    vocab_size: int, seq_len: int, num_kv_pairs: int, power_a: float = 0.01, delay: int = 0
+) -> None:
     """Raise ``ValueError`` with a clear message when an MQAR setting is impossible."""
     if num_kv_pairs < 1:
         raise ValueError(f"num_kv_pairs must be at least 1, got {num_kv_pairs}")
-    if seq_len < 4 * num_kv_pairs:
+    if delay < 0:
+        raise ValueError(f"delay must be non-negative, got {delay}")
+    if seq_len < 4 * num_kv_pairs + delay:
+        with_delay = (f" and delay={delay}", " + delay", " the delay,") if delay else ("", "", "")
         raise ValueError(
-            f"seq_len={seq_len} is too short for num_kv_pairs={num_kv_pairs}: MQAR needs seq_len >= "
-            f"4 * num_kv_pairs = {4 * num_kv_pairs} (2 tokens per pair in the context, 2 per query slot)"
+            f"seq_len={seq_len} is too short for num_kv_pairs={num_kv_pairs}{with_delay[0]}: MQAR needs "
+            f"seq_len >= 4 * num_kv_pairs{with_delay[1]} = {4 * num_kv_pairs + delay} (2 tokens per pair in "
+            f"the context,{with_delay[2]} 2 per query slot)"
         )
     n_keys = vocab_size // 2 - 1
     n_values = vocab_size - vocab_size // 2
@@ -103,19 +114,20 @@ def mqar_batch(
     num_kv_pairs: int,
     power_a: float = 0.01,
     random_non_queries: bool = True,
+    delay: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` MQAR rows: ``(inputs int32 [n, seq_len], labels int32 [n, seq_len])``, ``-100`` = ignored.
 
     Deterministic for an integer ``seed``; a ``numpy.random.Generator`` is consumed in place. See the module
     docstring for the rules.
     """
-    validate_mqar_config(vocab_size, seq_len, num_kv_pairs, power_a)
+    validate_mqar_config(vocab_size, seq_len, num_kv_pairs, power_a, delay)
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     half = vocab_size // 2
     context = 2 * num_kv_pairs
-    space = (seq_len - context) // 2
+    space = (seq_len - context - delay) // 2
 
     keys = _distinct_per_row(rng, n, 1, half, num_kv_pairs)
     values = _distinct_per_row(rng, n, half, vocab_size, num_kv_pairs)
@@ -124,7 +136,7 @@ def mqar_batch(
     log_p = np.log(mqar_gap_probabilities(space, power_a))
     scores = log_p[None, :] + rng.gumbel(size=(n, space))
     gaps = np.argsort(-scores, axis=1, kind="stable")[:, :num_kv_pairs]  # gaps[:, i]: draw i, for key i
-    query_pos = context + 2 * gaps
+    query_pos = context + delay + 2 * gaps
 
     inputs = np.zeros((n, seq_len), dtype=np.int64)
     labels = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
