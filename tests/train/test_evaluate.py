@@ -29,12 +29,14 @@ from titans_train.evaluate.report import FORMAT, plot_results, results_table, wr
 from titans_train.evaluate.tasks import (
     NIAH_EXTRA_TOKENS,
     Predictor,
+    bits_by_position,
     greedy_continuations,
     heldout_lm,
     mqar_eval,
     mqar_eval_examples,
     niah_eval,
     niah_eval_examples,
+    position_buckets,
     score_mqar_examples,
     score_niah_examples,
 )
@@ -130,6 +132,11 @@ def test_mqar_eval_scores_an_oracle_and_counts_its_mistakes() -> None:
     assert result["task"] == "mqar" and result["context"] == 48 and result["num_kv_pairs"] == k
     assert result["accuracy"] == 1.0 and result["n"] == n and result["queries"] == n * k
     assert result["chance"] == pytest.approx(1 / k)
+    delayed = mqar_eval(
+        ScriptedPredictor(_mqar_oracle(k)), 48, n=n, seed=7, vocab_size=64, num_kv_pairs=k, delay=16
+    )
+    assert delayed["accuracy"] == 1.0 and delayed["delay"] == 16
+    assert delayed["chance"] == pytest.approx(1 / 32)  # the pairs out of reach: uniform over the value ids
     wrong = (0, 3, 9)
     result = mqar_eval(
         ScriptedPredictor(_mqar_oracle(k, wrong)), 48, n=n, seed=7, vocab_size=64, num_kv_pairs=k
@@ -340,8 +347,27 @@ def test_heldout_lm_equals_the_mean_cross_entropy(byte_level: bool) -> None:
         unit = "bits_per_byte" if byte_level else "bits_per_token"
         other = "bits_per_token" if byte_level else "bits_per_byte"
         assert result[unit] == pytest.approx(result["loss"] / math.log(2), rel=1e-12) and other not in result
+        buckets = result["by_position"]
+        assert [(b["from"], b["to"]) for b in buckets] == [(0, context)]
+        assert buckets[0]["bits"] == pytest.approx(expected / math.log(2), rel=1e-5)
     with pytest.raises(ValueError, match="shorter than one window"):
         heldout_lm(Predictor(model), tokens[:16], 16, max_tokens=100, byte_level=True)
+
+
+def test_position_buckets_double_from_the_first_edge() -> None:
+    assert position_buckets(16) == [(0, 16)]
+    assert position_buckets(64) == [(0, 64)]
+    assert position_buckets(100) == [(0, 64), (64, 100)]
+    assert position_buckets(512) == [(0, 64), (64, 128), (128, 256), (256, 512)]
+    assert position_buckets(40, first=8) == [(0, 8), (8, 16), (16, 32), (32, 40)]
+
+
+def test_bits_by_position_average_each_range() -> None:
+    ce = np.arange(2 * 200, dtype=np.float64).reshape(2, 200)
+    got = bits_by_position(ce)
+    assert [(b["from"], b["to"]) for b in got] == [(0, 64), (64, 128), (128, 200)]
+    for b in got:
+        assert b["bits"] == pytest.approx(ce[:, b["from"] : b["to"]].mean() / math.log(2), rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------------- chance

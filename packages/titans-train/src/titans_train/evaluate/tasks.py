@@ -14,7 +14,9 @@ Decisions:
   length per context: exactly greedy decoding (the models are causal, so padding after a position never
   changes its logits), batched over examples whose prompts differ in length, and compiled once per context.
 - **MQAR accuracy** is the argmax at every labelled position (the value after each query) against the label,
-  over all queries of all examples (Zoology's metric).
+  over all queries of all examples (Zoology's metric). Its chance level is 1 / num_kv_pairs (a guesser that
+  sees the pairs' values but not the binding), or 1 / (number of value ids) with a ``delay`` (the pairs out
+  of reach: nothing tells which values are present).
 - **Held-out LM** is the mean next-token cross-entropy over whole windows of ``context`` tokens of the
   validation stream (at most ``max_tokens`` of them), reported in nats and bits per token (bits per byte for
   byte-level data).
@@ -107,7 +109,34 @@ def heldout_lm(
     ce = predictor.cross_entropy(windows[:, :-1], windows[:, 1:])
     loss = float(ce.mean())
     unit = "bits_per_byte" if byte_level else "bits_per_token"
-    return {"task": "lm", "context": context, "loss": loss, unit: loss / math.log(2), "tokens": int(ce.size)}
+    return {
+        "task": "lm",
+        "context": context,
+        "loss": loss,
+        unit: loss / math.log(2),
+        "tokens": int(ce.size),
+        "by_position": bits_by_position(ce),
+    }
+
+
+def position_buckets(context: int, first: int = 64) -> list[tuple[int, int]]:
+    """Position ranges ``[lo, hi)`` that split ``range(context)`` at ``first``, 2·first, 4·first, …"""
+    edges = [0]
+    edge = first
+    while edge < context:
+        edges.append(edge)
+        edge *= 2
+    edges.append(context)
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def bits_by_position(ce_NxC: np.ndarray) -> list[dict[str, float]]:
+    """Mean cross-entropy in bits per position range (:func:`position_buckets`): does a model get better or
+    worse further into a window, e.g. beyond the length it was trained at?"""
+    return [
+        {"from": lo, "to": hi, "bits": float(ce_NxC[:, lo:hi].mean() / math.log(2))}
+        for lo, hi in position_buckets(ce_NxC.shape[1])
+    ]
 
 
 # -------------------------------------------------------------------------------------------------- S-NIAH
@@ -175,10 +204,11 @@ def mqar_eval_examples(
     num_kv_pairs: int,
     power_a: float = 0.01,
     random_non_queries: bool = True,
+    delay: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The MQAR examples (inputs, labels) :func:`mqar_eval` scores."""
     rng = np.random.default_rng(eval_seed(seed, "mqar", context))
-    return mqar_batch(rng, n, vocab_size, context, num_kv_pairs, power_a, random_non_queries)
+    return mqar_batch(rng, n, vocab_size, context, num_kv_pairs, power_a, random_non_queries, delay)
 
 
 def niah_eval(
@@ -217,15 +247,19 @@ def mqar_eval(
     num_kv_pairs: int,
     power_a: float = 0.01,
     random_non_queries: bool = True,
+    delay: int = 0,
 ) -> dict[str, Any]:
     """MQAR at sequence length ``context``: ``n`` examples from ``seed`` (a stream no training set uses)."""
     inputs, labels = mqar_eval_examples(
-        seed, context, n, vocab_size, num_kv_pairs, power_a, random_non_queries
+        seed, context, n, vocab_size, num_kv_pairs, power_a, random_non_queries, delay
     )
     return {
         "task": "mqar",
         "context": context,
         "num_kv_pairs": num_kv_pairs,
+        "delay": delay,
         **score_mqar_examples(predictor, inputs, labels),
-        "chance": mqar_chance_level(vocab_size, num_kv_pairs),
+        # with a delay, a model that cannot reach the pairs knows nothing of which values are present: uniform
+        # over every value id; without one, uniform over the values in the context (Zoology's reading)
+        "chance": mqar_chance_level(vocab_size, None if delay else num_kv_pairs),
     }
