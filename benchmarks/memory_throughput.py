@@ -2,6 +2,7 @@
 
     uv run python benchmarks/memory_throughput.py                     # the issue's table (N = 1K, 4K, 16K)
     uv run python benchmarks/memory_throughput.py --lengths 1024 --rules momentum_scan
+    uv run python benchmarks/memory_throughput.py --lengths 1024 --rules momentum_scan --reads chunk token
 
 Setting: batch 2, width 256, 4 heads of 64, depth-2 MLP memory with expansion 4, chunk 16 (paper revision defaults).
 Each number is the best of --repeats timed calls of one jitted function (after a warm-up call): the machine may be
@@ -16,6 +17,13 @@ default it is timed forward+backward only up to --max-seq-len-sequential tokens;
 Prints a table and a check of the targets (momentum_scan forward+backward ≥ --target-tok-s at the shortest N, and
 tokens/s at the longest N ≥ 0.8× the shortest), and writes JSON to benchmarks/out/memory_throughput.json and a copy to
 --results (default benchmarks/results/memory_throughput.json, the committed one; pass "" to skip).
+
+``--reads chunk token`` times the rules' ``read`` option side by side in the same run (read: chunk, every
+token of a chunk reads the chunk-start weights, against read: token, every token reads the weights after its
+own write): for each rule and N the two models are compiled first, then their timed calls alternate, so both
+see the same machine load; the JSON gets ``read_ratios`` (token / chunk tokens/s) and goes by default to
+benchmarks/out/read_token_throughput.json and benchmarks/results/read_token_throughput.json (the committed
+memory_throughput.json is only the default of a read: chunk run).
 """
 
 from __future__ import annotations
@@ -36,55 +44,69 @@ RULES = {"sequential": SequentialRule, "momentum_scan": MomentumScanRule}
 HERE = Path(__file__).parent
 
 
-def build(rule: str, d_model: int, heads: int, chunk: int) -> NeuralMemory:
+def build(rule: str, d_model: int, heads: int, chunk: int, read: str = "chunk") -> NeuralMemory:
     return NeuralMemory(
         NeuralMemoryConfig(num_heads=heads),
         d_model=d_model,
         rngs=nnx.Rngs(0),
         memory_model=MLPMemory(MLPMemoryConfig(depth=2, expansion=4.0)),
-        update_rule=RULES[rule](chunk_size=chunk),
+        update_rule=RULES[rule](chunk_size=chunk, read=read),
     )
 
 
-def measure(fn, args, repeats: int) -> dict:
-    """Best wall seconds per call (and that call's process CPU seconds), compiled peak bytes."""
-    compiled = fn.lower(*args).compile()
-    mem = compiled.memory_analysis()
-    peak = sum(getattr(mem, f, 0) for f in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes"))
-    jax.block_until_ready(compiled(*args))
-    best, cpu = float("inf"), float("nan")
+def measure(jobs: list, repeats: int) -> list[dict]:
+    """For each (jitted fn, args) job: best wall seconds per call (and that call's process CPU seconds),
+    compiled peak bytes. Every job is compiled and warmed up first; then the timed calls go round-robin over
+    the jobs, so jobs compared side by side see the same machine load."""
+    compiled, out = [], []
+    for fn, args in jobs:
+        c = fn.lower(*args).compile()
+        mem = c.memory_analysis()
+        fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")
+        peak = sum(getattr(mem, f, 0) for f in fields)
+        jax.block_until_ready(c(*args))
+        compiled.append((c, args))
+        out.append({"s": float("inf"), "cpu_s": float("nan"), "peak": peak})
     for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(compiled(*args))
-        wall = time.perf_counter() - t0
-        if wall < best:
-            best, cpu = wall, time.process_time() - c0
-    return {"s": best, "cpu_s": cpu, "peak": peak}
+        for (c, args), res in zip(compiled, out, strict=True):
+            t0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(c(*args))
+            wall = time.perf_counter() - t0
+            if wall < res["s"]:
+                res["s"], res["cpu_s"] = wall, time.process_time() - c0
+    return out
 
 
-def bench(rule: str, N: int, a, with_backward: bool) -> dict:
+def bench(rule: str, N: int, a, with_backward: bool, reads: list[str]) -> list[dict]:
+    """One row per read option, timed side by side (see ``measure``)."""
     B = a.batch
-    model = build(rule, a.d_model, a.heads, a.chunk)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     x = jax.random.normal(jax.random.key(1), (B, N, a.d_model))
+    fwd_jobs, bwd_jobs = [], []
+    for read in reads:
+        graphdef, params, rest = nnx.split(build(rule, a.d_model, a.heads, a.chunk, read), nnx.Param, ...)
 
-    def forward(params, x):
-        return nnx.merge(graphdef, params, rest)(x)[0]
+        def forward(params, x, graphdef=graphdef, rest=rest):
+            return nnx.merge(graphdef, params, rest)(x)[0]
 
-    def loss(params, x):
-        return jnp.mean(forward(params, x) ** 2)
+        def loss(params, x, forward=forward):
+            return jnp.mean(forward(params, x) ** 2)
 
-    row = {"rule": rule, "N": N, "B": B}
-    fwd = measure(jax.jit(forward), (params, x), a.repeats)
-    row |= {"fwd_tok_s": B * N / fwd["s"], "fwd_cpu_s": fwd["cpu_s"], "fwd_peak_mib": fwd["peak"] / 2**20}
+        fwd_jobs.append((jax.jit(forward), (params, x)))
+        bwd_jobs.append((jax.jit(jax.value_and_grad(loss)), (params, x)))
+    rows = [{"rule": rule, "read": read, "N": N, "B": B} for read in reads]
+    for row, fwd in zip(rows, measure(fwd_jobs, a.repeats), strict=True):
+        row |= {"fwd_tok_s": B * N / fwd["s"], "fwd_cpu_s": fwd["cpu_s"], "fwd_peak_mib": fwd["peak"] / 2**20}
     if with_backward:
-        bwd = measure(jax.jit(jax.value_and_grad(loss)), (params, x), a.repeats)
-        row |= {"fwd_bwd_tok_s": B * N / bwd["s"], "fwd_bwd_cpu_s": bwd["cpu_s"],
-                "fwd_bwd_tok_per_cpu_s": B * N / bwd["cpu_s"], "fwd_bwd_peak_mib": bwd["peak"] / 2**20}
+        for row, bwd in zip(rows, measure(bwd_jobs, a.repeats), strict=True):
+            row |= {"fwd_bwd_tok_s": B * N / bwd["s"], "fwd_bwd_cpu_s": bwd["cpu_s"],
+                    "fwd_bwd_tok_per_cpu_s": B * N / bwd["cpu_s"], "fwd_bwd_peak_mib": bwd["peak"] / 2**20}
     else:
-        row |= {"fwd_bwd_tok_s": None, "fwd_bwd_cpu_s": None, "fwd_bwd_tok_per_cpu_s": None, "fwd_bwd_peak_mib": None,
-                "note": f"forward+backward skipped: N > --max-seq-len-sequential ({a.max_seq_len_sequential})"}
-    return row
+        for row in rows:
+            row |= {"fwd_bwd_tok_s": None, "fwd_bwd_cpu_s": None, "fwd_bwd_tok_per_cpu_s": None,
+                    "fwd_bwd_peak_mib": None,
+                    "note": "forward+backward skipped: N > --max-seq-len-sequential "
+                            f"({a.max_seq_len_sequential})"}
+    return rows
 
 
 def fmt(x, spec: str, width: int) -> str:
@@ -93,7 +115,8 @@ def fmt(x, spec: str, width: int) -> str:
 
 def check_targets(rows: list[dict], target: float) -> dict:
     """momentum_scan: fwd+bwd tok/s at the shortest N vs the target, and longest-N / shortest-N tok/s (≥ 0.8)."""
-    ms = sorted((r for r in rows if r["rule"] == "momentum_scan" and r["fwd_bwd_tok_s"]), key=lambda r: r["N"])
+    ms = (r for r in rows if r["rule"] == "momentum_scan" and r["read"] == "chunk" and r["fwd_bwd_tok_s"])
+    ms = sorted(ms, key=lambda r: r["N"])
     if not ms:
         return {}
     lo, hi = ms[0], ms[-1]
@@ -104,6 +127,19 @@ def check_targets(rows: list[dict], target: float) -> dict:
         out |= {"longest_over_shortest": ratio, "meets_flatness": ratio >= 0.8,
                 "longest_over_shortest_per_cpu_s": hi["fwd_bwd_tok_per_cpu_s"] / lo["fwd_bwd_tok_per_cpu_s"],
                 "peak_mib_per_1k_tokens": {r["N"]: r["fwd_bwd_peak_mib"] * 1024 / r["N"] for r in ms}}
+    return out
+
+
+def read_ratios(rows: list[dict]) -> list[dict]:
+    """read: token over read: chunk tokens/s (forward, forward+backward) per rule and N where both ran."""
+    by = {(r["rule"], r["N"], r["read"]): r for r in rows}
+    out = []
+    for (rule, N, read), tok in by.items():
+        chk = by.get((rule, N, "chunk"))
+        if read == "token" and chk:
+            both = tok["fwd_bwd_tok_s"] and chk["fwd_bwd_tok_s"]
+            bwd = tok["fwd_bwd_tok_s"] / chk["fwd_bwd_tok_s"] if both else None
+            out.append({"rule": rule, "N": N, "fwd": tok["fwd_tok_s"] / chk["fwd_tok_s"], "fwd_bwd": bwd})
     return out
 
 
@@ -120,22 +156,31 @@ def main() -> None:
                    help="longest N for the sequential rule's forward+backward (its forward runs at every N)")
     p.add_argument("--target-tok-s", type=float, default=9340.0,
                    help="momentum_scan fwd+bwd target at the shortest N (10x titans-pytorch's 934 tok/s)")
-    p.add_argument("--out", type=Path, default=HERE / "out" / "memory_throughput.json")
-    p.add_argument("--results", type=str, default=str(HERE / "results" / "memory_throughput.json"),
-                   help='a second copy of the JSON (the committed one); "" to skip')
+    p.add_argument("--reads", nargs="+", default=["chunk"], choices=["chunk", "token"],
+                   help="the rules' read option(s); several are timed side by side (see the docstring)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default benchmarks/out/memory_throughput.json (read_token_throughput.json if token)")
+    p.add_argument("--results", type=str, default=None,
+                   help='a second copy of the JSON; "" to skip; default benchmarks/results/'
+                        "memory_throughput.json (the committed one), or read_token_throughput.json when "
+                        "--reads includes token")
     a = p.parse_args()
+    name = "read_token_throughput.json" if "token" in a.reads else "memory_throughput.json"
+    a.out = a.out or HERE / "out" / name
+    a.results = str(HERE / "results" / name) if a.results is None else a.results
     rows = []
-    head = (f"{'rule':<14}{'N':>7}{'fwd tok/s':>12}{'fwd+bwd tok/s':>15}{'fwd+bwd tok/cpu-s':>19}"
+    head = (f"{'rule':<14}{'read':>6}{'N':>7}{'fwd tok/s':>12}{'fwd+bwd tok/s':>15}{'fwd+bwd tok/cpu-s':>19}"
             f"{'fwd MiB':>10}{'fwd+bwd MiB':>13}")
     print(head)
     print("-" * len(head))
     for rule in a.rules:
         for N in a.lengths:
-            r = bench(rule, N, a, with_backward=rule != "sequential" or N <= a.max_seq_len_sequential)
-            rows.append(r)
-            print(f"{rule:<14}{N:>7}{r['fwd_tok_s']:>12.0f}{fmt(r['fwd_bwd_tok_s'], '.0f', 15)}"
-                  f"{fmt(r['fwd_bwd_tok_per_cpu_s'], '.0f', 19)}"
-                  f"{r['fwd_peak_mib']:>10.1f}{fmt(r['fwd_bwd_peak_mib'], '.1f', 13)}", flush=True)
+            for r in bench(rule, N, a, rule != "sequential" or N <= a.max_seq_len_sequential, a.reads):
+                rows.append(r)
+                print(f"{rule:<14}{r['read']:>6}{N:>7}{r['fwd_tok_s']:>12.0f}"
+                      f"{fmt(r['fwd_bwd_tok_s'], '.0f', 15)}"
+                      f"{fmt(r['fwd_bwd_tok_per_cpu_s'], '.0f', 19)}"
+                      f"{r['fwd_peak_mib']:>10.1f}{fmt(r['fwd_bwd_peak_mib'], '.1f', 13)}", flush=True)
     if any(r["fwd_bwd_tok_s"] is None for r in rows):
         print(f"— : sequential forward+backward not run above N = {a.max_seq_len_sequential} "
               "(a parameter tree per token; see --max-seq-len-sequential)")
@@ -148,10 +193,14 @@ def main() -> None:
                   f"{targets['longest_over_shortest']:.2f} (target ≥ 0.80: "
                   f"{'met' if targets['meets_flatness'] else 'MISSED'}); per CPU-second: "
                   f"{targets['longest_over_shortest_per_cpu_s']:.2f}")
+    ratios = read_ratios(rows)
+    for r in ratios:
+        print(f"{r['rule']} N={r['N']}: read token / read chunk tokens/s: forward {r['fwd']:.3f}, "
+              f"forward+backward {fmt(r['fwd_bwd'], '.3f', 0)}")
     meta = {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "jax": jax.__version__, "load_average": os.getloadavg(), "timing": "best of --repeats calls, wall clock",
             "setting": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
-    doc = json.dumps({"meta": meta, "rows": rows, "targets": targets}, indent=2)
+    doc = json.dumps({"meta": meta, "rows": rows, "targets": targets, "read_ratios": ratios}, indent=2)
     for path in filter(None, [a.out, Path(a.results) if a.results else None]):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(doc)

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 from titans_memory import Gates, MLPMemory, MLPMemoryConfig
 
 
-def random_problem(seed: int, T: int, D: int, depth: int, C: int = 1, dtype=jnp.float64):
-    """(model, M_0, q, k, v, gates) with random inputs and random gates in their valid ranges."""
+def random_problem(seed: int, T: int, D: int, depth: int, C: int = 1, dtype=jnp.float64, **model_options):
+    """(model, M_0, q, k, v, gates) with random inputs and random gates in their valid ranges;
+    ``model_options`` go to MLPMemoryConfig (e.g. residual_norm=False)."""
     ks = jax.random.split(jax.random.key(seed), 8)
-    model = MLPMemory(MLPMemoryConfig(depth=depth, expansion=2.0))
+    model = MLPMemory(MLPMemoryConfig(depth=depth, expansion=2.0, **model_options))
     p0 = jax.tree.map(lambda x: x.astype(dtype), model.init(ks[0], D))
     q, k, v = (jax.random.normal(ks[i], (T, D), dtype) for i in (1, 2, 3))
     k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)

@@ -17,7 +17,8 @@ is up to ~100·θ at C = 16. With max_lr 0.05 the outer gradients of MAC and LMM
 sequences and clipping stalled training; 0.01 kept them below 1 (see the README's results).
 
 Causality (read-before-write): tokens of chunk c read the memory as it stood after chunk c−1, never after their own or
-later tokens; with chunk size 1 token t reads M_{t−1}.
+later tokens; with chunk size 1 token t reads M_{t−1}. With the rule option ``read: token`` token t reads
+M_t, the memory after its own write (rules/token_read.py): still causal, M_t depends on tokens ≤ t only.
 """
 
 from __future__ import annotations
@@ -207,8 +208,9 @@ class NeuralMemory(nnx.Module):
         return self._read_out(x_BxTxD, y), MemoryState(rule_state, conv)
 
     def retrieve(self, x_BxTxD: jax.Array, state: MemoryState | None = None) -> tuple[jax.Array, MemoryState]:
-        """Read only: y_t = M*(q_t) with q from x (Eq 15), no update. Reads the weights the current chunk's tokens
-        read (``RuleState.start``). Advances only the read stream's convolution cache."""
+        """Read only: y_t = M*(q_t) with q from x (Eq 15), no update. Reads the chunk-start weights M_{t'}
+        (``RuleState.start``, what the current chunk's tokens read with ``read: chunk``) whatever the rule's
+        ``read`` option (MAC reads h from it, Eq 21). Advances only the read stream's convolution cache."""
         if state is None:
             state = self.init_state(x_BxTxD.shape[0])
         HD = self.num_heads * self.head_dim

@@ -8,6 +8,9 @@ axis of every matrix is its output channel.
 ``MLPMemory.read_and_linearize`` is an optional fast path that the ``momentum_scan`` rule uses when a model has it: the
 chunk's read and prediction forward passes and a hand-written backward pass, so that the two weighted gradient sums a
 chunk needs (Eq 13–14 unrolled) share one back-propagation instead of repeating ``jax.vjp`` once per weighting.
+``MLPMemory.read_after_updates`` is its ``read: token`` counterpart (rules/token_read.py): the same backward
+rows also give every token's read of the weights after its own write, M_t(q_t), as masked attention-like
+products.
 """
 
 from __future__ import annotations
@@ -108,11 +111,22 @@ class MLPMemory:
         free of pads and transposes; running q and k as one concatenated 2T-row pass measured slower (the slices and
         pads it adds to the outer backward pass cost more than the larger matmuls save).
         """
+        pred, inputs, backprop = self._linearize(params, k_TxD)
+
+        def grad_sums(cot_TxD, *weights_TxC):
+            return self._weighted_grads(params, inputs, *backprop(cot_TxD), weights_TxC)
+
+        return self.apply(params, q_TxD), pred, grad_sums
+
+    def _linearize(self, params, k_TxD):
+        """M(k), each layer's input rows h_i (at k) and backprop(cot) = ({layer: δ rows}, LayerNorm-gain
+        rows or None): the per-token factors of ∂⟨cot_i, M(k_i)⟩/∂params (h_iᵀ δ_i per matrix, cot_i ⊙ n_i for
+        the gain)."""
         cfg = self.config
         pred, (inputs, act_grads, norm) = self._forward(params, k_TxD, keep=True)
         dtype = pred.dtype
 
-        def grad_sums(cot_TxD, *weights_TxC):
+        def backprop(cot_TxD):
             deltas, ln_grad = {}, None
             delta = cot_TxD  # ∂/∂(output of the last layer)
             if norm is not None:  # out = x + γ ⊙ n, n = (z − μ)/σ
@@ -125,17 +139,76 @@ class MLPMemory:
                 deltas[i] = delta
                 if i:
                     delta = (delta @ params[f"w{i}"].astype(dtype).T) * act_grads[i - 1]
-            out = []
-            for w_TxC in weights_TxC:
-                w_TxC = w_TxC.astype(dtype)
-                if w_TxC.shape[-1] != 1 and cfg.depth != 1:
-                    raise ValueError("per-channel weights need a depth-1 memory")
-                # Σ_t w_t h_tᵀ δ_t: the weights go on the T×in input (or on δ when they are per output channel)
-                g = {f"w{i}": (w_TxC * inputs[i]).T @ deltas[i] if w_TxC.shape[-1] == 1
-                     else inputs[i].T @ (w_TxC * deltas[i]) for i in deltas}
-                if ln_grad is not None:
-                    g["ln_gain"] = w_TxC[:, 0] @ ln_grad
-                out.append({name: x.astype(params[name].dtype) for name, x in g.items()})
-            return tuple(out)
+            return deltas, ln_grad
 
-        return self.apply(params, q_TxD), pred, grad_sums
+        return pred, inputs, backprop
+
+    def _weighted_grads(self, params, inputs, deltas, ln_grad, weights_TxC):
+        """One tree Σ_t w_t ⊙ h_tᵀ δ_t (and Σ_t w_t ln_grad_t) per weighting w."""
+        out = []
+        for w_TxC in weights_TxC:
+            w_TxC = w_TxC.astype(inputs[0].dtype)
+            if w_TxC.shape[-1] != 1 and self.config.depth != 1:
+                raise ValueError("per-channel weights need a depth-1 memory")
+            # Σ_t w_t h_tᵀ δ_t: the weights go on the T×in input (or on δ when they are per output channel)
+            g = {f"w{i}": (w_TxC * inputs[i]).T @ deltas[i] if w_TxC.shape[-1] == 1
+                 else inputs[i].T @ (w_TxC * deltas[i]) for i in deltas}
+            if ln_grad is not None:
+                g["ln_gain"] = w_TxC[:, 0] @ ln_grad
+            out.append({name: x.astype(params[name].dtype) for name, x in g.items()})
+        return tuple(out)
+
+    def read_after_updates(self, params: dict[str, jax.Array], q_TxD: jax.Array, k_TxD: jax.Array):
+        """The ``read: token`` fast path (see rules/token_read.py): (M(k), grad_sums, grads_and_read) at
+        ``params`` = M_{t'}. grad_sums is ``read_and_linearize``'s; grads_and_read(cot, weights, memory,
+        surprise, keep_TxC, s_to_M_TxC, m_TxTxC) -> (grad_sums(cot, *weights), y_TxD), with y_t = M_t(q_t):
+
+            M_t = keep_t ⊙ memory + s_to_M_t ⊙ surprise + Σ_i m_{t,i} ⊙ ∂⟨cot_i, M(k_i)⟩/∂params
+
+        (Eq 13–14 unrolled to every token of the chunk, gradients at M_{t'} as in Eq 16). No per-token
+        parameter tree: the gradient of matrix l for token i is the outer product h_iᵀ δ_i (layer input at k_i
+        times backprop row), so the read's pre-activation at layer l is, with x_t the read's own input to that
+        layer (q_t for l = 0, then its own hidden activations),
+
+            x_t W_t = keep_t ⊙ x_t W_mem + s_to_M_t ⊙ x_t W_S + Σ_i m_{t,i} (x_t · h_i) δ_i
+                    = keep ⊙ (X W_mem) + s_to_M ⊙ (X W_S) + (m ⊙ X Hᵀ) Δ     (masked, attention-like)
+
+        and the LayerNorm gain of token t is keep_t g_mem + s_to_M_t g_S + Σ_i m_{t,i} (cot_i ⊙ n_i).
+        Per-channel coefficients (C = output width) need depth 1: then ⊙ acts on the output channel and the
+        sum is Σ_i m_{t,i,c} (x_t·h_i) δ_{i,c}. The backward rows δ_i are shared with the weighted gradient
+        sums of the state update (one back-propagation). Cost per layer: the two base matmuls X W (a second
+        forward pass) plus two b×b products, against one forward pass for ``read: chunk``.
+        """
+        cfg = self.config
+        pred, inputs, backprop = self._linearize(params, k_TxD)
+        dtype = pred.dtype
+
+        def grad_sums(cot_TxD, *weights_TxC):
+            return self._weighted_grads(params, inputs, *backprop(cot_TxD), weights_TxC)
+
+        def grads_and_read(cot_TxD, weights, memory, surprise, keep_TxC, s_to_M_TxC, m_TxTxC):
+            deltas, ln_grad = backprop(cot_TxD)
+            sums = self._weighted_grads(params, inputs, deltas, ln_grad, weights)
+            if m_TxTxC.shape[-1] != 1 and cfg.depth != 1:
+                raise ValueError("per-channel coefficients need a depth-1 memory")
+            keep, s_to_M, m = (x.astype(dtype) for x in (keep_TxC, s_to_M_TxC, m_TxTxC))
+            act = ACTIVATIONS[cfg.activation]
+            h = q_TxD
+            for i in range(cfg.depth):
+                w_mem, w_s = (tree[f"w{i}"].astype(dtype) for tree in (memory, surprise))
+                base = keep * (h @ w_mem) + s_to_M * (h @ w_s)
+                scores_TxT = h @ inputs[i].T  # x_t · h_i
+                if m.shape[-1] == 1:
+                    z = base + (m[..., 0] * scores_TxT) @ deltas[i]
+                else:
+                    z = base + jnp.einsum("tic,ti,ic->tc", m, scores_TxT, deltas[i])
+                h = z if i == cfg.depth - 1 else act(z)
+            if ln_grad is None:
+                return sums, h
+            gain_TxD = (keep * memory["ln_gain"].astype(dtype) + s_to_M * surprise["ln_gain"].astype(dtype)
+                        + m[..., 0] @ ln_grad)
+            mu = jnp.mean(h, axis=-1, keepdims=True)
+            var = jnp.mean(jnp.square(h - mu), axis=-1, keepdims=True)
+            return sums, q_TxD + gain_TxD * ((h - mu) * jax.lax.rsqrt(var + 1e-5))
+
+        return pred, grad_sums, grads_and_read

@@ -5,7 +5,7 @@ All functions here work on ONE head of ONE sequence; the NeuralMemory module vma
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,12 @@ class UpdateRuleConfig(ComponentConfig):
     max_grad_norm: float | None = Field(
         None, gt=0, description="clamp on the momentary surprise: each token's ∇ℓ is rescaled to at most this norm"
     )
+    read: Literal["chunk", "token"] = Field(
+        "chunk",
+        description="chunk: token t reads M_{t'}, the chunk-start weights (read-before-write); token: it "
+        "reads M_t, the weights after its own write (TTT's dual form); gradients are taken at M_{t'} either "
+        "way (Eq 16)",
+    )
 
 
 class Gates(NamedTuple):
@@ -39,8 +45,9 @@ class Gates(NamedTuple):
 class RuleState(NamedTuple):
     """The memory of one head of one sequence.
 
-    ``start`` is M_{t'}, the weights at the last chunk boundary: tokens of the current chunk read them (read-before-
-    write) and take their gradients at them (Eq 16). ``memory`` is M_t and ``surprise`` S_t after the last token seen;
+    ``start`` is M_{t'}, the weights at the last chunk boundary: tokens of the current chunk take their
+    gradients at them (Eq 16) and, with ``read: chunk``, read them (read-before-write; ``read: token`` reads
+    M_t instead). ``memory`` is M_t and ``surprise`` S_t after the last token seen;
     ``pos`` counts the tokens seen in the current, unfinished chunk (0 ≤ pos < b). When a chunk completes, start := memory.
     """
 

@@ -24,6 +24,11 @@ A fresh sequence (``aligned=True``, pos = 0) is cut into whole chunks, each clos
 carries, plus an unfinished tail. A call may instead start mid-chunk (``state.pos`` > 0, e.g. after a prefill that
 ended mid-chunk): the tokens are placed at offset pos of a zero-padded buffer of whole chunks; padding tokens are the
 identity (θ = 0, η = 1, α = 0, and they do not add S to M), so the result equals the sequential rule token for token.
+
+``read: token`` (rules/token_read.py) keeps all of this (the gradients, the state update, the two paths, the
+padding, the clamp) and only moves the read: token t reads
+M_t = keep_t M_0 + s_to_M_t S_0 − Σ_{i ≤ t} m_{t,i} u_i, the same unrolling of Eq 13–14 carried to every
+token instead of the chunk's end only.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from titans_memory.rules.common import (
     decay,
     tree_norm,
 )
+from titans_memory.rules.token_read import linearize_for_token_read, token_coefficients
 
 
 def _affine_combine(earlier, later):
@@ -121,10 +127,15 @@ class MomentumScanRule(RuleBase):
     """Chunked parallel form of Eq 13–14 and 16; equals ``SequentialRule`` (outputs, state and gradients)."""
 
     def _update(self, model: MemoryModel, start, memory, surprise, inp):
-        """One chunk: reads and takes its gradients at ``start`` = M_{t'} (Eq 15–16), carries (M, S) to its end."""
+        """One chunk: takes its gradients at ``start`` = M_{t'} (Eq 16) and carries (M, S) to its end; reads
+        M_{t'} (``read: chunk``) or, for each token t, M_t (``read: token``, rules/token_read.py) (Eq 15)."""
         q_bxD, k_bxD, v_bxD, theta_b, eta_b, alpha_bxC, mask_b = inp
-        # y = M_{t'}(q) (read-before-write, Eq 15) and M_{t'}(k) with its linearisation (Eq 12, 16)
-        y_bxD, pred_bxD, grad_sums = read_and_linearize(model, start, q_bxD, k_bxD)
+        token_read = self.config.read == "token"
+        # y = M_{t'}(q) (read-before-write, Eq 15; read: token defers it) and M_{t'}(k) linearised (Eq 12, 16)
+        if token_read:
+            pred_bxD, grad_sums, grads_and_read = linearize_for_token_read(model, start, q_bxD, k_bxD)
+        else:
+            y_bxD, pred_bxD, grad_sums = read_and_linearize(model, start, q_bxD, k_bxD)
         resid_bxD = 2.0 * (pred_bxD - v_bxD)  # ∂ℓ_i/∂M(k_i) for ℓ = ‖M(k) − v‖²
         if self.config.max_grad_norm is not None:  # per-token ‖u_i‖, only when the clamp is on
             one_hot = jnp.eye(k_bxD.shape[0], dtype=resid_bxD.dtype)[:, :, None]
@@ -132,7 +143,11 @@ class MomentumScanRule(RuleBase):
             theta_b = theta_b * clip_scale(norms, self.config.max_grad_norm)
         a_b, m_bxC, keep_M, keep_S, s_to_M = chunk_coefficients(theta_b, eta_b, alpha_bxC, mask_b)
         # −Σ_i a_i u_i and −Σ_i m_i u_i in one backward pass (the sign goes on the small residual, not on the trees)
-        d_S, d_M = grad_sums(-resid_bxD, a_b[:, None], m_bxC)
+        if token_read:  # ... and every y_t = M_t(q_t), M_t = keep_t M + s_to_M_t S − Σ_i m_{t,i} u_i
+            coefs = token_coefficients(theta_b, eta_b, alpha_bxC, mask_b)
+            (d_S, d_M), y_bxD = grads_and_read(-resid_bxD, (a_b[:, None], m_bxC), memory, surprise, *coefs)
+        else:
+            d_S, d_M = grad_sums(-resid_bxD, a_b[:, None], m_bxC)
         new_surprise = jax.tree.map(lambda s, d: keep_S * s + d, surprise, d_S)
         new_memory = jax.tree.map(lambda m, s, d: m + s + d, decay(memory, keep_M), decay(surprise, s_to_M), d_M)
         return y_bxD, new_memory, new_surprise

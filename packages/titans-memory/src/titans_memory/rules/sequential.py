@@ -23,12 +23,14 @@ from titans_memory.rules.common import (
 class SequentialRule(RuleBase):
     """For each token t, with b the chunk size and t' the start of t's chunk (Eq 16):
 
-        y_t = M_{t'}(q_t)                                   (Eq 15, read-before-write)
         u_t = ∇ℓ(M_{t'}; x_t),  ℓ = ‖M(k_t) − v_t‖²          (Eq 12, 16)
         S_t = η_t S_{t−1} − θ_t u_t                         (Eq 13)
         M_t = (1 − α_t) M_{t−1} + S_t                       (Eq 14)
+        y_t = M_{t'}(q_t)   (read: chunk, read-before-write)   or   y_t = M_t(q_t)   (read: token)   (Eq 15)
 
-    and when t closes a chunk, M_{t'} := M_t. With b = 1 this is plain online gradient descent with momentum.
+    and when t closes a chunk, M_{t'} := M_t. With b = 1 and read: chunk this is plain online gradient
+    descent with momentum where token t reads M_{t−1}; read: token reads the weights after t's own write
+    (TTT's per-token read, arXiv 2407.04620), while every gradient is still taken at M_{t'}.
     """
 
     def __call__(
@@ -39,11 +41,11 @@ class SequentialRule(RuleBase):
 
         def step(carry: RuleState, inp):
             q, k, v, theta, eta, alpha = inp
-            y = model.apply(carry.start, q[None])[0]
             u = token_grad(model, carry.start, k, v)
             theta = theta * clip_scale(tree_norm(u), self.config.max_grad_norm)
             surprise = jax.tree.map(lambda s, g: eta * s - theta * g, carry.surprise, u)
             memory = jax.tree.map(jnp.add, decay(carry.memory, 1.0 - alpha), surprise)
+            y = model.apply(memory if self.config.read == "token" else carry.start, q[None])[0]
             pos = carry.pos + 1
             closes = pos == b
             start = jax.tree.map(lambda m, s: jnp.where(closes, m, s), memory, carry.start)

@@ -1,0 +1,94 @@
+"""``read: token`` — every token reads the memory after its own write (TTT's dual form, arXiv 2407.04620).
+
+With ``read: chunk`` (the default) token t of a chunk reads M_{t'}, the chunk-start weights
+(read-before-write). With ``read: token`` it reads M_t, the weights after its own write, y_t = M_t(q_t)
+(Eq 15 with the M of Eq 14), while every gradient inside the chunk is still taken at M_{t'} (Eq 16): the
+update is the same, only the read moves.
+
+Unrolling Eq 13–14 from the chunk start (M_0, S_0: the carried memory and surprise; u_i = ∇ℓ(M_{t'}; x_i);
+P_x(i..j) = ∏_{i ≤ l ≤ j} x_l; γ = 1 − α; mask_s = 0 on padding slots, which do not add S to M) to EVERY end
+point t, not only to the chunk's end as ``chunk_coefficients`` does:
+
+    S_t = P_η(1..t) S_0 − Σ_{i ≤ t} A_{t,i} u_i,      A_{t,i} = θ_i P_η(i+1..t)
+    M_t = P_γ(1..t) M_0 + c_t S_0 − Σ_{i ≤ t} m_{t,i} u_i,
+    c_t = Σ_{s ≤ t} mask_s P_γ(s+1..t) P_η(1..s),     m_{t,i} = Σ_{i ≤ s ≤ t} mask_s P_γ(s+1..t) A_{s,i}.
+
+Row by row these are linear recurrences in t: A_t = η_t A_{t−1} + θ_t e_t, m_t = γ_t m_{t−1} + mask_t A_t,
+c_t = γ_t c_{t−1} + mask_t P_η(1..t); each is one ``jax.lax.associative_scan`` over the chunk with the affine
+operator, on b-vectors (no division, so η = 0 and α = 1 are exact). m is lower-triangular b×b (b×b×C with
+per-channel α); its last row is ``chunk_coefficients``' m, and the last row of A is its a.
+
+The read then needs M_t(q_t) for every t. ``MLPMemory.read_after_updates`` does it without any per-token
+parameter tree: every weight gradient of an MLP is an outer product h_iᵀ δ_i, so layer by layer
+q_t W_t = (base terms) − Σ_i m_{t,i} (q_t·h_i) δ_i, a masked attention-like product (m ⊙ Q Hᵀ) Δ. Models
+without that method take the generic path here: one vector–Jacobian product per end point t (the weighting
+m_t, vmapped over t), i.e. a parameter tree per token — slow, but exact for any model.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from titans_core import MemoryModel
+
+from titans_memory.rules.common import decay
+
+
+def _affine_combine(earlier, later):
+    """(a1, b1) ∘ (a2, b2) = (a2·a1, a2·b1 + b2): compose x ↦ a1 x + b1, then x ↦ a2 x + b2."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a2 * a1, a2 * b1 + b2
+
+
+def _linear_recurrence(decay_b, drive_b):
+    """x_t = decay_t x_{t−1} + drive_t, x_0 = 0, for every t (axis 0), by associative scan."""
+    return jax.lax.associative_scan(_affine_combine, (jnp.broadcast_to(decay_b, drive_b.shape), drive_b))[1]
+
+
+def token_coefficients(theta_b, eta_b, alpha_bxC, mask_b):
+    """Coefficients that carry (M_0, S_0, u_1..u_b) to every token t of one chunk (see module docstring).
+
+    Masked (padding) tokens must come with θ = 0, η = 1, α = 0 (as for ``chunk_coefficients``).
+    Returns (keep_bxC, s_to_M_bxC, m_bxbxC): M_t = keep_t ⊙ M_0 + s_to_M_t ⊙ S_0 − Σ_i m_{t,i} ⊙ u_i, with
+    m_{t,i} = 0 for i > t (⊙ over the output-channel axis when C > 1).
+    """
+    b, C = alpha_bxC.shape
+    gamma_bxC = 1.0 - alpha_bxC
+    keep_bxC = jax.lax.associative_scan(jnp.multiply, gamma_bxC)  # P_γ(1..t)
+    eta_upto_b = jax.lax.associative_scan(jnp.multiply, eta_b)  # P_η(1..t)
+    A_bxb = _linear_recurrence(eta_b[:, None], jnp.diag(theta_b))  # row t: A_{t,·}
+    ones_C = jnp.ones((C,), gamma_bxC.dtype)
+    m_bxbxC = _linear_recurrence(gamma_bxC[:, None, :], (mask_b[:, None] * A_bxb)[:, :, None] * ones_C)
+    s_to_M_bxC = _linear_recurrence(gamma_bxC, (mask_b * eta_upto_b)[:, None] * ones_C)
+    return keep_bxC, s_to_M_bxC, m_bxbxC
+
+
+def linearize_for_token_read(model: MemoryModel, params, q_TxD, k_TxD):
+    """(M(k), grad_sums, grads_and_read) at ``params`` = M_{t'}: ``read_and_linearize`` for ``read: token``.
+
+    grad_sums is ``read_and_linearize``'s. grads_and_read(cot_TxD, weights, memory, surprise, keep_TxC,
+    s_to_M_TxC, m_TxTxC) returns (sums, y_TxD): sums = grad_sums(cot_TxD, *weights), one tree
+    Σ_i w_i ⊙ ∂⟨cot_i, M(k_i)⟩/∂params per weighting w, and y_t = M_t(q_t) with
+    M_t = keep_t ⊙ memory + s_to_M_t ⊙ surprise + Σ_i m_{t,i} ⊙ ∂⟨cot_i, M(k_i)⟩/∂params.
+    Uses the model's ``read_after_updates`` when it has one (MLPMemory), else the generic per-token path.
+    """
+    if hasattr(model, "read_after_updates"):
+        return model.read_after_updates(params, q_TxD, k_TxD)
+    pred, vjp = jax.vjp(lambda p: model.apply(p, k_TxD), params)
+
+    def grad_sums(cot_TxD, *weights):
+        return tuple(vjp(w * cot_TxD)[0] for w in weights)
+
+    def grads_and_read(cot_TxD, weights, memory, surprise, keep_TxC, s_to_M_TxC, m_TxTxC):
+        sums = grad_sums(cot_TxD, *weights)
+        per_token = jax.vmap(lambda w: vjp(w * cot_TxD)[0])(m_TxTxC)  # one parameter tree per end point t
+
+        def read_one(d, keep_C, s_to_M_C, q_D):
+            base = decay(memory, keep_C), decay(surprise, s_to_M_C)
+            params_t = jax.tree.map(lambda a, b, c: a + b + c, *base, d)
+            return model.apply(params_t, q_D[None])[0]
+
+        return sums, jax.vmap(read_one)(per_token, keep_TxC, s_to_M_TxC, q_TxD)
+
+    return pred, grad_sums, grads_and_read

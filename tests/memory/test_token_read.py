@@ -1,0 +1,269 @@
+"""``read: token`` (each token reads M_t, the memory after its own write; gradients still at M_{t'}, Eq 16).
+
+momentum_scan (MLP fast path and the generic per-token path) equals the sequential oracle in float64 —
+outputs, final state, outer gradients — and both equal an independent numpy loop written straight from
+Eq 13–14.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from memory_utils import max_rel_err, random_problem, slice_gates
+from titans_memory import (
+    Gates,
+    MLPMemory,
+    MLPMemoryConfig,
+    MomentumScanRule,
+    SequentialRule,
+    UpdateRuleConfig,
+)
+from titans_memory.rules.momentum_scan import chunk_coefficients
+from titans_memory.rules.token_read import token_coefficients
+from titans_swiglu_memory import SwiGLUMemory, SwiGLUMemoryConfig
+
+TOL = 1e-10  # float64: the same arithmetic up to reassociation
+D = 4
+
+
+def run(rule, model, p0, q, k, v, gates, aligned=False):
+    fn = jax.jit(lambda p0, *a: rule(model, rule.init_state(p0), *a, aligned=aligned))
+    return fn(p0, q, k, v, gates)
+
+
+def cont(rule, model, state, q, k, v, gates):
+    return jax.jit(lambda *a: rule(model, *a))(state, q, k, v, gates)
+
+
+def outer_loss(rule, model, p0, q, k, v, gates):
+    """A scalar that depends on every output and on the final memory and surprise."""
+    y, state = run(rule, model, p0, q, k, v, gates)
+    leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
+    return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves)
+
+
+def rules(chunk, clip=None):
+    cfg = UpdateRuleConfig(chunk_size=chunk, max_grad_norm=clip, read="token")
+    return SequentialRule(cfg), MomentumScanRule(cfg)
+
+
+def assert_rules_agree(model, p0, q, k, v, gates, chunk, clip=None, grads=True):
+    seq, par = rules(chunk, clip)
+    y_s, s_s = run(seq, model, p0, q, k, v, gates)
+    for aligned in (True, False):
+        y_p, s_p = run(par, model, p0, q, k, v, gates, aligned=aligned)
+        assert max_rel_err(y_s, y_p) < TOL
+        assert max_rel_err(tuple(s_s), tuple(s_p)) < TOL
+    if grads:
+        grad = jax.jit(jax.grad(outer_loss, argnums=(2, 3, 4, 5, 6)), static_argnums=(0, 1))
+        g_s, g_p = grad(seq, model, p0, q, k, v, gates), grad(par, model, p0, q, k, v, gates)
+        assert max_rel_err(g_s, g_p) < 1e-9
+        assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(g_p))
+    return y_s
+
+
+# (chunk, depth, channels of α, clamp): chunk sizes 1/4/16, depth 1/2, per-channel α and the clamp
+CASES = [
+    (1, 1, 1, None),
+    (1, 2, 1, None),
+    (4, 1, D, None),
+    (4, 2, 1, 0.05),
+    (16, 1, D, 0.05),
+    (16, 2, 1, None),
+]
+
+
+@pytest.mark.parametrize("chunk,depth,C,clip", CASES)
+def test_token_read_scan_equals_sequential_outputs_state_and_gradients(chunk, depth, C, clip):
+    T = 18  # crosses a 16-chunk boundary and is never a multiple of the chunk
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(chunk * 10 + depth + C, T, D, depth, C=C)
+        assert_rules_agree(model, p0, q, k, v, gates, chunk, clip)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    chunk=st.integers(1, 9),
+    T=st.integers(1, 30),
+    depth=st.integers(1, 3),
+    residual_norm=st.booleans(),
+    split_frac=st.floats(0, 1),
+    per_channel=st.booleans(),
+    clip=st.sampled_from([None, 0.05, 10.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_token_read_scan_equals_sequential_property(
+    chunk, T, depth, residual_norm, split_frac, per_channel, clip, seed
+):
+    """Any chunk size, length, depth (with and without the residual norm), gates, split point (the second call
+    starts mid-chunk), per-channel α (depth 1) and surprise clamp."""
+    per_channel = per_channel and depth == 1
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(
+            seed, T, D, depth, C=D if per_channel else 1, residual_norm=residual_norm
+        )
+        seq, par = rules(chunk, clip)
+        y_s, s_s = run(seq, model, p0, q, k, v, gates)
+        a = int(split_frac * T)
+        y1, mid = run(par, model, p0, q[:a], k[:a], v[:a], slice_gates(gates, 0, a))
+        y2, s_p = cont(par, model, mid, q[a:], k[a:], v[a:], slice_gates(gates, a, T))
+        assert max_rel_err(y_s, jnp.concatenate([y1, y2])) < TOL
+        assert max_rel_err(tuple(s_s), tuple(s_p)) < TOL
+
+
+def test_mid_chunk_starts_with_residual_free_mlp_and_gradients():
+    """Depth 2 without the residual norm, three calls that start mid-chunk: outputs, state and gradients
+    through the padded (``_general``) path."""
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(7, 17, D, 2, residual_norm=False)
+        seq, par = rules(4)
+
+        def pieces(rule, p0, q, k, v, gates):
+            state, ys = rule.init_state(p0), []
+            for a, b in ((0, 3), (3, 10), (10, 17)):
+                y, state = rule(model, state, q[a:b], k[a:b], v[a:b], slice_gates(gates, a, b))
+                ys.append(y)
+            return jnp.concatenate(ys), state
+
+        y_s, s_s = jax.jit(lambda *a: pieces(seq, *a))(p0, q, k, v, gates)
+        y_p, s_p = jax.jit(lambda *a: pieces(par, *a))(p0, q, k, v, gates)
+        assert max_rel_err(y_s, y_p) < TOL and max_rel_err(tuple(s_s), tuple(s_p)) < TOL
+        loss = lambda rule, *a: jnp.sum(jnp.sin(pieces(rule, *a)[0]))  # noqa: E731
+        grad = lambda rule: jax.jit(jax.grad(lambda *a: loss(rule, *a), argnums=(0, 1, 2, 3, 4)))  # noqa: E731
+        assert max_rel_err(grad(seq)(p0, q, k, v, gates), grad(par)(p0, q, k, v, gates)) < 1e-9
+
+
+def eq_13_14_reference(W0, Q, K, V, theta, eta, alpha, chunk, clip=None):
+    """Depth-1 memory M(x) = x W, token by token from Eq 13–14 with every gradient at the chunk-start W
+    (Eq 16) and the per-token read y_t = q_t W_t (no chunk algebra). ℓ = ‖kW − v‖², so ∇_W ℓ = 2 kᵀ(kW − v);
+    α may be per output channel (columns of W)."""
+    W, S, W_start, ys = W0.copy(), np.zeros_like(W0), W0.copy(), []
+    for t in range(K.shape[0]):
+        k, v = K[t : t + 1], V[t : t + 1]
+        u = 2.0 * k.T @ (k @ W_start - v)
+        th = theta[t] if clip is None else theta[t] * min(1.0, clip / max(np.linalg.norm(u), 1e-12))
+        S = eta[t] * S - th * u
+        W = (1.0 - alpha[t])[None, :] * W + S
+        ys.append(Q[t] @ W)
+        if (t + 1) % chunk == 0:
+            W_start = W.copy()
+    return np.stack(ys), W, S
+
+
+@pytest.mark.parametrize("chunk,C,clip", [(1, 1, None), (4, D, 0.05), (16, 1, 0.05)])
+def test_depth_one_equals_the_eq_13_14_numpy_loop(chunk, C, clip):
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(40 + chunk + C, 19, D, 1, C=C)
+        args = [np.asarray(a) for a in (p0["w0"], q, k, v, *gates)]
+        y_ref, W_ref, S_ref = eq_13_14_reference(*args, chunk, clip)
+        for rule in rules(chunk, clip):
+            for aligned in (True, False):
+                y, state = run(rule, model, p0, q, k, v, gates, aligned=aligned)
+                np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-10, atol=1e-12)
+                np.testing.assert_allclose(np.asarray(state.memory["w0"]), W_ref, rtol=1e-10, atol=1e-12)
+                np.testing.assert_allclose(np.asarray(state.surprise["w0"]), S_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_chunk_one_token_read_is_chunk_read_shifted_by_one_token(depth):
+    """With b = 1, read: chunk gives token t the M_{t−1}, read: token the M_t: feeding the chunk read the
+    query one token later (and one extra token at the end) reproduces the token read exactly."""
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(3 + depth, 12, D, depth)
+        y_tok, s_tok = run(MomentumScanRule(chunk_size=1, read="token"), model, p0, q, k, v, gates)
+        pad = lambda x: jnp.concatenate([x, x[-1:]])  # noqa: E731  (the extra token's write is never read)
+        q_late = jnp.concatenate([q[:1], q])  # position t + 1 reads q_t
+        late = (q_late, pad(k), pad(v), Gates(*map(pad, gates)))
+        y_chk, _ = run(MomentumScanRule(chunk_size=1), model, p0, *late)
+        assert max_rel_err(y_tok, y_chk[1:]) < TOL
+        y_plain, s_chk = run(MomentumScanRule(chunk_size=1), model, p0, q, k, v, gates)
+        assert max_rel_err(tuple(s_tok), tuple(s_chk)) == 0.0  # same writes
+        assert max_rel_err(y_tok, y_plain) > 1e-3  # but not the same reads
+
+
+def test_token_read_sees_its_own_write():
+    """θ = 0.5, ‖k‖ = 1, W_0 = 0: one step gives exactly k W = v, and with read: token, token 0 reads it."""
+    model = MLPMemory(MLPMemoryConfig(depth=1))
+    key = jax.random.normal(jax.random.key(2), (1, 8))
+    k, v = key / jnp.linalg.norm(key), jax.random.normal(jax.random.key(3), (1, 8))
+    p0 = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0), 8))
+    gates = Gates(jnp.full((1,), 0.5), jnp.zeros((1,)), jnp.zeros((1, 1)))
+    for rule in (MomentumScanRule(chunk_size=4, read="token"), SequentialRule(chunk_size=4, read="token")):
+        y, _ = rule(model, rule.init_state(p0), k, k, v, gates)
+        assert jnp.allclose(y[0], v[0], atol=1e-5)
+    y_chunk, _ = MomentumScanRule(chunk_size=4)(model, MomentumScanRule().init_state(p0), k, k, v, gates)
+    assert float(jnp.max(jnp.abs(y_chunk))) == 0.0  # read: chunk sees the empty memory
+
+
+def brute_force_coefficients(theta, eta, alpha, mask):
+    """m_{t,i} = Σ_{i ≤ s ≤ t} mask_s θ_i P_γ(s+1..t) P_η(i+1..s), c_t, keep_t by explicit products."""
+    b, C = alpha.shape
+    gamma, P = 1.0 - alpha, lambda x, i, j: np.prod(x[i : j + 1], axis=0)  # noqa: E731  (P over i..j, 0-based)
+    m, c = np.zeros((b, b, C)), np.zeros((b, C))
+    for t in range(b):
+        for s in range(t + 1):
+            c[t] += mask[s] * P(gamma, s + 1, t) * P(eta, 0, s)
+            for i in range(s + 1):
+                m[t, i] += mask[s] * theta[i] * P(gamma, s + 1, t) * P(eta, i + 1, s)
+    return np.stack([P(gamma, 0, t) for t in range(b)]), c, m
+
+
+@pytest.mark.parametrize("C", [1, 3])
+def test_token_coefficients_against_explicit_products_and_the_chunk_end(C):
+    """Including η = 0, α = 1 and padding slots (mask 0 with θ = 0, η = 1, α = 0)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(C)
+        b = 7
+        theta, eta, alpha = rng.uniform(0, 0.5, b), rng.uniform(0, 1, b), rng.uniform(0, 0.5, (b, C))
+        eta[3], alpha[5] = 0.0, 1.0
+        mask = np.ones(b)
+        mask[[0, 6]] = 0.0
+        theta[[0, 6]], eta[[0, 6]], alpha[[0, 6]] = 0.0, 1.0, 0.0
+        keep, s_to_M, m = token_coefficients(*map(jnp.asarray, (theta, eta, alpha, mask)))
+        expected = brute_force_coefficients(theta, eta, alpha, mask)
+        for got, want in zip((keep, s_to_M, m), expected, strict=True):
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-15)
+        assert np.all(np.asarray(m)[np.triu_indices(b, k=1)] == 0.0)
+        chunk_end = chunk_coefficients(*map(jnp.asarray, (theta, eta, alpha, mask)))
+        _, m_end, keep_end, _, s_to_M_end = chunk_end
+        for got, want in zip((m[-1], keep[-1], s_to_M[-1]), (m_end, keep_end, s_to_M_end), strict=True):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12)
+
+
+class WithoutFastPath:
+    """An MLPMemory seen through the bare MemoryModel protocol: the rules must take their generic paths."""
+
+    def __init__(self, model):
+        self.model, self.channel_axis_ok = model, model.channel_axis_ok
+
+    def init(self, key, dim):
+        return self.model.init(key, dim)
+
+    def apply(self, params, x_TxD):
+        return self.model.apply(params, x_TxD)
+
+
+@pytest.mark.parametrize("depth,C", [(1, D), (2, 1)])
+def test_generic_per_token_path_equals_the_mlp_fast_path(depth, C):
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(9 + depth, 13, D, depth, C=C)
+        _, par = rules(4, 0.05)
+        for aligned in (True, False):
+            y_fast, s_fast = run(par, model, p0, q, k, v, gates, aligned=aligned)
+            y_gen, s_gen = run(par, WithoutFastPath(model), p0, q, k, v, gates, aligned=aligned)
+            assert max_rel_err(y_fast, y_gen) < TOL and max_rel_err(tuple(s_fast), tuple(s_gen)) < TOL
+
+
+def test_swiglu_plugin_memory_token_read_equals_sequential():
+    """A model without ``read_after_updates`` (the example plugin): outputs, state and outer gradients."""
+    with jax.enable_x64(True):
+        _, _, q, k, v, gates = random_problem(21, 11, D, 1)
+        model = SwiGLUMemory(SwiGLUMemoryConfig(expansion=1.5, out_init_scale=1.0))
+        p0 = jax.tree.map(lambda x: x.astype(jnp.float64), model.init(jax.random.key(4), D))
+        y = assert_rules_agree(model, p0, q, k, v, gates, chunk=4)
+        y_chunk, _ = run(MomentumScanRule(chunk_size=4), model, p0, q, k, v, gates)
+        assert max_rel_err(y, y_chunk) > 1e-3  # the token read is not the chunk read
