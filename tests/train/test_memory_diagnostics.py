@@ -45,6 +45,20 @@ def _spec(run_dir: Path, model: dict, every, steps: int = 4) -> dict:
     )
 
 
+def run_eval(capsys, args) -> tuple[int, str, str]:
+    """``titans-eval ARGS`` in this process: (exit status, stdout, stderr)."""
+    from titans_train.evaluate.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def _train(capsys, tmp_path: Path, name: str, spec: dict):
     result = run_cli(capsys, [str(write_spec(tmp_path / f"{name}.yaml", spec))])
     assert result.code == 0, result.err
@@ -74,12 +88,10 @@ def test_training_records_plot_and_eval(tmp_path: Path, capsys) -> None:
     png = on / "plots" / "memory.png"
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
 
-    from titans_train.evaluate.cli import main as eval_main
-
     out = tmp_path / "eval.json"
-    capsys.readouterr()
-    eval_main([str(on), "--task", "lm", "--lm-tokens", "64", "--batch-size", "2", "-o", str(out)])
-    printed = capsys.readouterr().out
+    args = [on, "--task", "lm", "--lm-tokens", "64", "--batch-size", "2", "-o", out]
+    code, printed, err = run_eval(capsys, args)
+    assert code == 0, err
     (result,) = json.loads(out.read_text())["runs"][0]["results"]
     assert list(result["memory"]) == ["layer0", "layer1"]
     assert list(result["memory"]["layer0"]) == list(DIAGNOSTIC_KEYS)
