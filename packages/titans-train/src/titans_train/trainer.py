@@ -180,7 +180,8 @@ class Trainer:
                 batch = global_batch(next(self.batches), plan.batch_sharding, plan.batch_shape)
                 memory = None  # diagnostics of the parameters this step starts from, on its batch
                 if self.diagnostics is not None and (self.step + 1) % self.diagnostics_every == 0:
-                    memory = self.diagnostics(self.state, batch)
+                    memory = to_floats(self.diagnostics(self.state, batch))
+                    progress.reset_clock()  # not part of the step's throughput
                 self.state, metrics = self.steps.train(self.state, batch)
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 self.step += 1
@@ -211,7 +212,7 @@ class Trainer:
                     "time": time.time(),
                 }
                 if memory:
-                    record["memory"] = to_floats(memory)
+                    record["memory"] = memory
                 self.run_dir.log(record)
                 if self.step % spec.checkpoint.every == 0 or self.step == total:
                     self.checkpoints.save(self.step, self.state, self.batches.get_state())
