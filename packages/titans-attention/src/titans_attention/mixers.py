@@ -13,6 +13,9 @@ pass, so generation costs the same per token at any context length.
 
 The gate ⊗ (where the paper is silent on its form): o = RMSNorm_a(y) ⊙ σ(RMSNorm_b(m)), each branch normalised with
 its own learnable vector and the memory branch passed through a sigmoid.
+
+Memory diagnostics: the full passes (``prefill``) report each memory's whole input sequence and starting state
+through ``titans_attention.diagnostics.record_memory_input`` (a no-op unless diagnostics are being captured).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from titans_core.layers import RMSNorm
 from titans_memory import MemoryState, NeuralMemory, NeuralMemoryConfig
 
 from titans_attention.attention import SegmentAttention, SegmentCache, SlidingWindowAttention
+from titans_attention.diagnostics import capturing, record_memory_input
 
 
 class Gate(nnx.Module):
@@ -90,6 +94,7 @@ class MemoryMixer(nnx.Module):
     def prefill(self, x):
         n = self.num_persistent
         state = self.init_cache(x.shape[0]) if n else None
+        record_memory_input(self.memory, x, state)
         return self.memory(x, state, aligned=n % self.memory.update_rule.chunk_size == 0)
 
     def decode(self, x, cache: MemoryState):
@@ -160,7 +165,7 @@ class MACMixer(nnx.Module):
         y = self.attn(x, prefix_BxTxD=h, positions=positions)
         # every segment starts on a chunk boundary when the segment is a multiple of the chunk
         m, state = self.memory(y, state, aligned=self.segment % self.memory.update_rule.chunk_size == 0)
-        return self.gate(y, m), state
+        return self.gate(y, m), y, state
 
     def __call__(self, x):
         return self.prefill(x)[0]
@@ -171,21 +176,28 @@ class MACMixer(nnx.Module):
         n_full = T // S
         cache = self.init_cache(B)
         state, outs = cache.memory, []
+        keep, written = capturing(), []  # the memory's inputs y, kept only when diagnostics are captured
         if n_full:
             xs = x[:, : n_full * S].reshape(B, n_full, S, D).swapaxes(0, 1)
 
             def step(state, inp):
                 x_s, s = inp
-                o, state = self._segment(x_s, state, s * S + jnp.arange(S))
-                return state, o
+                o, y, state = self._segment(x_s, state, s * S + jnp.arange(S))
+                return state, ((o, y) if keep else o)
 
             state, o = jax.lax.scan(step, state, (xs, jnp.arange(n_full)))
+            if keep:
+                o, y = o
+                written.append(y.swapaxes(0, 1).reshape(B, n_full * S, D))
             outs.append(o.swapaxes(0, 1).reshape(B, n_full * S, D))
         attn_cache = cache.attn._replace(pos=jnp.asarray(n_full * S, jnp.int32))
         cache = MACCache(attn_cache, state, state.rule.start)
         if T > n_full * S:  # the unfinished last segment continues exactly as decoding would
-            o, cache = self._decode_segment_tail(x[:, n_full * S :], cache)
+            o, y, cache = self._decode_segment_tail(x[:, n_full * S :], cache)
             outs.append(o)
+            written.append(y)
+        if keep:
+            record_memory_input(self.memory, jnp.concatenate(written, axis=1), None)
         return jnp.concatenate(outs, axis=1), cache
 
     def _decode_segment_tail(self, x, cache: MACCache):
@@ -193,7 +205,7 @@ class MACMixer(nnx.Module):
         h, state = self.memory.retrieve(x, cache.memory)
         y, attn_cache = self.attn.decode(x, cache.attn, prefix_BxTxD=h)
         m, state = self.memory(y, state)
-        return self.gate(y, m), MACCache(attn_cache, state, cache.memory.rule.start)
+        return self.gate(y, m), y, MACCache(attn_cache, state, cache.memory.rule.start)
 
     def decode(self, x, cache: MACCache):
         """Token by token (a segment boundary may fall anywhere inside x)."""

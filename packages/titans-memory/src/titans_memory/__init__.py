@@ -2,9 +2,10 @@
 
 Public API: ``NeuralMemory`` / ``NeuralMemoryConfig`` (the module), ``MemoryState``; memory models (``MLPMemory``);
 update rules (``SequentialRule`` — the reference — and ``MomentumScanRule`` — chunked and parallel), their state
-(``RuleState``) and gates (``Gates``).
+(``RuleState``) and gates (``Gates``); ``memory_diagnostics``: gate, update, surprise and read statistics.
 """
 
+from titans_memory.diagnostics import DIAGNOSTIC_KEYS, memory_diagnostics
 from titans_memory.memory import MemoryState, NeuralMemory, NeuralMemoryConfig
 from titans_memory.models import MLPMemory, MLPMemoryConfig
 from titans_memory.rules.common import Gates, RuleState, UpdateRuleConfig, assoc_loss
@@ -12,6 +13,7 @@ from titans_memory.rules.momentum_scan import MomentumScanRule
 from titans_memory.rules.sequential import SequentialRule
 
 __all__ = [
+    "DIAGNOSTIC_KEYS",
     "Gates",
     "MLPMemory",
     "MLPMemoryConfig",
@@ -23,5 +25,6 @@ __all__ = [
     "SequentialRule",
     "UpdateRuleConfig",
     "assoc_loss",
+    "memory_diagnostics",
 ]
 __version__ = "0.1.0"

@@ -220,6 +220,13 @@ class NeuralMemory(nnx.Module):
         conv = {**state.conv, "read_q": read_q} if state.conv else {}
         return self._read_out(x_BxTxD, y), state._replace(conv=conv)
 
+    def diagnostics(self, x_BxTxD: jax.Array, state: MemoryState | None = None) -> dict[str, jax.Array]:
+        """Scalar statistics of the gates θ/η/α, the memory update and surprise norms per chunk and the read norm on
+        x (a separate pass for logging; see :mod:`titans_memory.diagnostics`)."""
+        from titans_memory.diagnostics import memory_diagnostics
+
+        return memory_diagnostics(self, x_BxTxD, state)
+
 
 def _l2norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)

@@ -4,7 +4,7 @@ Usage::
 
     titans-train SPEC.yaml [--set trainer.steps=100 ...] [--dry-run]   # = titans-train train SPEC.yaml ...
     titans-train schema                                                 # JSON schema of a spec (or --schema)
-    titans-train plot RUN_DIR                                           # RUN_DIR/plots/{loss,eval}.png
+    titans-train plot RUN_DIR                                           # RUN_DIR/plots/{loss,eval,memory}.png
     titans-train generate RUN_DIR --prompt "def " [--max-new-tokens 200 --temperature 0.8 --top-k 40 ...]
 
 A first argument that is not a command name is taken as a spec file, so ``titans-train SPEC.yaml`` runs
@@ -97,7 +97,7 @@ def schema_command() -> None:
 @app.command("plot")
 @run_user_command
 def plot_command(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")]) -> None:
-    """Write PNG loss and evaluation curves to RUN_DIR/plots/."""
+    """Write PNG loss, evaluation and memory-diagnostics curves to RUN_DIR/plots/."""
     from pathlib import Path
 
     from titans_train.plot import plot_run

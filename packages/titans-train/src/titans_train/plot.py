@@ -3,7 +3,8 @@ needed).
 
 Writes ``RUN_DIR/plots/loss.png`` (training loss per step, with the evaluation loss on top) and
 ``RUN_DIR/plots/eval.png`` (evaluation loss and bits per byte/token), the latter only when the run has
-evaluations.
+evaluations, and ``RUN_DIR/plots/memory.png`` (memory diagnostics per layer, see
+:mod:`titans_train.plot_memory`) when the run has them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from titans_core import TitansUserError
 
+from titans_train.plot_memory import plot_memory
 from titans_train.rundir import METRICS_FILE, read_metrics
 
 
@@ -70,4 +72,5 @@ def plot_run(run_dir: Path) -> list[Path]:
         fig.savefig(out_dir / "eval.png", dpi=120)
         plt.close(fig)
         written.append(out_dir / "eval.png")
+    written += plot_memory(records, out_dir, run_dir.name)
     return written

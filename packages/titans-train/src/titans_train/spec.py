@@ -6,7 +6,7 @@ Sections (each a small frozen pydantic model; unknown keys are errors)::
     data:         {source: {name: python_stdlib, ...}, seq_len, val_fraction, shuffle}
     optimizer:    AdamW: lr, b1, b2, eps, weight_decay, no_decay, clip_norm
     schedule:     linear warmup then cosine decay: warmup_steps, decay_steps, min_lr_ratio
-    trainer:      steps, batch_size, grad_accum, seed, log_every, eval_every, eval_batches
+    trainer:      steps, batch_size, grad_accum, seed, log_every, eval_every, eval_batches, diagnostics_every
     precision:    compute_dtype (float32 | bfloat16; master weights stay float32)
     mesh:         data, fsdp, tensor (-1 = the remaining devices), num_devices, rules (logical axis → mesh
     axis)
@@ -23,9 +23,9 @@ in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from titans_core import ComponentRef, SpecModel, component_field
 
 #: Default logical-axis → mesh-axis rules (``mesh.rules`` entries are merged over these).
@@ -93,6 +93,22 @@ class TrainerSpec(SpecModel):
     eval_batches: int = Field(
         8, ge=1, description="validation batches per evaluation (fewer if the split is small)"
     )
+    diagnostics_every: int | Literal["log_every"] | None = Field(
+        "log_every",
+        description="steps between memory diagnostics in metrics.jsonl (log_every: as trainer.log_every; "
+        "null: off)",
+    )
+
+    @field_validator("diagnostics_every", mode="before")
+    @classmethod
+    def _diagnostics_every(cls, value: Any) -> Any:
+        if value is None or value == "log_every" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(f"expected an integer ≥ 1, 'log_every' or null, got {value!r}")
+
+    def diagnostics_interval(self) -> int | None:
+        """Steps between memory diagnostics (None: off)."""
+        return self.log_every if self.diagnostics_every == "log_every" else self.diagnostics_every
 
 
 class PrecisionSpec(SpecModel):
@@ -193,6 +209,7 @@ RESUMABLE_CHANGES = (
     "trainer.log_every",
     "trainer.eval_every",
     "trainer.eval_batches",
+    "trainer.diagnostics_every",
     "checkpoint",
     "mesh",
     "distributed",

@@ -5,7 +5,8 @@ Order of events (see :func:`train`): everything that can fail because of the spe
 :func:`titans_train.plan.make_plan` and :func:`titans_train.rundir.inspect_run_dir`, before the run directory
 is
 created. Then each step: next batch (this process's rows) → jitted step → loss check → ``metrics.jsonl`` →
-checkpoint every ``checkpoint.every`` steps → evaluation every ``trainer.eval_every`` steps; at the end a
+checkpoint every ``checkpoint.every`` steps → evaluation every ``trainer.eval_every`` steps; memory
+diagnostics every ``trainer.diagnostics_every`` steps (:mod:`titans_train.memory_stats`); at the end a
 final
 checkpoint and evaluation, and a sample generation.
 
@@ -32,6 +33,7 @@ from titans_train import generate as gen
 from titans_train.checkpoint import Checkpoints
 from titans_train.data import TrainBatches, eval_batches
 from titans_train.errors import DivergedError
+from titans_train.memory_stats import has_memory, make_train_diagnostics, to_floats
 from titans_train.mesh import global_batch
 from titans_train.plan import Plan, make_plan
 from titans_train.progress import TrainProgress, bits
@@ -121,6 +123,22 @@ class Trainer:
             self.step, self.state = 0, plan.init_state()
         if resume:
             self.run_dir.truncate_metrics(self.step)
+        self.diagnostics_every = spec.trainer.diagnostics_interval()
+        if self.diagnostics_every is not None and not has_memory(
+            nnx.merge(plan.graphdef, self.state["params"], self.state["rest"])
+        ):
+            self.diagnostics_every = None  # no neural memory (e.g. SWA): nothing to diagnose
+        self.diagnostics = (
+            make_train_diagnostics(
+                plan.graphdef,
+                plan.compute_dtype,
+                state_shardings=plan.state_shardings,
+                batch_sharding=plan.batch_sharding,
+                replicated=plan.replicated,
+            )
+            if self.diagnostics_every is not None
+            else None
+        )
 
     def _log_eval(self, progress: TrainProgress) -> float | None:
         if not self.eval_data:
@@ -160,6 +178,10 @@ class Trainer:
         try:
             while self.step < total:
                 batch = global_batch(next(self.batches), plan.batch_sharding, plan.batch_shape)
+                memory = None  # diagnostics of the parameters this step starts from, on its batch
+                if self.diagnostics is not None and (self.step + 1) % self.diagnostics_every == 0:
+                    memory = to_floats(self.diagnostics(self.state, batch))
+                    progress.reset_clock()  # not part of the step's throughput
                 self.state, metrics = self.steps.train(self.state, batch)
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 self.step += 1
@@ -179,18 +201,19 @@ class Trainer:
                     )
                 losses.append(values["loss"])
                 tps = progress.update(self.step, values["loss"], first=self.step == start + 1)
-                self.run_dir.log(
-                    {
-                        "kind": "train",
-                        "step": self.step,
-                        "loss": values["loss"],
-                        self.unit: bits(values["loss"]),
-                        "lr": values["lr"],
-                        "grad_norm": values["grad_norm"],
-                        "tokens_per_s": tps,
-                        "time": time.time(),
-                    }
-                )
+                record = {
+                    "kind": "train",
+                    "step": self.step,
+                    "loss": values["loss"],
+                    self.unit: bits(values["loss"]),
+                    "lr": values["lr"],
+                    "grad_norm": values["grad_norm"],
+                    "tokens_per_s": tps,
+                    "time": time.time(),
+                }
+                if memory:
+                    record["memory"] = memory
+                self.run_dir.log(record)
                 if self.step % spec.checkpoint.every == 0 or self.step == total:
                     self.checkpoints.save(self.step, self.state, self.batches.get_state())
                 every = spec.trainer.eval_every

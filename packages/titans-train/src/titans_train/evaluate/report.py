@@ -5,7 +5,12 @@ Result file (``"format": "titans-eval/1"``)::
     {"format": "titans-eval/1", "seed": 0, "examples": 40,
      "runs": [{"run_dir": ..., "label": "mac", "variant": "mac", "step": 1200, "param_count": 123456,
                "results": [{"task": "niah", "context": 512, "accuracy": 0.4, "n": 40, ...},
-                           {"task": "lm", "context": 512, "loss": 1.5, "bits_per_byte": 2.16, ...}, ...]}]}
+                           {"task": "lm", "context": 512, "loss": 1.5, "bits_per_byte": 2.16, ...,
+                            "memory": {"layer0": {"theta_mean": 0.001, "update_norm_mean": 0.02, ...}}},
+                           ...]}]}
+
+``"memory"`` (runs with a neural memory only): per layer the memory diagnostics on that task's inputs
+(:mod:`titans_train.evaluate.memory`); :func:`print_table` adds one compact line per run and layer.
 """
 
 from __future__ import annotations
@@ -69,8 +74,25 @@ def results_table(document: dict[str, Any]) -> Table:
     return table
 
 
+def memory_lines(document: dict[str, Any]) -> list[str]:
+    """One line per run with memory diagnostics: those of its first result (see ``summary_line``)."""
+    from titans_train.memory_stats import summary_line
+
+    lines = []
+    for run in document["runs"]:
+        first = next((r for r in run["results"] if r.get("memory")), None)
+        if first is not None:
+            lines.append(
+                f"memory of {run['label']} ({first['task']} @{first['context']}): "
+                f"{summary_line(first['memory'])}"
+            )
+    return lines
+
+
 def print_table(document: dict[str, Any], console: Console) -> None:
     console.print(results_table(document))
+    for line in memory_lines(document):
+        console.print(line, soft_wrap=True)
 
 
 def plot_results(document: dict[str, Any], path: Path) -> Path:

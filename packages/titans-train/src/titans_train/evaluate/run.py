@@ -3,7 +3,8 @@
 :func:`plan_run` checks every option against a run (before any model work), :func:`evaluate` does the work.
 Defaults follow the run: the tasks are the run's own task (``mqar`` / ``niah`` data sources) or the held-out
 LM loss (any text source), the context is the run's ``data.seq_len``, and MQAR uses the run's key-value
-settings when it was trained on MQAR.
+settings when it was trained on MQAR. Each result of a model with a neural memory also holds the memory
+diagnostics on that task's inputs (``"memory"``, see :mod:`titans_train.evaluate.memory`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from flax import nnx
 from titans_core import TitansUserError
 
+from titans_train.evaluate.memory import EvalMemoryStats
 from titans_train.evaluate.tasks import Predictor, heldout_lm, mqar_eval, niah_eval
 from titans_train.plan import count_params
 from titans_train.tasks.mqar import validate_mqar_config
@@ -155,6 +157,7 @@ def _heldout_tokens(spec: Any, options: EvalOptions, where: str) -> np.ndarray:
 def evaluate(plan: RunPlan, options: EvalOptions, progress: Any = None) -> dict[str, Any]:
     """Every (task, context) of ``plan``; returns the run's entry of the result document."""
     predictor = Predictor(plan.model, batch_size=options.batch_size)
+    memory = EvalMemoryStats(plan, options)
     results = []
     for task in plan.tasks:
         for context in plan.contexts:
@@ -181,6 +184,9 @@ def evaluate(plan: RunPlan, options: EvalOptions, progress: Any = None) -> dict[
                 results.append(
                     mqar_eval(predictor, context, n=options.examples, seed=options.seed, **plan.mqar)
                 )
+            stats = memory(task, context)
+            if stats is not None:
+                results[-1]["memory"] = stats
     return {
         "run_dir": str(plan.run_dir),
         "variant": plan.spec.model.name,
