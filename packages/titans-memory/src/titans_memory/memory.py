@@ -9,7 +9,8 @@ Drop it into any Flax NNX model::
 Per token and head: k_t = x_t W_K, v_t = x_t W_V, q_t = x_t W_Q (Eq 11, 15), each followed by a causal depthwise
 convolution (kernel 4) and SiLU, with q and k ℓ2-normalised (the revision, §4.4); data-dependent gates
 θ_t = max_lr·σ(x_t w_θ), η_t = σ(x_t w_η), α_t = σ(x_t w_α); the update rule evolves the memory (Eq 13–14, 16) by
-gradients of the objective (the inner loss; ℓ2 of Eq 12 by default) and reads y_t = M*(q_t) (Eq 15); the output is RMSNorm(y) ⊙ σ(x W_g), projected back to the model width.
+gradients of the objective (the inner loss; ℓ2 of Eq 12 by default) and reads y_t = M*(q_t) (Eq 15); the
+output is RMSNorm(y) ⊙ σ(x W_g), projected back to the model width.
 
 Step size (the paper is silent on its range): θ_t ≤ max_lr = 0.01, starting at init_lr = 0.001. A chunk of C tokens
 adds C per-token steps, and momentum η ≈ 0.9 multiplies them by up to 1/(1 − η) ≈ 10, so the effective step per chunk
@@ -134,13 +135,14 @@ class NeuralMemory(nnx.Module):
         params0 = jax.vmap(lambda k: self.memory_model.init(k, Dh))(jax.random.split(rngs.params(), H))
         wrap = nnx.Param if cfg.learn_init else FixedInit
         self.memory_init = nnx.data(
-            jax.tree.map(lambda value: wrap(value, out_sharding=(None,) * value.ndim, eager_sharding=False), params0)
+            jax.tree.map(lambda x: wrap(x, out_sharding=(None,) * x.ndim, eager_sharding=False), params0)
         )
 
     # -- state ---------------------------------------------------------------------------------------------------
     def initial_params(self):
         """M_0 for every head: the memory model's pytree, leaves H×…."""
-        return jax.tree.map(lambda var: var[...], self.memory_init, is_leaf=lambda x: isinstance(x, nnx.Variable))
+        is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
+        return jax.tree.map(lambda var: var[...], self.memory_init, is_leaf=is_var)
 
     def init_state(self, batch_size: int) -> MemoryState:
         p0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch_size,) + x.shape), self.initial_params())
@@ -227,7 +229,7 @@ class NeuralMemory(nnx.Module):
 
 
 def _component(kind: str, given, config):
-    """The component passed to NeuralMemory (checked against its protocol), else the one the config selects."""
+    """The component passed to NeuralMemory (checked against its protocol), else the config's (built)."""
     if given is None:
         return get_registry().build(config)
     check_contract(kind, given, who=f"NeuralMemory({kind}={type(given).__name__}(...))")
