@@ -118,7 +118,7 @@ def test_json_schema_follows_the_registry(registry, fake):
         "#/$defs/memory_model_linear",
         "#/$defs/memory_model_mlp",
     ]
-    assert kind_json_schema("attention") == {"not": {}, "description": "no attention is registered"}
+    assert kind_json_schema("objective") == {"not": {}, "description": "no objective is registered"}
 
 
 class Wrapper(ComponentConfig):

@@ -1,6 +1,7 @@
 """titans-core: protocols, the plugin registry and the spec schema shared by every Titans package."""
 
 from titans_core.config import ComponentConfig, SpecModel
+from titans_core.contracts import ContractError, check_contract
 from titans_core.errors import (
     DuplicateComponentError,
     InvalidRegistrationError,
@@ -12,7 +13,17 @@ from titans_core.errors import (
     UnknownComponentError,
 )
 from titans_core.hookspecs import hookimpl, hookspec
-from titans_core.protocols import KINDS, AttentionBlock, MemoryModel, UpdateRule, Variant
+from titans_core.protocols import (
+    KINDS,
+    AttentionBlock,
+    Gates,
+    MemoryModel,
+    Objective,
+    RuleState,
+    UpdateRule,
+    Variant,
+    init_rule_state,
+)
 from titans_core.registry import Component, LoadError, Registry, get_registry, reset_registry
 from titans_core.spec import (
     ComponentRef,
@@ -30,9 +41,16 @@ __all__ = [
     "hookspec",
     "KINDS",
     "AttentionBlock",
+    "Gates",
     "MemoryModel",
+    "Objective",
+    "RuleState",
     "UpdateRule",
     "Variant",
+    "init_rule_state",
+    # contracts
+    "ContractError",
+    "check_contract",
     # registry
     "Component",
     "LoadError",

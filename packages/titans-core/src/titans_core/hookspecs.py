@@ -35,11 +35,13 @@ def register_components(register: Callable[[str, str, type, Callable[..., Any]],
     """Register components by calling ``register(kind, name, config_cls, factory)``.
 
     - ``kind``: what the component is; the core kinds are listed in ``titans_core.protocols.KINDS``
-      (``memory_model``, ``update_rule``, ``attention``, ``variant``, ``data_source``, ``task``), and a plugin may
+      (``memory_model``, ``update_rule``, ``objective``, ``variant``, ``data_source``), and a plugin may
       introduce new kinds.
-    - ``name``: the name a spec uses to select it (``{name: mlp, depth: 2}``); unique per kind across all plugins.
-    - ``config_cls``: a ``titans_core.ComponentConfig`` subclass (pydantic) holding the component's options; it is the
-      component's schema in spec files.
-    - ``factory``: ``factory(config, **kwargs)`` builds the component; what kwargs a kind passes is documented by the
-      kind's protocol in ``titans_core.protocols``.
+    - ``name``: the name a spec uses to select it (``{name: mlp, depth: 2}``); unique per kind across all
+      plugins.
+    - ``config_cls``: a ``titans_core.ComponentConfig`` subclass (pydantic) holding the component's
+      options; it is the component's schema in spec files.
+    - ``factory``: ``factory(config, **kwargs)`` builds the component; what kwargs a kind passes is documented
+      by the kind's protocol in ``titans_core.protocols``. What it builds is checked against that protocol
+      (``titans_core.contracts``) when the registry builds it.
     """

@@ -1,40 +1,81 @@
-"""Protocols for the four core component kinds.
+"""Protocols of the core component kinds, and the state types they speak in.
 
-Each registered component of a kind has a factory ``factory(config, **kwargs)``; the object it returns satisfies the
-kind's protocol below. The protocols are deliberately small: a memory architecture, an update rule or a variant that
-satisfies them plugs into everything else (the spec, the model assembly, training and generation).
+Each registered component of a kind has a factory ``factory(config, **kwargs)``; the object it returns
+satisfies the kind's protocol below. The protocols say exactly what the rest of Titans calls: the neural
+memory (``titans_memory.NeuralMemory``) calls a ``MemoryModel``, an ``UpdateRule`` and an ``Objective``;
+training and generation call a ``Variant``. ``titans_core.contracts`` checks a component against its kind's
+protocol when the registry builds it, so a plugin that does not fit fails at once, with one line naming the
+plugin and what is missing, instead of deep inside a traced forward pass.
 
-Array names carry their shape (``x_BxTxD``: batch B, time T, width D; ``H`` heads, ``Dh`` head width, ``C`` gate
-channels).
+Array names carry their shape (``x_BxTxD``: batch B, time T, width D; ``C`` gate channels).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
 
 PyTree = Any
 
 KINDS: dict[str, str] = {
     "memory_model": "the inner network M of the long-term memory (MemoryModel)",
     "update_rule": "how the memory state evolves over a sequence and is read (UpdateRule)",
-    "attention": "a short-term-memory attention block (AttentionBlock)",
+    "objective": "the memory's inner loss ℓ(M(k), v), its attentional bias (Objective)",
     "variant": "a whole sequence model built from a validated spec (Variant)",
-    "data_source": "a training/eval data source (titans-train)",
-    "task": "an evaluation task (titans-train)",
+    "data_source": "a training/eval data source (titans-train; its result has load())",
 }
+
+
+class Gates(NamedTuple):
+    """Per-token gates of one head (paper Eq 13–14): θ step size, η surprise decay (momentum), α forgetting.
+
+    ``alpha_TxC`` has C = 1 (one α per token and head) or C = head width (per-channel α, matrix memory only).
+    """
+
+    theta_T: jax.Array
+    eta_T: jax.Array
+    alpha_TxC: jax.Array
+
+
+class RuleState(NamedTuple):
+    """The memory of one head of one sequence — the state every update rule returns and consumes.
+
+    ``start`` is M_{t'}, the weights at the last chunk boundary: tokens of the current chunk take their
+    gradients at them (Eq 16) and, with ``read: chunk``, read them (read-before-write, Eq 15; ``read: token``
+    reads M_t instead); the neural memory's read-only
+    ``retrieve`` and the MAC variant read it too. ``memory`` is M_t and ``surprise`` S_t (Eq 13–14) after the
+    last token seen; ``start``, ``memory`` and ``surprise`` have the pytree structure of the memory model's
+    parameters. ``pos`` (int32 scalar) counts the tokens seen in the current, unfinished chunk (0 ≤ pos <
+    chunk_size). When a chunk completes, start := memory.
+    """
+
+    start: PyTree
+    memory: PyTree
+    surprise: PyTree
+    pos: jax.Array
+
+
+def init_rule_state(params0: PyTree) -> RuleState:
+    """State before the first token: M_0 everywhere, S_0 = 0, pos = 0. Update rules return this from
+    ``init_state`` (or a ``RuleState`` built the same way)."""
+    return RuleState(params0, params0, jax.tree.map(jnp.zeros_like, params0), jnp.zeros((), jnp.int32))
 
 
 @runtime_checkable
 class MemoryModel(Protocol):
     """The inner network M (paper §3.1): a pure function of its own parameters, one instance per head.
 
-    ``init`` draws M_0 for one head; ``apply`` is the forward pass y = M(x) used both for retrieval (Eq 15) and inside
-    the associative loss ℓ(M; x) = ‖M(k) − v‖² (Eq 12). Parameters are a pytree; the update rules differentiate
-    ``apply`` with respect to them. ``channel_axis_ok`` says whether per-channel forgetting (α per output channel) is
-    meaningful: true only when every parameter leaf's last axis is the output channel and M is linear in its
-    parameters per output channel (the matrix memory).
+    ``init(key, dim)`` draws M_0 for one head: any pytree (nested dicts, lists, tuples) whose leaves are
+    floating-point arrays. ``apply(params, x_TxD)`` is the forward pass y = M(x) (T×dim → T×dim) used both for
+    retrieval (Eq 15) and inside the inner loss ℓ(M(k), v) (Eq 12); the update rules differentiate it with
+    respect to the parameters. ``channel_axis_ok`` says whether per-channel forgetting (α per output channel)
+    is meaningful: true only when every parameter leaf's last axis is the output channel and M is linear in
+    its parameters per output channel (the matrix memory).
+
+    Optional: ``read_and_linearize(params, q_TxD, k_TxD)`` → (M(q), M(k), grad_sums), a fast path of the
+    chunked rule (see ``titans_memory.MLPMemory``); without it the rule uses ``jax.vjp`` of ``apply``.
     """
 
     channel_axis_ok: bool
@@ -45,32 +86,59 @@ class MemoryModel(Protocol):
 
 
 @runtime_checkable
+class Objective(Protocol):
+    """The inner loss ℓ(M(k), v) of the memory — its attentional bias (MIRAS) — for one head, token by token.
+
+    ``loss(pred_TxD, v_TxD)`` is ℓ_t for every token (shape T), with pred = M(k) (Eq 12 for ℓ2);
+    ``cotangent(pred_TxD, v_TxD)`` is ∂ℓ_t/∂pred_t (T×D). The sequential rule differentiates ``loss``; the
+    chunked rule only needs ``cotangent`` (the gradient of ℓ with respect to M's parameters is its
+    vector–Jacobian product through M), so the two must agree: cotangent = ∇_pred Σ_t loss.
+    """
+
+    def loss(self, pred_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array: ...
+
+    def cotangent(self, pred_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array: ...
+
+
+@runtime_checkable
 class UpdateRule(Protocol):
     """How the memory evolves (Eq 13–14, 16) and is read (Eq 15), for one head of one sequence.
 
-    ``init_state(params0)`` returns the rule's state at the start of a sequence; ``__call__`` consumes a piece of a
-    sequence — queries, keys, values and gates — returns the retrievals y_t = M*(q_t) and the new state. Calling it on
-    x[:a] then x[a:] with the carried state equals one call on x. ``chunk_size`` is b of Eq 16.
+    ``init_state(params0)`` returns the :class:`RuleState` at the start of a sequence (use
+    :func:`init_rule_state`); ``params0`` is M_0 (the memory model's pytree, leaves possibly with leading
+    batch axes). The neural memory calls ``rule(model, state, q_TxD, k_TxD, v_TxD, gates, aligned=...,
+    objective=...)`` once per head and batch element (under ``jax.vmap``) and expects ``(y_TxD, new_state)``:
+    the retrievals y_t = M*(q_t) and the :class:`RuleState` after the piece. ``gates`` is a :class:`Gates`.
+    ``aligned=True`` promises state.pos == 0 (a chunk boundary) — a rule may ignore it. ``objective`` is the
+    :class:`Objective` whose gradient drives the update: a rule must use it (or raise for objectives it does
+    not support). Calling the rule on x[:a] then x[a:] with the carried state equals one call on x.
+    ``chunk_size`` is b of Eq 16.
     """
 
     chunk_size: int
 
-    def init_state(self, params0: PyTree) -> PyTree: ...
+    def init_state(self, params0: PyTree) -> RuleState: ...
 
     def __call__(
         self,
         model: MemoryModel,
-        state: PyTree,
+        state: RuleState,
         q_TxD: jax.Array,
         k_TxD: jax.Array,
         v_TxD: jax.Array,
-        gates: PyTree,
-    ) -> tuple[jax.Array, PyTree]: ...
+        gates: Gates,
+        *,
+        aligned: bool = False,
+        objective: Objective | None = None,
+    ) -> tuple[jax.Array, RuleState]: ...
 
 
 @runtime_checkable
 class AttentionBlock(Protocol):
-    """Short-term memory: attention over a sequence (full pass) or one token at a time against a cache."""
+    """Short-term memory: attention over a sequence (full pass) or one token at a time against a cache.
+
+    What titans-attention's blocks provide; not a registered kind (variants build their attention directly).
+    """
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array: ...
 
@@ -81,10 +149,18 @@ class AttentionBlock(Protocol):
 
 @runtime_checkable
 class Variant(Protocol):
-    """A whole model (token ids → logits), built by ``factory(config, rngs=...)`` from a validated spec."""
+    """A whole model (token ids → logits), built by ``factory(config, rngs=...)`` from a validated spec.
+
+    ``__call__(tokens_BxT)`` → logits B×T×V (training and evaluation); ``prefill(tokens_BxT)`` → (logits,
+    cache) and ``decode(tokens_BxT, cache)`` → (logits, cache) continue a sequence (generation: prefill the
+    prompt, then decode token by token); ``init_cache(batch_size)`` → an empty cache. titans-train reads the
+    vocabulary from the config's ``vocab_size`` (256 = bytes when it has none).
+    """
 
     def __call__(self, tokens_BxT: jax.Array) -> jax.Array: ...
 
     def init_cache(self, batch_size: int) -> PyTree: ...
+
+    def prefill(self, tokens_BxT: jax.Array) -> tuple[jax.Array, PyTree]: ...
 
     def decode(self, tokens_BxT: jax.Array, cache: PyTree) -> tuple[jax.Array, PyTree]: ...

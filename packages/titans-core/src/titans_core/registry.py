@@ -1,4 +1,4 @@
-"""The component registry: every memory model, update rule, attention block, variant, … is found here.
+"""The component registry: every memory model, update rule, objective, variant, … is found here.
 
 Components come from plugins: installed distributions with an entry point in the ``titans`` group whose module
 implements the ``register_components`` hook (see ``titans_core.hookspecs``). The built-in packages
@@ -42,6 +42,7 @@ import pluggy
 
 from titans_core import hookspecs
 from titans_core.config import ComponentConfig, tagged_config_class
+from titans_core.contracts import check_contract
 from titans_core.errors import (
     DuplicateComponentError,
     InvalidRegistrationError,
@@ -79,6 +80,10 @@ class Component:
     def source(self) -> str:
         """Where it came from, e.g. ``titans-memory 0.1.0``."""
         return f"{self.dist} {self.version}" if self.version else self.dist
+
+    def describe(self) -> str:
+        """``update_rule 'x' (plugin my-rules 0.1.0)``: how errors name the component."""
+        return f"{self.kind} {self.name!r} (plugin {self.source})"
 
     @property
     def tagged_config_cls(self) -> type[ComponentConfig]:
@@ -173,6 +178,7 @@ class Registry:
         self.warnings: list[str] = []
         self.allow: frozenset[str] | None = None
         self.plugin_manager: pluggy.PluginManager = _new_plugin_manager()
+        self._checked: set[tuple[str, str, str]] = set()
 
     # ----------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -298,14 +304,21 @@ class Registry:
         return self.get(kind, name).tagged_config_cls
 
     def build(self, config: ComponentConfig, **kwargs: Any) -> Any:
-        """``factory(config, **kwargs)`` of the component a validated config selects (``config.name``)."""
+        """``factory(config, **kwargs)`` of the component a validated config selects (``config.name``),
+        checked against its kind's protocol (``titans_core.contracts.check_contract``; ``ContractError``)."""
         kind = getattr(type(config), "component_kind", None)
         if not isinstance(config, ComponentConfig) or kind is None:
             raise TypeError(
                 "Registry.build() needs a config validated through ComponentRef (a spec) or made by "
                 f"titans_core.spec.make_config(kind, name, ...); got {type(config).__name__}"
             )
-        return self.get(kind, config.name).factory(config, **kwargs)  # type: ignore[attr-defined]
+        component = self.get(kind, config.name)  # type: ignore[attr-defined]
+        built = component.factory(config, **kwargs)
+        key = (kind, component.name, config.model_dump_json())
+        if key not in self._checked:  # once per configuration: a variant builds its memory once per layer
+            check_contract(kind, built, who=component.describe())
+            self._checked.add(key)
+        return built
 
     # ------------------------------------------------------------------------------------------------ errors
     def is_known_kind(self, kind: str) -> bool:

@@ -1,19 +1,40 @@
 """titans-memory: the Titans neural long-term memory (arXiv 2501.00663 §3) for Flax NNX.
 
-Public API: ``NeuralMemory`` / ``NeuralMemoryConfig`` (the module), ``MemoryState``; memory models (``MLPMemory``);
-update rules (``SequentialRule`` — the reference — and ``MomentumScanRule`` — chunked and parallel), their state
-(``RuleState``) and gates (``Gates``); ``memory_diagnostics``: gate, update, surprise and read statistics.
+Public API: ``NeuralMemory`` / ``NeuralMemoryConfig`` (the module), ``MemoryState``; memory models
+(``MLPMemory``); update rules (``SequentialRule`` — the reference — and ``MomentumScanRule`` — chunked and
+parallel), their state (``RuleState``, ``init_rule_state``) and gates (``Gates``) — defined in
+titans_core.protocols; objectives (the inner loss: ``L2Objective``, ``HuberObjective``, ``LpObjective``,
+``DotObjective``); ``memory_diagnostics``: gate, update, surprise and read statistics.
 """
 
 from titans_memory.diagnostics import DIAGNOSTIC_KEYS, memory_diagnostics
 from titans_memory.memory import MemoryState, NeuralMemory, NeuralMemoryConfig
 from titans_memory.models import MLPMemory, MLPMemoryConfig
-from titans_memory.rules.common import Gates, RuleState, UpdateRuleConfig, assoc_loss
+from titans_memory.objectives import (
+    DotConfig,
+    DotObjective,
+    HuberConfig,
+    HuberObjective,
+    L2Config,
+    L2Objective,
+    LpConfig,
+    LpObjective,
+)
+from titans_memory.rules.common import Gates, RuleState, UpdateRuleConfig, assoc_loss, init_rule_state
 from titans_memory.rules.momentum_scan import MomentumScanRule
 from titans_memory.rules.sequential import SequentialRule
 
 __all__ = [
     "DIAGNOSTIC_KEYS",
+    "DotConfig",
+    "DotObjective",
+    "HuberConfig",
+    "HuberObjective",
+    "L2Config",
+    "L2Objective",
+    "LpConfig",
+    "LpObjective",
+    "init_rule_state",
     "Gates",
     "MLPMemory",
     "MLPMemoryConfig",

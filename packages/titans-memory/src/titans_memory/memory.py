@@ -8,8 +8,9 @@ Drop it into any Flax NNX model::
 
 Per token and head: k_t = x_t W_K, v_t = x_t W_V, q_t = x_t W_Q (Eq 11, 15), each followed by a causal depthwise
 convolution (kernel 4) and SiLU, with q and k ℓ2-normalised (the revision, §4.4); data-dependent gates
-θ_t = max_lr·σ(x_t w_θ), η_t = σ(x_t w_η), α_t = σ(x_t w_α); the update rule evolves the memory (Eq 13–14, 16) and
-reads y_t = M*(q_t) (Eq 15); the output is RMSNorm(y) ⊙ σ(x W_g), projected back to the model width.
+θ_t = max_lr·σ(x_t w_θ), η_t = σ(x_t w_η), α_t = σ(x_t w_α); the update rule evolves the memory (Eq 13–14, 16) by
+gradients of the objective (the inner loss; ℓ2 of Eq 12 by default) and reads y_t = M*(q_t) (Eq 15); the
+output is RMSNorm(y) ⊙ σ(x W_g), projected back to the model width.
 
 Step size (the paper is silent on its range): θ_t ≤ max_lr = 0.01, starting at init_lr = 0.001. A chunk of C tokens
 adds C per-token steps, and momentum η ≈ 0.9 multiplies them by up to 1/(1 − η) ≈ 10, so the effective step per chunk
@@ -32,7 +33,8 @@ from flax import nnx
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
 from titans_core.layers import CausalDepthwiseConv, RMSNorm, linear
-from titans_core.protocols import MemoryModel, UpdateRule
+from titans_core.contracts import check_contract
+from titans_core.protocols import MemoryModel, Objective, UpdateRule
 from titans_core.registry import get_registry
 from titans_core.spec import ComponentRef, component_field
 
@@ -46,6 +48,7 @@ class NeuralMemoryConfig(ComponentConfig):
     head_dim: int | None = Field(None, ge=1, description="width per head; default d_model // num_heads")
     model: ComponentRef("memory_model") = component_field("memory_model", "mlp")  # type: ignore[valid-type]
     rule: ComponentRef("update_rule") = component_field("update_rule", "momentum_scan")  # type: ignore[valid-type]
+    objective: ComponentRef("objective") = component_field("objective", "l2")  # type: ignore[valid-type]
     max_lr: float = Field(0.01, gt=0, description="θ_t = max_lr · σ(x_t w_θ + b_θ) (see the module docstring)")
     init_lr: float = Field(0.001, gt=0, description="θ of a fresh model (sets b_θ); must be < max_lr")
     init_momentum: float = Field(0.9, gt=0, lt=1, description="η of a fresh model (sets b_η)")
@@ -86,7 +89,8 @@ def _rule_axes(state: RuleState):
 
 
 class NeuralMemory(nnx.Module):
-    """The neural long-term memory (see module docstring). ``memory_model`` / ``update_rule`` override the config's."""
+    """The neural long-term memory (see module docstring). ``memory_model`` / ``update_rule`` / ``objective``
+    override the config's (and are checked against their protocols like registry-built ones)."""
 
     def __init__(
         self,
@@ -96,6 +100,7 @@ class NeuralMemory(nnx.Module):
         rngs: nnx.Rngs,
         memory_model: MemoryModel | None = None,
         update_rule: UpdateRule | None = None,
+        objective: Objective | None = None,
     ):
         cfg = config or NeuralMemoryConfig()
         H = cfg.num_heads
@@ -103,8 +108,9 @@ class NeuralMemory(nnx.Module):
         if cfg.head_dim is None and d_model % H:
             raise ValueError(f"num_heads ({H}) must divide d_model ({d_model}) when head_dim is not set")
         self.config, self.d_model, self.num_heads, self.head_dim = cfg, d_model, H, Dh
-        self.memory_model = memory_model if memory_model is not None else get_registry().build(cfg.model)
-        self.update_rule = update_rule if update_rule is not None else get_registry().build(cfg.rule)
+        self.memory_model = _component("memory_model", memory_model, cfg.model)
+        self.update_rule = _component("update_rule", update_rule, cfg.rule)
+        self.objective = _component("objective", objective, cfg.objective)
         if cfg.alpha_per_channel and not self.memory_model.channel_axis_ok:
             raise ValueError(
                 "alpha_per_channel needs a memory model whose parameters are per output channel "
@@ -126,17 +132,18 @@ class NeuralMemory(nnx.Module):
         self.out_norm = RMSNorm(Dh)
         self.out_gate = linear(d_model, HD, "embed", "heads", rngs=rngs) if cfg.output_gate else None
         self.out_proj = linear(HD, d_model, "heads", "embed", rngs=rngs)
+        # M_0: any pytree of arrays (nested dicts, lists, …), one Variable per leaf, leaves H×…
         params0 = jax.vmap(lambda k: self.memory_model.init(k, Dh))(jax.random.split(rngs.params(), H))
         wrap = nnx.Param if cfg.learn_init else FixedInit
-        self.memory_init = nnx.data({
-            name: wrap(value, out_sharding=(None,) * value.ndim, eager_sharding=False)
-            for name, value in params0.items()
-        })
+        self.memory_init = nnx.data(
+            jax.tree.map(lambda x: wrap(x, out_sharding=(None,) * x.ndim, eager_sharding=False), params0)
+        )
 
     # -- state ---------------------------------------------------------------------------------------------------
     def initial_params(self):
-        """M_0 for every head (leaves H×…)."""
-        return {name: var[...] for name, var in self.memory_init.items()}
+        """M_0 for every head: the memory model's pytree, leaves H×…."""
+        is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
+        return jax.tree.map(lambda var: var[...], self.memory_init, is_leaf=is_var)
 
     def init_state(self, batch_size: int) -> MemoryState:
         p0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch_size,) + x.shape), self.initial_params())
@@ -200,7 +207,9 @@ class NeuralMemory(nnx.Module):
         if not state.conv:
             conv = {}
         gates = self._gates(x_BxTxD)
-        rule = lambda st, q, k, v, g: self.update_rule(self.memory_model, st, q, k, v, g, aligned=aligned)  # noqa
+        rule = lambda st, q, k, v, g: self.update_rule(  # noqa: E731
+            self.memory_model, st, q, k, v, g, aligned=aligned, objective=self.objective
+        )
         axes = _rule_axes(state.rule)
         run = jax.vmap(jax.vmap(rule, in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes)),
                        in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes))
@@ -226,6 +235,14 @@ class NeuralMemory(nnx.Module):
         from titans_memory.diagnostics import memory_diagnostics
 
         return memory_diagnostics(self, x_BxTxD, state)
+
+
+def _component(kind: str, given, config):
+    """The component passed to NeuralMemory (checked against its protocol), else the config's (built)."""
+    if given is None:
+        return get_registry().build(config)
+    check_contract(kind, given, who=f"NeuralMemory({kind}={type(given).__name__}(...))")
+    return given
 
 
 def _l2norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:

@@ -1,17 +1,35 @@
 """What every update rule shares: the state, the gates, the associative loss (Eq 12) and its gradient.
 
+``Gates``, ``RuleState`` and ``init_rule_state`` live in ``titans_core.protocols`` (so that a plugin rule
+builds the state NeuralMemory expects without depending on titans-memory); they are re-exported here.
+
 All functions here work on ONE head of ONE sequence; the NeuralMemory module vmaps them over batch and heads.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from pydantic import Field
 from titans_core.config import ComponentConfig
-from titans_core.protocols import MemoryModel
+from titans_core.protocols import Gates, MemoryModel, Objective, RuleState, init_rule_state
+
+from titans_memory.objectives import resolve
+
+__all__ = [
+    "Gates",
+    "RuleBase",
+    "RuleState",
+    "UpdateRuleConfig",
+    "assoc_loss",
+    "clip_scale",
+    "decay",
+    "init_rule_state",
+    "token_grad",
+    "tree_norm",
+]
 
 PyTree = Any
 
@@ -31,32 +49,6 @@ class UpdateRuleConfig(ComponentConfig):
     )
 
 
-class Gates(NamedTuple):
-    """Per-token gates of one head (paper Eq 13–14): θ step size, η surprise decay (momentum), α forgetting.
-
-    ``alpha_TxC`` has C = 1 (one α per token and head) or C = head width (per-channel α, matrix memory only).
-    """
-
-    theta_T: jax.Array
-    eta_T: jax.Array
-    alpha_TxC: jax.Array
-
-
-class RuleState(NamedTuple):
-    """The memory of one head of one sequence.
-
-    ``start`` is M_{t'}, the weights at the last chunk boundary: tokens of the current chunk take their
-    gradients at them (Eq 16) and, with ``read: chunk``, read them (read-before-write; ``read: token`` reads
-    M_t instead). ``memory`` is M_t and ``surprise`` S_t after the last token seen;
-    ``pos`` counts the tokens seen in the current, unfinished chunk (0 ≤ pos < b). When a chunk completes, start := memory.
-    """
-
-    start: PyTree
-    memory: PyTree
-    surprise: PyTree
-    pos: jax.Array
-
-
 class RuleBase:
     """What every rule shares: its config (``UpdateRuleConfig`` or keyword overrides), ``chunk_size`` and the
     initial state."""
@@ -70,19 +62,18 @@ class RuleBase:
         return init_rule_state(params0)
 
 
-def init_rule_state(params0: PyTree) -> RuleState:
-    """State before the first token: M_0 everywhere, S_0 = 0."""
-    return RuleState(params0, params0, jax.tree.map(jnp.zeros_like, params0), jnp.zeros((), jnp.int32))
+def assoc_loss(
+    model: MemoryModel, params: PyTree, k_TxD: jax.Array, v_TxD: jax.Array, objective: Objective | None = None
+) -> jax.Array:
+    """ℓ(M; x) = Σ_t ℓ(M(k_t), v_t) of the objective; by default ℓ2: Σ_t ‖M(k_t) − v_t‖² (Eq 12, no ½)."""
+    return jnp.sum(resolve(objective).loss(model.apply(params, k_TxD), v_TxD))
 
 
-def assoc_loss(model: MemoryModel, params: PyTree, k_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array:
-    """ℓ(M; x) = Σ_t ‖M(k_t) − v_t‖² (Eq 12). We use the paper's Eq 12 (no ½), so ∇ℓ = 2 Jᵀ(M(k) − v)."""
-    return jnp.sum(jnp.square(model.apply(params, k_TxD) - v_TxD))
-
-
-def token_grad(model: MemoryModel, params: PyTree, k_D: jax.Array, v_D: jax.Array) -> PyTree:
-    """u_t = ∇ℓ(M; x_t) for one token."""
-    return jax.grad(assoc_loss, argnums=1)(model, params, k_D[None], v_D[None])
+def token_grad(
+    model: MemoryModel, params: PyTree, k_D: jax.Array, v_D: jax.Array, objective: Objective | None = None
+) -> PyTree:
+    """u_t = ∇ℓ(M; x_t) for one token (Eq 12–13), by automatic differentiation of the objective's loss."""
+    return jax.grad(assoc_loss, argnums=1)(model, params, k_D[None], v_D[None], objective)
 
 
 def tree_norm(tree: PyTree) -> jax.Array:

@@ -14,8 +14,9 @@ are linear. Unrolled to the chunk's end (token b), with P_x(i..j) = ∏_{i ≤ l
 
 The scalar (or per-channel) coefficients come from ``jax.lax.associative_scan`` over the chunk with the operator
 (a1, b1) ∘ (a2, b2) = (a2·a1, a2·b1 + b2). The weighted sums Σ_i c_i u_i are vector–Jacobian products of the memory's
-forward pass on the chunk's keys with the cotangent c_i · 2(M(k_i) − v_i): the gradient of a weighted sum of losses is
-the weighted sum of gradients, so no parameter tree is ever materialised per token (only per chunk). Models may supply
+forward pass on the chunk's keys with the cotangent c_i · ∂ℓ_i/∂M(k_i) (the objective's ``cotangent``;
+2(M(k_i) − v_i) for ℓ2): the gradient of a weighted sum of losses is the weighted sum of gradients, so no
+parameter tree is ever materialised per token (only per chunk). Models may supply
 ``read_and_linearize`` (MLPMemory does): one hand-written backward pass serves both weightings (a and θG).
 Chunks run in sequence under ``lax.scan`` (the next chunk's gradients depend on M), with two-level checkpointing
 (``_grouped_scan``) so training memory grows linearly with sequence length, with a small slope.
@@ -37,8 +38,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-from titans_core import MemoryModel
+from titans_core import MemoryModel, Objective
 
+from titans_memory.objectives import resolve
 from titans_memory.rules.common import (
     Gates,
     RuleBase,
@@ -126,7 +128,7 @@ def _grouped_scan(body, carry, xs):
 class MomentumScanRule(RuleBase):
     """Chunked parallel form of Eq 13–14 and 16; equals ``SequentialRule`` (outputs, state and gradients)."""
 
-    def _update(self, model: MemoryModel, start, memory, surprise, inp):
+    def _update(self, model: MemoryModel, objective: Objective, start, memory, surprise, inp):
         """One chunk: takes its gradients at ``start`` = M_{t'} (Eq 16) and carries (M, S) to its end; reads
         M_{t'} (``read: chunk``) or, for each token t, M_t (``read: token``, rules/token_read.py) (Eq 15)."""
         q_bxD, k_bxD, v_bxD, theta_b, eta_b, alpha_bxC, mask_b = inp
@@ -136,7 +138,7 @@ class MomentumScanRule(RuleBase):
             pred_bxD, grad_sums, grads_and_read = linearize_for_token_read(model, start, q_bxD, k_bxD)
         else:
             y_bxD, pred_bxD, grad_sums = read_and_linearize(model, start, q_bxD, k_bxD)
-        resid_bxD = 2.0 * (pred_bxD - v_bxD)  # ∂ℓ_i/∂M(k_i) for ℓ = ‖M(k) − v‖²
+        resid_bxD = objective.cotangent(pred_bxD, v_bxD)  # ∂ℓ_i/∂M(k_i); ℓ2: 2(M(k) − v)
         if self.config.max_grad_norm is not None:  # per-token ‖u_i‖, only when the clamp is on
             one_hot = jnp.eye(k_bxD.shape[0], dtype=resid_bxD.dtype)[:, :, None]
             norms = jax.vmap(lambda w: tree_norm(grad_sums(resid_bxD, w)[0]))(one_hot)
@@ -153,13 +155,16 @@ class MomentumScanRule(RuleBase):
         return y_bxD, new_memory, new_surprise
 
     def __call__(
-        self, model: MemoryModel, state: RuleState, q_TxD, k_TxD, v_TxD, gates: Gates, *, aligned: bool = False
+        self, model: MemoryModel, state: RuleState, q_TxD, k_TxD, v_TxD, gates: Gates, *,
+        aligned: bool = False, objective: Objective | None = None,
     ) -> tuple[jax.Array, RuleState]:
-        """``aligned=True`` promises state.pos == 0 (a chunk boundary): the chunk boundaries are known at trace time."""
+        """``aligned=True`` promises state.pos == 0 (a chunk boundary): the chunk boundaries are known at trace
+        time. ``objective``: the inner loss whose cotangent drives the update (default ℓ2, Eq 12)."""
         xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC)
-        return self._aligned(model, state, xs) if aligned else self._general(model, state, xs)
+        run = self._aligned if aligned else self._general
+        return run(model, resolve(objective), state, xs)
 
-    def _aligned(self, model: MemoryModel, state: RuleState, xs):
+    def _aligned(self, model: MemoryModel, objective: Objective, state: RuleState, xs):
         """pos = 0: T // b whole chunks, each closing, so each reads the M it starts from and the scan carries only
         (M, S) (a third fewer per-chunk residuals than (M_{t'}, M, S)); then the unfinished tail of T mod b tokens."""
         T, b = xs[0].shape[0], self.chunk_size
@@ -168,7 +173,8 @@ class MomentumScanRule(RuleBase):
 
         def body(carry, inp):
             memory, surprise = carry  # a whole chunk: it reads (and takes its gradients at) the M it starts from
-            y, memory, surprise = self._update(model, memory, memory, surprise, inp + (jnp.ones(b, inp[0].dtype),))
+            inp = inp + (jnp.ones(b, inp[0].dtype),)
+            y, memory, surprise = self._update(model, objective, memory, memory, surprise, inp)
             return (memory, surprise), y
 
         if n_full:
@@ -178,12 +184,12 @@ class MomentumScanRule(RuleBase):
         start = memory
         if tail:
             rest = tuple(x[n_full * b :] for x in xs) + (jnp.ones(tail, xs[0].dtype),)
-            y, memory, surprise = self._update(model, start, memory, surprise, rest)
+            y, memory, surprise = self._update(model, objective, start, memory, surprise, rest)
             ys.append(y)
         y_TxD = jnp.concatenate(ys) if ys else jnp.zeros_like(xs[0])  # (T = 0 leaves the state as it was)
         return y_TxD, RuleState(start, memory, surprise, jnp.asarray(tail, jnp.int32))
 
-    def _general(self, model: MemoryModel, state: RuleState, xs):
+    def _general(self, model: MemoryModel, objective: Objective, state: RuleState, xs):
         """Any pos: the tokens go at offset pos of a zero-padded buffer of whole chunks (see module docstring)."""
         T, b = xs[0].shape[0], self.chunk_size
         offset = state.pos
@@ -203,7 +209,7 @@ class MomentumScanRule(RuleBase):
 
         def body(carry, inp):
             start, memory, surprise = carry
-            y, memory, surprise = self._update(model, start, memory, surprise, inp[:-1])
+            y, memory, surprise = self._update(model, objective, start, memory, surprise, inp[:-1])
             start = jax.tree.map(lambda n, o: jnp.where(inp[-1], n, o), memory, start)  # M_{t'} := M_t at a close
             return (start, memory, surprise), y
 

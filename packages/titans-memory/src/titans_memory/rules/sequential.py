@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from titans_core import MemoryModel
+from titans_core import MemoryModel, Objective
 
 from titans_memory.rules.common import (
     Gates,
@@ -23,7 +23,7 @@ from titans_memory.rules.common import (
 class SequentialRule(RuleBase):
     """For each token t, with b the chunk size and t' the start of t's chunk (Eq 16):
 
-        u_t = ∇ℓ(M_{t'}; x_t),  ℓ = ‖M(k_t) − v_t‖²          (Eq 12, 16)
+        u_t = ∇ℓ(M_{t'}; x_t),  ℓ = ‖M(k_t) − v_t‖²          (Eq 12, 16; ℓ is the ``objective``, default ℓ2)
         S_t = η_t S_{t−1} − θ_t u_t                         (Eq 13)
         M_t = (1 − α_t) M_{t−1} + S_t                       (Eq 14)
         y_t = M_{t'}(q_t)   (read: chunk, read-before-write)   or   y_t = M_t(q_t)   (read: token)   (Eq 15)
@@ -34,14 +34,15 @@ class SequentialRule(RuleBase):
     """
 
     def __call__(
-        self, model: MemoryModel, state: RuleState, q_TxD, k_TxD, v_TxD, gates: Gates, *, aligned: bool = False
+        self, model: MemoryModel, state: RuleState, q_TxD, k_TxD, v_TxD, gates: Gates, *,
+        aligned: bool = False, objective: Objective | None = None,
     ) -> tuple[jax.Array, RuleState]:
         del aligned  # any position works token by token
         b = self.chunk_size
 
         def step(carry: RuleState, inp):
             q, k, v, theta, eta, alpha = inp
-            u = token_grad(model, carry.start, k, v)
+            u = token_grad(model, carry.start, k, v, objective)
             theta = theta * clip_scale(tree_norm(u), self.config.max_grad_norm)
             surprise = jax.tree.map(lambda s, g: eta * s - theta * g, carry.surprise, u)
             memory = jax.tree.map(jnp.add, decay(carry.memory, 1.0 - alpha), surprise)

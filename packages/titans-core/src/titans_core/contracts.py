@@ -1,0 +1,250 @@
+"""Check a built component against its kind's protocol (``titans_core.protocols``), before it is used.
+
+``Registry.build`` calls :func:`check_contract` on everything it builds, so a plugin whose component does not
+fit fails when the model is built — before training writes any file — with one line naming the component, its
+plugin (distribution) and every missing piece, instead of a traceback from deep inside a traced forward pass::
+
+    update_rule 'my_rule' (plugin my-rules 0.1.0) does not satisfy UpdateRule: init_state(params0) must return
+    titans_core.RuleState (build it with titans_core.init_rule_state), got tuple
+
+The checks are structural (attributes, signatures) and, where that is cheap, behavioural on abstract values
+(``jax.eval_shape``: no arrays are computed): a memory model's ``init``/``apply`` shapes, an update rule's
+state type and one call on a tiny linear memory, an objective's output shapes. Kinds without a checker
+(plugin-defined kinds) pass. Correctness — e.g. that an objective's cotangent is the gradient of its loss — is
+the job of the author's tests (see ``titans_memory.testing``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from titans_core.errors import TitansUserError
+from titans_core.protocols import Gates, RuleState
+
+PROBE_T, PROBE_D = 3, 8  # the abstract problem the behavioural checks run: T tokens of width D
+_F32 = jnp.float32
+
+
+class ContractError(TitansUserError, TypeError):
+    """A built component does not satisfy its kind's protocol (one line: the component, its plugin, what)."""
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}{'…' if len(text) > 200 else ''}"
+
+
+def _missing_methods(obj: Any, methods: dict[str, str]) -> list[str]:
+    return [f"has no method {sig}" for name, sig in methods.items() if not callable(getattr(obj, name, None))]
+
+
+def _abstract(shape: tuple[int, ...], dtype: Any = _F32) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+class _ProbeLinear:
+    """M(x) = x W: the memory model the update-rule check runs on."""
+
+    channel_axis_ok = True
+
+    def init(self, key: jax.Array, dim: int) -> dict[str, jax.Array]:
+        return {"w": jnp.zeros((dim, dim), _F32)}
+
+    def apply(self, params: dict[str, jax.Array], x_TxD: jax.Array) -> jax.Array:
+        return x_TxD @ params["w"]
+
+
+class _ProbeL2:
+    """ℓ = ‖pred − v‖² per token: the objective the update-rule check passes."""
+
+    def loss(self, pred_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.square(pred_TxD - v_TxD), axis=-1)
+
+    def cotangent(self, pred_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array:
+        return 2.0 * (pred_TxD - v_TxD)
+
+
+def check_memory_model(model: Any) -> list[str]:
+    """``MemoryModel``: init(key, dim) → float arrays; apply(params, x_TxD) → T×dim; channel_axis_ok."""
+    problems = _missing_methods(model, {"init": "init(key, dim)", "apply": "apply(params, x_TxD)"})
+    if not hasattr(model, "channel_axis_ok"):
+        problems.append("has no attribute channel_axis_ok (bool)")
+    elif not isinstance(model.channel_axis_ok, bool):
+        problems.append(f"channel_axis_ok must be a bool, got {type(model.channel_axis_ok).__name__}")
+    if problems:
+        return problems
+    T, D = PROBE_T, PROBE_D
+    try:
+        params = jax.eval_shape(lambda key: model.init(key, D), jax.random.key(0))
+    except Exception as exc:
+        return [f"init(key, {D}) raised {_short(exc)}"]
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    if not leaves:
+        return [f"init(key, {D}) must return a pytree of arrays, got no arrays"]
+    for path, leaf in leaves:
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            where = jax.tree_util.keystr(path) or "the result"
+            problems.append(f"init(key, {D}): parameter {where} must be a float array, got {leaf.dtype}")
+        elif model.channel_axis_ok and (not leaf.shape or leaf.shape[-1] != D):
+            where = jax.tree_util.keystr(path) or "the result"
+            problems.append(
+                f"channel_axis_ok is true but parameter {where} (shape {leaf.shape}) "
+                f"has no last axis of size dim={D}"
+            )
+    if problems:
+        return problems
+    try:
+        out = jax.eval_shape(model.apply, params, _abstract((T, D)))
+    except Exception as exc:
+        return [f"apply(params, x_TxD) raised {_short(exc)}"]
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != (T, D):
+        got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        problems.append(f"apply(params, x_TxD) must return a T×dim array ({T}, {D}), got {got}")
+    return problems
+
+
+def check_objective(objective: Any) -> list[str]:
+    """``Objective``: loss(pred_TxD, v_TxD) → T; cotangent(pred_TxD, v_TxD) → T×D."""
+    problems = _missing_methods(
+        objective, {"loss": "loss(pred_TxD, v_TxD)", "cotangent": "cotangent(pred_TxD, v_TxD)"}
+    )
+    if problems:
+        return problems
+    T, D = PROBE_T, PROBE_D
+    for method, want in (("loss", (T,)), ("cotangent", (T, D))):
+        try:
+            out = jax.eval_shape(getattr(objective, method), _abstract((T, D)), _abstract((T, D)))
+        except Exception as exc:
+            problems.append(f"{method}(pred_TxD, v_TxD) raised {_short(exc)}")
+            continue
+        if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != want:
+            got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+            problems.append(f"{method}(pred_TxD, v_TxD) must return shape {want}, got {got}")
+    return problems
+
+
+def check_update_rule(rule: Any) -> list[str]:
+    """``UpdateRule``: chunk_size, init_state → RuleState, and the call NeuralMemory makes (the protocol)."""
+    problems = _missing_methods(
+        rule, {"init_state": "init_state(params0)", "__call__": "__call__(model, state, ...)"}
+    )
+    size = getattr(rule, "chunk_size", None)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        problems.append(f"chunk_size must be an int ≥ 1, got {size!r}")
+    if not problems:
+        try:
+            inspect.signature(rule).bind(*range(6), aligned=True, objective=None)
+        except TypeError as exc:
+            problems.append(
+                "__call__ must accept (model, state, q_TxD, k_TxD, v_TxD, gates, *, aligned=False, "
+                f"objective=None) ({exc})"
+            )
+        except ValueError:  # no signature to inspect (a builtin): the probe call below decides
+            pass
+    if problems:
+        return problems
+    T, D = PROBE_T, PROBE_D
+    params0 = {"w": _abstract((D, D))}
+    try:
+        state = jax.eval_shape(rule.init_state, params0)
+    except Exception as exc:
+        return [f"init_state(params0) raised {_short(exc)}"]
+    if not isinstance(state, RuleState):
+        return [
+            "init_state(params0) must return titans_core.RuleState (build it with "
+            f"titans_core.init_rule_state), got {type(state).__name__}"
+        ]
+    problems = _state_problems("init_state(params0)", state, params0)
+    if problems:
+        return problems
+    model, objective = _ProbeLinear(), _ProbeL2()
+    x = _abstract((T, D))
+    gates = Gates(_abstract((T,)), _abstract((T,)), _abstract((T, 1)))
+    for aligned in (True, False):
+        call = f"rule(model, state, q, k, v, gates, aligned={aligned}, objective=...)"
+        try:
+            out = jax.eval_shape(
+                lambda st, q, k, v, g, a=aligned: rule(model, st, q, k, v, g, aligned=a, objective=objective),
+                state,
+                x,
+                x,
+                x,
+                gates,
+            )
+        except Exception as exc:
+            return [f"{call} raised {_short(exc)}"]
+        if not (isinstance(out, tuple) and len(out) == 2):
+            return [f"{call} must return (y_TxD, RuleState), got {type(out).__name__}"]
+        y, new_state = out
+        if not isinstance(y, jax.ShapeDtypeStruct) or y.shape != (T, D):
+            got = getattr(y, "shape", type(y).__name__)
+            problems.append(f"{call}: y must have shape ({T}, {D}), got {got}")
+        if not isinstance(new_state, RuleState):
+            problems.append(f"{call} must return a titans_core.RuleState, got {type(new_state).__name__}")
+        else:
+            problems += _state_problems(call, new_state, params0)
+        if problems:
+            return problems
+    return problems
+
+
+def _state_problems(where: str, state: RuleState, params0: Any) -> list[str]:
+    problems = []
+    want = jax.tree.structure(params0)
+    for field in ("start", "memory", "surprise"):
+        got = jax.tree.structure(getattr(state, field))
+        if got != want:
+            problems.append(
+                f"{where}: RuleState.{field} must have the structure of the parameters ({want}), got {got}"
+            )
+    pos = state.pos
+    scalar = isinstance(pos, jax.ShapeDtypeStruct) and pos.shape == ()
+    if not (scalar and jnp.issubdtype(pos.dtype, jnp.integer)):
+        problems.append(f"{where}: RuleState.pos must be an integer scalar, got {pos!r}")
+    return problems
+
+
+def check_variant(variant: Any) -> list[str]:
+    """``Variant``: callable on tokens; init_cache(batch_size), prefill(tokens_BxT), decode(tokens, cache)."""
+    problems = [] if callable(variant) else ["is not callable as model(tokens_BxT)"]
+    return problems + _missing_methods(
+        variant,
+        {
+            "init_cache": "init_cache(batch_size)",
+            "prefill": "prefill(tokens_BxT)",
+            "decode": "decode(tokens_BxT, cache)",
+        },
+    )
+
+
+def check_data_source(source: Any) -> list[str]:
+    """A data source: ``load()`` (titans-train gives it meaning: a Corpus or a LabelledTask)."""
+    return _missing_methods(source, {"load": "load()"})
+
+
+CHECKERS: dict[str, tuple[str, Callable[[Any], list[str]]]] = {
+    "memory_model": ("MemoryModel", check_memory_model),
+    "update_rule": ("UpdateRule", check_update_rule),
+    "objective": ("Objective", check_objective),
+    "variant": ("Variant", check_variant),
+    "data_source": ("the data_source contract", check_data_source),
+}
+
+
+def check_contract(kind: str, obj: Any, *, who: str) -> None:
+    """Raise :class:`ContractError` (one line, starting with ``who``) unless ``obj`` satisfies ``kind``'s
+    protocol.
+
+    ``who`` names the component and where it comes from, e.g. ``update_rule 'x' (plugin my-rules 0.1.0)``.
+    """
+    if kind not in CHECKERS:
+        return
+    protocol, checker = CHECKERS[kind]
+    problems = checker(obj)
+    if problems:
+        raise ContractError(f"{who} does not satisfy {protocol}: {'; '.join(problems)}")

@@ -1,0 +1,110 @@
+"""Checks a plugin author runs in their own tests (pytest or plain asserts): does my component behave?
+
+The registry checks every component's *shape* against its protocol when it is built (titans_core.contracts);
+these check *correctness*, in float64, against the references::
+
+    from titans_memory.testing import check_objective, check_rules_agree
+
+    def test_my_objective():
+        check_objective(MyObjective(MyConfig()))          # cotangent = ∇ loss, including its derivative
+        check_rules_agree(objective=MyObjective(MyConfig()))  # momentum_scan = sequential with it
+
+    def test_my_memory_model():
+        check_rules_agree(model=MyModel(MyConfig()))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from titans_core.protocols import Gates, MemoryModel, Objective, UpdateRule
+
+F64_TOL = 1e-9  # float64: the rules are the same arithmetic up to reassociation
+
+
+def _max_rel_err(a: Any, b: Any) -> float:
+    errs = [
+        float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(x)) + 1e-30))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ]
+    return max(errs)
+
+
+def random_problem(seed: int, T: int, D: int, model: MemoryModel, C: int = 1):
+    """(M_0, q, k, v, gates) in float64: random inputs (unit-norm keys) and gates in their valid ranges."""
+    ks = jax.random.split(jax.random.key(seed), 8)
+    p0 = jax.tree.map(lambda x: x.astype(jnp.float64), model.init(ks[0], D))
+    q, k, v = (jax.random.normal(ks[i], (T, D), jnp.float64) for i in (1, 2, 3))
+    k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+    gates = Gates(
+        0.1 * jax.random.uniform(ks[4], (T,), jnp.float64),
+        jax.random.uniform(ks[5], (T,), jnp.float64),
+        0.3 * jax.random.uniform(ks[6], (T, C), jnp.float64),
+    )
+    return p0, q, k, v, gates
+
+
+def check_objective(
+    objective: Objective, *, T: int = 7, D: int = 5, seed: int = 0, scale: float = 1.0
+) -> None:
+    """``cotangent`` equals the gradient of Σ_t ``loss`` (float64), and so does its own derivative (the outer
+    loop of training differentiates through the cotangent). ``scale`` sets the size of the residuals."""
+    with jax.enable_x64(True):
+        kp, kv, kw = jax.random.split(jax.random.key(seed), 3)
+        pred = scale * jax.random.normal(kp, (T, D), jnp.float64)
+        v = scale * jax.random.normal(kv, (T, D), jnp.float64)
+        w = jax.random.normal(kw, (T, D), jnp.float64)
+        loss = objective.loss(pred, v)
+        assert loss.shape == (T,), f"loss must have shape ({T},), got {loss.shape}"
+        auto = jax.grad(lambda p, v: jnp.sum(objective.loss(p, v)), argnums=(0, 1))
+        by_hand = objective.cotangent(pred, v)
+        err = _max_rel_err(auto(pred, v)[0], by_hand)
+        assert err < F64_TOL, f"cotangent differs from the gradient of loss (relative error {err:.2e})"
+        # second order: ⟨w, cotangent⟩ and ⟨w, ∇loss⟩ have the same gradient with respect to pred and v
+        outer = lambda f: jax.grad(lambda p, v: jnp.sum(w * f(p, v)), argnums=(0, 1))(pred, v)  # noqa: E731
+        err = _max_rel_err(outer(lambda p, v: auto(p, v)[0]), outer(objective.cotangent))
+        assert err < F64_TOL, f"the derivative of cotangent differs from loss's (relative error {err:.2e})"
+
+
+def check_rules_agree(
+    *,
+    model: MemoryModel | None = None,
+    objective: Objective | None = None,
+    rules: tuple[UpdateRule, UpdateRule] | None = None,
+    T: int = 13,
+    D: int = 6,
+    seed: int = 0,
+    zero_momentum: bool = False,
+) -> None:
+    """The chunked rule equals the sequential reference (outputs, final state and outer gradients, float64)
+    for this memory model and objective (defaults: a depth-2 MLP, ℓ2; ``rules``: (reference, candidate)).
+    ``zero_momentum``: η_t = 0 (for a candidate rule without momentum)."""
+    from titans_memory.models import MLPMemory, MLPMemoryConfig
+    from titans_memory.rules.momentum_scan import MomentumScanRule
+    from titans_memory.rules.sequential import SequentialRule
+
+    model = model if model is not None else MLPMemory(MLPMemoryConfig(depth=2, expansion=2.0))
+    ref, fast = rules if rules is not None else (SequentialRule(chunk_size=4), MomentumScanRule(chunk_size=4))
+    with jax.enable_x64(True):
+        p0, q, k, v, gates = random_problem(seed, T, D, model)
+        if zero_momentum:
+            gates = gates._replace(eta_T=jnp.zeros_like(gates.eta_T))
+
+        def run(rule, p0, q, k, v, gates):
+            return rule(model, rule.init_state(p0), q, k, v, gates, aligned=True, objective=objective)
+
+        def outer(rule, *args):
+            y, state = run(rule, *args)
+            leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
+            return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves)
+
+        args = (p0, q, k, v, gates)
+        out_ref = jax.jit(lambda *a: run(ref, *a))(*args)
+        out_fast = jax.jit(lambda *a: run(fast, *a))(*args)
+        err = _max_rel_err(out_ref, out_fast)
+        assert err < F64_TOL, f"outputs/state differ between the rules (relative error {err:.2e})"
+        grad = lambda rule: jax.jit(jax.grad(lambda *a: outer(rule, *a), argnums=(0, 1, 2, 3, 4)))(*args)  # noqa
+        err = _max_rel_err(grad(ref), grad(fast))
+        assert err < F64_TOL, f"outer gradients differ between the rules (relative error {err:.2e})"
