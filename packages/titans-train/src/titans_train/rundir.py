@@ -26,6 +26,7 @@ import yaml
 from titans_core import dump_spec
 
 from titans_train.errors import RunDirError
+from titans_train.lock import LOCK_FILE
 from titans_train.spec import RESUMABLE_CHANGES, TrainSpec
 
 SPEC_FILE = "spec.yaml"
@@ -66,7 +67,7 @@ def inspect_run_dir(run_dir: Path, spec: TrainSpec) -> bool:
         return False
     if not run_dir.is_dir():
         raise RunDirError(f"output.dir {run_dir} exists and is not a directory")
-    if not any(run_dir.iterdir()):
+    if not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
         return False
     spec_file = run_dir / SPEC_FILE
     if not spec_file.exists():

@@ -32,6 +32,8 @@ from titans_train import generate as gen
 from titans_train.checkpoint import Checkpoints
 from titans_train.data import TrainBatches, eval_batches
 from titans_train.errors import DivergedError
+from titans_train.interrupt import Interrupted, StopOnSignal
+from titans_train.lock import hold_run_dir
 from titans_train.mesh import global_batch
 from titans_train.plan import Plan, make_plan
 from titans_train.progress import TrainProgress, bits
@@ -157,6 +159,7 @@ class Trainer:
             progress.message(f"resumed {self.run_dir.path} at step {start}")
         losses: list[float] = []
         eval_loss = None
+        stop = StopOnSignal().__enter__()  # SIGINT/SIGTERM: stop after this step (titans_train.interrupt)
         try:
             while self.step < total:
                 batch = global_batch(next(self.batches), plan.batch_sharding, plan.batch_shape)
@@ -191,17 +194,31 @@ class Trainer:
                         "time": time.time(),
                     }
                 )
-                if self.step % spec.checkpoint.every == 0 or self.step == total:
-                    self.checkpoints.save(self.step, self.state, self.batches.get_state())
                 every = spec.trainer.eval_every
                 if (every is not None and self.step % every == 0) or self.step == total:
                     eval_loss = self._log_eval(progress)
+                # after the evaluation: a complete checkpoint of a step implies all of its metrics are written
+                if self.step % spec.checkpoint.every == 0 or self.step == total:
+                    self.checkpoints.save(self.step, self.state, self.batches.get_state())
                 progress.reset_clock()
+                if self.step < total and stop.requested():
+                    self._stop(stop)
             self.checkpoints.wait()
         finally:
+            stop.__exit__()
             progress.close()
             self.checkpoints.close()
         return TrainResult(self.run_dir.path, start, self.step, losses, eval_loss, self._sample(progress))
+
+    def _stop(self, stop: StopOnSignal) -> None:
+        """Save the state of this step (unless just saved), then raise Interrupted saying where."""
+        if self.step % self.spec.checkpoint.every:
+            self.checkpoints.save(self.step, self.state, self.batches.get_state())
+        self.checkpoints.wait()
+        raise Interrupted(
+            f"{stop.name}: stopped after step {self.step}; checkpoint saved in "
+            f"{self.checkpoints.directory / str(self.step)}; run the same command to continue"
+        )
 
     def _sample(self, progress: TrainProgress) -> str | None:
         s = self.spec.sample
@@ -226,7 +243,8 @@ class Trainer:
 def train(spec: TrainSpec, locator: SpecLocator, *, console: Console | None = None) -> TrainResult:
     """Train ``spec`` (validated; ``locator`` places later problems in the spec file)."""
     plan = make_plan(spec, locator)
-    resume = inspect_run_dir(Path(spec.output.dir), spec)
-    if jax.process_count() > 1:  # every process decides before process 0 writes anything
-        multihost_utils.sync_global_devices("titans-train: run directory inspected")
-    return Trainer(plan, resume=resume, console=console).run()
+    with hold_run_dir(Path(spec.output.dir)):  # one process per run directory (titans_train.lock)
+        resume = inspect_run_dir(Path(spec.output.dir), spec)
+        if jax.process_count() > 1:  # every process decides before process 0 writes anything
+            multihost_utils.sync_global_devices("titans-train: run directory inspected")
+        return Trainer(plan, resume=resume, console=console).run()
