@@ -110,6 +110,12 @@ BAD_SPECS = [
         "--set model.num_heads=3: model: num_heads (3) must divide d_model (16)",
     ),
     (
+        "mac-segment-vs-chunk",
+        {"model": {"name": "mac", "d_model": 16, "num_heads": 2, "segment": 24}},
+        [],
+        "model: segment (24) must be a multiple of memory.rule.chunk_size (16)",
+    ),
+    (
         "build-error",  # rejected only when the model is built: still one line, before anything is written
         {"model": {"name": "lmm", "d_model": 16, "num_heads": 2, "memory": {"num_heads": 2}}},
         ["--set", "model.memory.alpha_per_channel=true"],

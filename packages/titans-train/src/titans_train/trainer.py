@@ -3,15 +3,16 @@ sample.
 
 Order of events (see :func:`train`): everything that can fail because of the spec or the data fails in
 :func:`titans_train.plan.make_plan` and :func:`titans_train.rundir.inspect_run_dir`, before the run directory
-is
-created. Then each step: next batch (this process's rows) → jitted step → loss check → ``metrics.jsonl`` →
-checkpoint every ``checkpoint.every`` steps → evaluation every ``trainer.eval_every`` steps; at the end a
-final
-checkpoint and evaluation, and a sample generation.
+is created; the run directory is locked for the whole run (:mod:`titans_train.lock`). Then each step: next
+batch (this process's rows) → jitted step → loss check → ``metrics.jsonl`` → evaluation every
+``trainer.eval_every`` steps → checkpoint every ``checkpoint.every`` steps (after the evaluation, so a
+complete checkpoint implies that all metrics of its step are written); at the end a final evaluation and
+checkpoint, and a sample generation. SIGINT/SIGTERM stop the run after the step in progress, with a checkpoint
+of it (:mod:`titans_train.interrupt`).
 
 A non-finite loss or gradient norm stops the run with :class:`~titans_train.errors.DivergedError` naming the
-step;
-that state is never saved, pending checkpoint writes are completed, so the last good checkpoint stays intact.
+step; that state is never saved, pending checkpoint writes are completed, so the last good checkpoint stays
+intact.
 """
 
 from __future__ import annotations
