@@ -12,6 +12,7 @@ collision of larger changes about 2⁻⁶⁴. It is a corruption check, not a cr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 _UNSIGNED = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}
 
@@ -41,15 +43,24 @@ def _checksum(x: jax.Array) -> jax.Array:
     return jnp.stack([jnp.sum(words * w1, dtype=jnp.uint32), jnp.sum(words * w2, dtype=jnp.uint32)])
 
 
-@jax.jit
 def _checksums(leaves: list[jax.Array]) -> list[jax.Array]:
     return [_checksum(x) for x in leaves]
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted(mesh: Mesh | None) -> Any:
+    """The jitted checksums, replicated over ``mesh`` (readable by every process of a multi-process run)."""
+    if mesh is None:
+        return jax.jit(_checksums)
+    return jax.jit(_checksums, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def state_digest(state: Any) -> dict[str, str]:
     """``{dotted array path: "hex:hex"}`` for every array of ``state`` (a pytree of jax arrays)."""
     paths_leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-    sums = jax.device_get(_checksums([leaf for _, leaf in paths_leaves]))
+    shardings = [getattr(leaf, "sharding", None) for _, leaf in paths_leaves]
+    meshes = [s.mesh for s in shardings if isinstance(s, NamedSharding)]
+    sums = jax.device_get(_jitted(meshes[0] if meshes else None)([leaf for _, leaf in paths_leaves]))
     return {
         ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): "{:08x}:{:08x}".format(
             *(int(v) for v in np.asarray(s))
