@@ -57,6 +57,20 @@ def test_lock_is_exclusive_within_a_process_too(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()  # the lock made the directory; nothing else used it
 
 
+def test_file_system_without_locks_runs_with_a_warning(tmp_path: Path, monkeypatch) -> None:
+    import fcntl
+
+    from titans_train.lock import RunLock
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with RunLock(tmp_path / "run") as lock:
+        assert "nothing stops a second run here" in (lock.stale_note() or "")
+    assert not (tmp_path / "run").exists()
+
+
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, capsys) -> None:
     run_dir = tmp_path / "run"
     dead = _hold_lock(run_dir)

@@ -56,6 +56,7 @@ class RunLock:
         self.path = self.run_dir / LOCK_FILE
         self.fd: int | None = None
         self.created = False
+        self.unsupported: str | None = None  # why flock failed on a file system without it
         #: (pid, host) read from a stale lock file that was taken over, else None
         self.taken_over: tuple[int, str] | None = None
 
@@ -85,10 +86,13 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 pid, host = self._holder(fd)
+                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a file system without flock
+                    self.fd, self.unsupported = fd, f"{exc.strerror or exc}"
+                    return self
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     remote = host not in ("?", socket.gethostname())
-                    who = f"process {pid}" + (f" on {host}" if remote else "")
+                    who = (f"process {pid}" if pid else "another process") + (f" on {host}" if remote else "")
                     raise RunDirError(
                         f"output.dir {self.run_dir} is in use by {who} (lock {self.path}); wait for it to "
                         "finish or stop it, or choose another output.dir"
@@ -115,7 +119,9 @@ class RunLock:
         raise RunDirError(f"output.dir {self.run_dir}: could not take the lock {self.path}")
 
     def stale_note(self) -> str | None:
-        """The warning to print when a stale lock was taken over (None otherwise)."""
+        """The warning to print when a stale lock was taken over, or locking is unsupported; else None."""
+        if self.unsupported:
+            return f"cannot lock {self.path} ({self.unsupported}): nothing stops a second run here"
         if self.taken_over is None:
             return None
         pid, host = self.taken_over
