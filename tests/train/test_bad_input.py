@@ -110,6 +110,12 @@ BAD_SPECS = [
         "--set model.num_heads=3: model: num_heads (3) must divide d_model (16)",
     ),
     (
+        "override-elsewhere-in-section",  # the check is not about the override: the file line
+        {"model": {"name": "mac", "d_model": 16, "num_heads": 3}},
+        ["--set", "model.window=8"],
+        "spec.yaml:1: model: num_heads (3) must divide d_model (16)",
+    ),
+    (
         "mac-segment-vs-chunk",
         {"model": {"name": "mac", "d_model": 16, "num_heads": 2, "segment": 24}},
         [],

@@ -49,7 +49,7 @@ class SpecLocator:
 
     def problem(self, dotted: str, message: str) -> SpecProblem:
         path = split_path(dotted)
-        origin = override_origin(path, dict(self.overrides))
+        origin = override_origin(path, dict(self.overrides), message)
         if origin is not None:
             return SpecProblem(dotted, message, where=origin)
         return SpecProblem(dotted, message, self.filename, self.doc.line_of(path))
