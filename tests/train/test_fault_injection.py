@@ -33,7 +33,7 @@ def _spec(run_dir: Path) -> dict:
     )
 
 
-def _kill_at_random(process: subprocess.Popen, rng: random.Random, timeout: float = 600) -> bool:
+def _kill_at_random(process: subprocess.Popen, rng: random.Random, timeout: float = 1800) -> bool:
     """SIGKILL ``process`` at a random moment after a random step's progress line; whether it still ran."""
     target = rng.randint(1, STEPS - 1)
     deadline = time.monotonic() + timeout
@@ -79,7 +79,7 @@ def test_repeated_sigkills_end_like_an_uninterrupted_run(tmp_path: Path, capsys)
                 process.wait()
     assert killed >= 1
     final = start_cli(tmp_path, [str(spec_file)], env, "final.log")
-    out, _ = final.communicate(timeout=600)
+    out, _ = final.communicate(timeout=1800)
     assert final.returncode == 0, (tmp_path / "final.log").read_text()
 
     assert _final_digest(run_dir) == _final_digest(straight)  # the same parameters, optimizer state, RNG
