@@ -173,11 +173,11 @@ def test_malformed_overrides_are_spec_errors_one_line_each():
             ["trainer.steps", "=3", "a..b=1", "trainer.steps.x=1", "layers[3]=1", "a=[1", "trainer[0]=1"],
         )
     assert str(info.value).splitlines() == [
-        "override 'trainer.steps': expected KEY.PATH=VALUE, e.g. trainer.steps=100",
-        "override '=3': expected KEY.PATH=VALUE, e.g. trainer.steps=100",
-        "override 'a..b=1': bad key path 'a..b': use dotted keys and [i] for list items",
-        "override 'trainer.steps.x=1': trainer.steps is 1, not a mapping",
-        "override 'layers[3]=1': layers[3]: index out of range (the list has 1 items)",
-        "override 'a=[1': invalid YAML value '[1': expected ',' or ']', but got '<stream end>'",
-        "override 'trainer[0]=1': trainer is {\"steps\": 1}, not a list",
+        "--set trainer.steps: expected KEY.PATH=VALUE, e.g. trainer.steps=100",
+        "--set =3: expected KEY.PATH=VALUE, e.g. trainer.steps=100",
+        "--set a..b=1: bad key path 'a..b': use dotted keys and [i] for list items",
+        "--set trainer.steps.x=1: trainer.steps is 1, not a mapping",
+        "--set layers[3]=1: layers[3]: index out of range (the list has 1 items)",
+        "--set a=[1: invalid YAML value '[1': expected ',' or ']', but got '<stream end>'",
+        "--set trainer[0]=1: trainer is {\"steps\": 1}, not a list",
     ]

@@ -205,8 +205,8 @@ def test_overrides_in_parse_spec_are_named_in_errors(registry):
     spec = parse_spec(VALID, Spec, overrides=["model.variant.memory.depth=5", "trainer.lr=0.5"])
     assert (spec.model.variant.memory.depth, spec.trainer.lr) == (5, 0.5)
     assert problems(VALID, overrides=["trainer.steps=0", "model.variant.layers=x"]) == [
-        "override 'model.variant.layers=x': model.variant.layers: expected an integer, got 'x'",
-        "override 'trainer.steps=0': trainer.steps: must be ≥ 1, got 0",
+        "--set model.variant.layers=x: model.variant.layers: expected an integer, got 'x'",
+        "--set trainer.steps=0: trainer.steps: must be ≥ 1, got 0",
     ]
 
 

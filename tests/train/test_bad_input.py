@@ -100,10 +100,34 @@ BAD_SPECS = [
         "override-value",
         {},
         ["--set", "trainer.steps=0"],
-        "override 'trainer.steps=0': trainer.steps: must be ≥ 1",
+        "--set trainer.steps=0: trainer.steps: must be ≥ 1",
     ),
     ("override-syntax", {}, ["--set", "trainer.steps"], "expected KEY.PATH=VALUE"),
-    ("override-mesh", {}, ["--set", "mesh.data=3"], "override 'mesh.data=3': mesh: data=3"),
+    (
+        "override-section-check",  # a check across the section's fields names the override, not spec.yaml:1
+        {"model": {"name": "mac", "d_model": 16, "num_heads": 2}},
+        ["--set", "model.num_heads=3"],
+        "--set model.num_heads=3: model: num_heads (3) must divide d_model (16)",
+    ),
+    (
+        "override-elsewhere-in-section",  # the check is not about the override: the file line
+        {"model": {"name": "mac", "d_model": 16, "num_heads": 3}},
+        ["--set", "model.window=8"],
+        "spec.yaml:1: model: num_heads (3) must divide d_model (16)",
+    ),
+    (
+        "mac-segment-vs-chunk",
+        {"model": {"name": "mac", "d_model": 16, "num_heads": 2, "segment": 24}},
+        [],
+        "model: segment (24) must be a multiple of memory.rule.chunk_size (16)",
+    ),
+    (
+        "build-error",  # rejected only when the model is built: still one line, before anything is written
+        {"model": {"name": "lmm", "d_model": 16, "num_heads": 2, "memory": {"num_heads": 2}}},
+        ["--set", "model.memory.alpha_per_channel=true"],
+        "--set model.memory.alpha_per_channel=true: model: cannot build the model: alpha_per_channel needs",
+    ),
+    ("override-mesh", {}, ["--set", "mesh.data=3"], "--set mesh.data=3: mesh: data=3"),
 ]
 
 
@@ -156,6 +180,11 @@ def test_missing_spec_file(tmp_path: Path, capsys) -> None:
 # ------------------------------------------------------------------------------------------------- bad data
 def _bin(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
+    return path
+
+
+def _npy(path: Path, array: np.ndarray) -> Path:
+    np.save(path, array)
     return path
 
 
@@ -213,6 +242,25 @@ def _bad_data_cases(tmp: Path) -> list[tuple[str, dict[str, Any], str]]:
             f"{tmp / 'big.bin'}: token id 299 is outside the model's vocabulary (model.vocab_size = 256)",
         ),
         (
+            "token-negative",
+            {"name": "tokens", "path": str(_npy(tmp / "neg.npy", np.array([3, 1, -5] * 300, np.int32)))},
+            f"{tmp / 'neg.npy'}: token id -5 is outside the model's vocabulary (model.vocab_size = 256)",
+        ),
+        (
+            "token-ignore-index",
+            {"name": "tokens", "path": str(_npy(tmp / "ign.npy", np.array([3, -100] * 300, np.int64)))},
+            f"{tmp / 'ign.npy'}: token id -100 is outside the model's vocabulary",
+        ),
+        (
+            "token-range-uint32",
+            {
+                "name": "tokens",
+                "path": str(_bin(tmp / "u32.bin", tokens.astype(np.uint32).tobytes())),
+                "dtype": "uint32",
+            },
+            f"{tmp / 'u32.bin'}: token id 299 is outside the model's vocabulary",
+        ),
+        (
             "nanogpt-no-train",
             {"name": "tokens", "path": str(tmp / "nanogpt")},
             "holds no train.bin or train.npy",
@@ -232,6 +280,9 @@ _CASE_IDS = [
     "jsonl-syntax",
     "jsonl-field",
     "token-range",
+    "token-negative",
+    "token-ignore-index",
+    "token-range-uint32",
     "nanogpt-no-train",
 ]
 
@@ -270,3 +321,29 @@ def test_default_top_k_fits_a_small_vocabulary(tmp_path: Path) -> None:
     small["sample"] = {"top_k": 40}
     with pytest.raises(SpecError, match=r"sample\.top_k: must be ≤ model\.vocab_size = 16"):
         load_train_spec(write_spec(tmp_path / "explicit.yaml", small))
+
+
+# ------------------------------------------------------------------------------------------- YAML bombs
+_ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (_ALIAS_BOMB + "model: {name: toy}\n", "values once aliases are expanded (an alias bomb?)"),
+        ("model: {name: toy}\nx: '" + "y" * (1 << 20) + "'\n", "a spec is at most 1,048,576"),
+        ("model: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+        ("".join(" " * i + "k:\n" for i in range(1000)), "nested too deeply"),
+    ],
+    ids=["alias-bomb", "size-bomb", "nesting-bomb", "indent-bomb"],
+)
+def test_yaml_bombs_are_refused_within_a_second(tmp_path: Path, capsys, text: str, expected: str) -> None:
+    import time
+
+    spec_file = write_spec(tmp_path / "spec.yaml", text)
+    start = time.monotonic()
+    result = run_cli(capsys, [str(spec_file)])
+    assert time.monotonic() - start < 1.0
+    _assert_one_error(result, expected)

@@ -1,5 +1,6 @@
-"""No variant has a zero-size parameter (orbax cannot checkpoint empty arrays): not LMM, whose memory has no
-persistent tokens, and not any variant with ``num_persistent: 0``; those models still run and checkpoint."""
+"""No variant has a zero-size parameter (orbax cannot checkpoint empty arrays), not any with
+``num_persistent: 0``; those models still run and checkpoint. LMM uses its persistent tokens (its memory reads
+them first, as MAL's does)."""
 
 from __future__ import annotations
 
@@ -37,10 +38,22 @@ def test_no_zero_size_parameter(variant: str, num_persistent: int) -> None:
     empty = [name for name, size in sizes.items() if size == 0]
     assert not empty, (variant, num_persistent, empty)
     persistent = [name for name in sizes if "persistent" in name]
-    if num_persistent == 0 or variant == "lmm":  # LMM: the memory is not warmed with persistent tokens
+    if num_persistent == 0:  # every variant uses its persistent tokens (LMM's memory reads them first)
         assert not persistent, persistent
     else:
         assert persistent and all(sizes[name] % num_persistent == 0 for name in persistent)
+
+
+def test_lmm_memory_first_reads_the_persistent_tokens() -> None:
+    """num_persistent is not ignored by LMM: its persistent tokens change what the memory returns."""
+    model = tiny("lmm", vocab=VOCAB, layers=1, num_persistent=2)
+    toks = _tokens()
+    forward = nnx.jit(lambda m, t: m(t))
+    before = forward(model, toks)
+    for path, leaf in nnx.iter_graph(model):
+        if isinstance(leaf, nnx.Param) and "persistent" in str(path[-1]):
+            leaf[...] = leaf[...] + 1.0
+    assert not np.allclose(np.asarray(before), np.asarray(forward(model, toks)))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -16,11 +16,16 @@ class VariantConfig(ComponentConfig):
     num_heads: int = Field(4, ge=1, description="attention heads; must divide d_model")
     ffn_hidden: int | None = Field(None, ge=1, description="SwiGLU hidden width; default ≈ 8/3·d_model (×8)")
     window: int = Field(128, ge=1, description="sliding-window size of MAG / MAL / SWA attention")
-    segment: int = Field(128, ge=1, description="MAC segment length (attention context per segment)")
-    num_persistent: int = Field(4, ge=0, description="learnable persistent-memory tokens N_p (Eq 19)")
+    segment: int = Field(
+        128, ge=1, description="MAC segment length (attention context per segment); a multiple of the chunk"
+    )
+    num_persistent: int = Field(
+        4, ge=0, description="learnable persistent-memory tokens N_p (Eq 19); LMM's memory reads them first"
+    )
     memory: NeuralMemoryConfig = Field(default_factory=NeuralMemoryConfig, description="the long-term memory")
     memory_layers: list[int] | None = Field(
-        None, description="indices of the blocks that carry a memory (default: all); the others use attention only"
+        None,
+        description="indices of the blocks that carry a memory (default: all); the others use attention only",
     )
     tie_embeddings: bool = Field(True, description="output head shares the embedding matrix")
     rope_base: float = Field(10_000.0, gt=0, description="RoPE base")
@@ -30,7 +35,16 @@ class VariantConfig(ComponentConfig):
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide d_model ({self.d_model})")
         if (self.d_model // self.num_heads) % 2:
-            raise ValueError(f"the head width d_model // num_heads = {self.d_model // self.num_heads} must be even")
+            raise ValueError(
+                f"the head width d_model // num_heads = {self.d_model // self.num_heads} must be even"
+            )
+        chunk = getattr(self.memory.rule, "chunk_size", None)
+        mac = getattr(self, "name", None) == "mac"
+        if mac and isinstance(chunk, int) and chunk > 0 and self.segment % chunk:
+            raise ValueError(
+                f"segment ({self.segment}) must be a multiple of memory.rule.chunk_size ({chunk}): each "
+                "segment reads the memory as it stood at the segment's start (Eq 21), a chunk boundary"
+            )
         for i in self.memory_layers or []:
             if not 0 <= i < self.num_layers:
                 raise ValueError(f"memory_layers: layer {i} does not exist (num_layers = {self.num_layers})")

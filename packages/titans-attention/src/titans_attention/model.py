@@ -1,8 +1,9 @@
 """TitansLM: token embedding → Llama-style blocks (pre-RMSNorm, residual, mixer, SwiGLU) → RMSNorm → output head.
 
 Which mixer each block uses is the variant (paper §4): ``mac`` (Eq 21–25), ``mag`` (Eq 26–28), ``mal`` (Eq 29–31),
-``lmm`` (memory only), ``swa`` (the attention-only baseline). Blocks listed outside ``memory_layers`` use the
-variant's attention alone (segment attention for MAC, sliding-window attention otherwise).
+``lmm`` (memory only; it first reads the persistent tokens, as MAL's memory does), ``swa`` (the attention-only
+baseline). Blocks listed outside ``memory_layers`` use the variant's attention alone (segment attention for
+MAC, sliding-window attention otherwise).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def _mixers(variant: str, cfg: VariantConfig, layer: int, rngs: nnx.Rngs) -> lis
         return [MAGMixer(D, H, cfg.window, P, base, cfg.memory, rngs=rngs)]
     if variant == "mal":  # y = M(x̃), o = SW-Attn(y) (Eq 29–31)
         return [MemoryMixer(D, cfg.memory, P, warm=True, rngs=rngs), swa()]
-    if variant == "lmm":
-        return [MemoryMixer(D, cfg.memory, P, warm=False, rngs=rngs)]
+    if variant == "lmm":  # the memory first reads the persistent tokens, as in MAL
+        return [MemoryMixer(D, cfg.memory, P, warm=True, rngs=rngs)]
     raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
 
 

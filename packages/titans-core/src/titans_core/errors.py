@@ -41,7 +41,7 @@ class SpecProblem:
     """One problem in a spec: where it is (file, line, dotted path) and what is wrong.
 
     ``where`` replaces the file location when the value came from somewhere else (e.g. an override
-    ``override 'trainer.steps=0'``).
+    ``--set trainer.steps=0``).
     """
 
     path: str

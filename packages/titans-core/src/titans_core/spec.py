@@ -38,7 +38,7 @@ from titans_core.config import ComponentConfig, SpecModel
 from titans_core.errors import SpecError, SpecProblem
 from titans_core.registry import get_registry
 from titans_core.spec_errors import show, spec_error
-from titans_core.yaml_lines import Path, YamlDocument, parse_yaml
+from titans_core.yaml_lines import MAX_BYTES, Path, YamlDocument, parse_yaml
 
 __all__ = [
     "ComponentRef",
@@ -251,7 +251,7 @@ def _apply_overrides(
             _set_path(result, path, value)
             applied[path] = text
         except ValueError as exc:
-            problems.append(SpecProblem("", str(exc), where=f"override {text!r}"))
+            problems.append(SpecProblem("", str(exc), where=f"--set {text}"))
     if problems:
         raise SpecError(problems)
     return result, applied
@@ -327,6 +327,9 @@ def parse_spec(
 def load_spec_file(path: str | FilePath, model_cls: type[M], *, overrides: Sequence[str] = ()) -> M:
     """Read and validate the YAML spec file ``path`` (see :func:`parse_spec`); SpecError if unreadable."""
     try:
+        size = FilePath(path).stat().st_size
+        if size > MAX_BYTES:
+            raise SpecError(f"spec file {path}: {size:,} bytes; a spec is at most {MAX_BYTES:,}")
         text = FilePath(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path}") from None

@@ -206,6 +206,21 @@ def describe(error: Mapping[str, Any], path: Path, model_cls: type[BaseModel], d
     return f"{message[:1].lower()}{message[1:]}, got {show(value)}"
 
 
+def override_origin(path: Path, overrides: Mapping[Path, str] | None, message: str = "") -> str | None:
+    """``--set KEY=VALUE`` when the value at ``path`` came from that override: the longest override at or
+    above ``path``; else, for a problem of a whole section (a check across its fields), the last override
+    inside that section whose key the message names. None when the value came from the file."""
+    items = list((overrides or {}).items())
+    for override_path, text in sorted(items, key=lambda item: -len(item[0])):
+        if path[: len(override_path)] == override_path:
+            return f"--set {text}"
+    if path:
+        for override_path, text in reversed(items):
+            if override_path[: len(path)] == path and str(override_path[-1]) in message:
+                return f"--set {text}"
+    return None
+
+
 def spec_error(
     exc: ValidationError,
     model_cls: type[BaseModel],
@@ -221,15 +236,10 @@ def spec_error(
     unknown_component = False
     for error in exc.errors(include_url=False):
         path = data_path(error["loc"], data)
-        origin = where
-        for override_path, text in sorted((overrides or {}).items(), key=lambda item: -len(item[0])):
-            if path[: len(override_path)] == override_path:
-                origin = f"override {text!r}"
-                break
+        message = describe(error, path, model_cls, data)
+        origin = override_origin(path, overrides, message) or where
         line = doc.line_of(path) if doc is not None and origin is None else None
-        problem = SpecProblem(
-            dotted(path), describe(error, path, model_cls, data), filename, line, where=origin
-        )
+        problem = SpecProblem(dotted(path), message, filename, line, where=origin)
         if problem not in problems:
             problems.append(problem)
         unknown_component |= error["type"] == "unknown_component"

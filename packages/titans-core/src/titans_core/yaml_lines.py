@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from yaml.constructor import SafeConstructor
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 Path = tuple[Any, ...]
 MERGE_TAG = "tag:yaml.org,2002:merge"
+#: Limits of a YAML document (specs are a few kB and a few hundred values).
+MAX_BYTES = 1 << 20
+MAX_NODES = 20_000
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -46,9 +50,28 @@ def _scalar_key(node: Node) -> Any:
         return None
 
 
-def _walk(node: Node, path: Path, doc: YamlDocument, active: set[int]) -> None:
+class _Budget:
+    """Counts the nodes of the document as the data will have them (every alias expanded)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_NODES
+
+    def spend(self, node: Node) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise ConstructorError(
+                None,
+                None,
+                f"more than {MAX_NODES:,} values once aliases are expanded (an alias bomb?); "
+                "a spec is far smaller",
+                node.start_mark,
+            )
+
+
+def _walk(node: Node, path: Path, doc: YamlDocument, active: set[int], budget: _Budget) -> None:
     if id(node) in active:  # a recursive alias
         return
+    budget.spend(node)
     active.add(id(node))
     if isinstance(node, MappingNode):
         first_line: dict[Any, int] = {}
@@ -67,24 +90,60 @@ def _walk(node: Node, path: Path, doc: YamlDocument, active: set[int]) -> None:
             except TypeError:  # unhashable key
                 continue
             doc.lines[path + (key,)] = line
-            _walk(value_node, path + (key,), doc, active)
+            _walk(value_node, path + (key,), doc, active, budget)
     elif isinstance(node, SequenceNode):
         for index, item in enumerate(node.value):
             doc.lines[path + (index,)] = item.start_mark.line + 1
-            _walk(item, path + (index,), doc, active)
+            _walk(item, path + (index,), doc, active, budget)
     active.discard(id(node))
 
 
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` (brackets inside quoted scalars may count too: an upper bound)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _block_depth(text: str) -> int:
+    """The deepest nesting of indentation levels (block scalars may add a level: an upper bound)."""
+    indents: list[int] = []
+    deepest = 0
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(stripped)
+        while indents and indents[-1] >= indent:
+            indents.pop()
+        indents.append(indent)
+        deepest = max(deepest, len(indents))
+    return deepest
+
+
 def parse_yaml(text: str) -> YamlDocument:
-    """Parse one YAML document with the safe loader; raises ``yaml.YAMLError`` on invalid YAML."""
+    """Parse one YAML document with the safe loader; raises ``yaml.YAMLError`` on invalid YAML, and on
+    documents no spec can be: over :data:`MAX_BYTES`, over :data:`MAX_NODES` values with aliases expanded
+    (an alias bomb would otherwise take minutes and gigabytes downstream), or nested too deeply."""
+    if len(text) > MAX_BYTES:
+        raise yaml.YAMLError(f"{len(text):,} characters; a spec is at most {MAX_BYTES:,}")
+    if max(_flow_depth(text), _block_depth(text)) > MAX_DEPTH:  # PyYAML's time grows ~quadratically with it
+        raise yaml.YAMLError(f"nested too deeply for a spec (more than {MAX_DEPTH} levels)")
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return YamlDocument(data=None)
         doc = YamlDocument(data=None)
-        _walk(node, (), doc, set())  # before constructing: construction flattens merge keys in place
+        _walk(node, (), doc, set(), _Budget())  # before constructing: construction flattens merge keys
         doc.data = loader.construct_document(node)
         return doc
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply for a spec") from None
     finally:
         loader.dispose()

@@ -1,17 +1,17 @@
-"""Orbax checkpoints of a run: ``RUN_DIR/checkpoints/<step>/{state,data}``.
+"""Orbax checkpoints of a run: ``RUN_DIR/checkpoints/<step>/{state,data,digest}``.
 
 ``state`` is the whole training state (params, optimizer state, other model variables, step, RNG; see
 :mod:`titans_train.steps`), saved sharded and restored directly into the current mesh's shardings (so a run
-may be
-resumed on another mesh layout). ``data`` is the grain iterator state (JSON).
+may be resumed on another mesh layout). ``data`` is the grain iterator state (JSON). ``digest`` (JSON) holds
+checksums of every array of ``state`` and of ``data`` (:mod:`titans_train.digest`), computed at save time and
+verified at restore: a checkpoint whose bytes changed afterwards is treated like an unreadable one
+(checkpoints written before digests existed have none and are not verified).
 
 Saving is asynchronous by default (``checkpoint.asynchronous``); orbax writes each checkpoint into a temporary
 directory and renames it when complete, so a process killed mid-save leaves no half checkpoint behind
-(temporary
-directories are cleaned up on the next start). A checkpoint that exists but cannot be restored — truncated or
-corrupt files, or a state whose step disagrees with its directory — is moved to
-``RUN_DIR/corrupt-checkpoints/``
-with a warning, and the next older one is used.
+(temporary directories are cleaned up on the next start). A checkpoint that exists but cannot be restored —
+truncated or corrupt files, or a state whose step disagrees with its directory — is moved to
+``RUN_DIR/corrupt-checkpoints/`` with a warning, and the next older one is used.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,13 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from titans_core.cli import print_user_error
 
+from titans_train.digest import data_digest, mismatches, state_digest
 from titans_train.errors import CheckpointError
+from titans_train.write_errors import REASONS, free_bytes, human, install_quiet_filter, write_failure
 
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt-checkpoints"
+ITEMS = ("state", "data", "digest")
 
 
 def warn(message: str) -> None:
@@ -53,40 +58,102 @@ class Checkpoints:
             create=not read_only,
             read_only=read_only,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+        install_quiet_filter()  # orbax's tracebacks of a failed write: reported as one line instead
+        self._pending: list[tuple[int, int]] = []  # (step, bytes) of saves not known to be complete
+        self._failed = False
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def steps(self) -> list[int]:
         """Steps with a complete checkpoint, oldest first."""
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
-        """Save (in the background when asynchronous) the state after ``step`` steps."""
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
-            force=True,
-        )
+        """Save (in the background when asynchronous) the state after ``step`` steps.
+
+        A failed write (disk full, read-only) of this or an earlier pending save raises CheckpointError."""
+        digest = {"arrays": state_digest(state), "data": data_digest(data_state)}
+        nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+        with self._reporting_write_failures():
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=ocp.args.JsonSave(data_state),
+                    digest=ocp.args.JsonSave(digest),
+                ),
+                force=True,
+            )
+            self._pending.append((step, nbytes))
 
     def wait(self) -> None:
-        """Block until pending saves are complete."""
-        self.manager.wait_until_finished()
+        """Block until pending saves are complete (CheckpointError if one could not be written)."""
+        with self._reporting_write_failures():
+            self.manager.wait_until_finished()
+        self._pending.clear()
 
     def close(self) -> None:
-        self.manager.close()
+        if self._failed:  # already reported; orbax would raise the same failure again
+            try:
+                self.manager.close()
+            except Exception:  # noqa: BLE001
+                pass
+            return
+        with self._reporting_write_failures():
+            self.manager.close()
+
+    @contextmanager
+    def _reporting_write_failures(self) -> Iterator[None]:
+        """A failed checkpoint write becomes one CheckpointError naming the directory and the bytes needed."""
+        try:
+            yield
+        except Exception as exc:
+            code = write_failure(exc)
+            if code is None:
+                raise
+            self._failed = True
+            complete = set(self.manager.all_steps())
+            failed = [(s, n) for s, n in self._pending if s not in complete]
+            step, nbytes = failed[0] if failed else (None, None)
+            if (
+                jax.process_index() == 0
+            ):  # free the space the failed write took (orbax would on the next start)
+                for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                    shutil.rmtree(tmp, ignore_errors=True)
+            kept = sorted(complete)
+            last = (
+                f"the last good checkpoint, step {kept[-1]}, is intact" if kept else "no checkpoint was kept"
+            )
+            what = f"checkpoint {step}" if step is not None else "a checkpoint"
+            need = (
+                f"; it needs about {human(nbytes)}, {human(free_bytes(self.directory))} free"
+                if nbytes
+                else ""
+            )
+            raise CheckpointError(
+                f"cannot write {what} in {self.directory}: {REASONS[code]}{need}; {last} "
+                "(free some space and run the same command again to continue from it)"
+            ) from None
 
     def _restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
-            ),
-        )
+        items = {"state": ocp.args.StandardRestore(abstract_state), "data": ocp.args.JsonRestore()}
+        has_digest = (self.directory / str(step) / "digest").exists()  # absent in checkpoints before digests
+        if has_digest:
+            items["digest"] = ocp.args.JsonRestore()
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         state, data = restored["state"], restored["data"]
         saved_step = int(np.asarray(jax.device_get(state["step"])))
         if saved_step != step:
             raise ValueError(f"the state inside says step {saved_step}")
         if not isinstance(data, dict):
             raise ValueError("the data-iterator state is missing")
+        if has_digest:
+            saved = restored["digest"] if isinstance(restored["digest"], dict) else {}
+            changed = mismatches(saved.get("arrays") or {}, state_digest(state))
+            if changed:
+                shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+                raise ValueError(f"digest mismatch: the data of {shown} changed after it was saved")
+            if saved.get("data") != data_digest(data):
+                raise ValueError("digest mismatch: the data-iterator state changed after it was saved")
         return state, data
 
     def _quarantine(self, step: int) -> None:

@@ -12,7 +12,8 @@ A first argument that is not a command name is taken as a spec file, so ``titans
 The whole spec (and the data) is validated before anything is written. Exit status: 0 success; 2 a user error
 —
 a bad spec, bad data, an unusable run directory — printed as ``error: …`` without a traceback; 3 the training
-diverged (a non-finite loss; the last good checkpoint is kept).
+diverged (a non-finite loss; the last good checkpoint is kept); 130 stopped by SIGINT/SIGTERM after saving a
+checkpoint of the step in progress (rerun the command to continue).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from rich.console import Console
 from titans_core import spec_json_schema
 from titans_core.cli import print_user_error, run_user_command
 
-from titans_train.errors import DivergedError
+from titans_train.errors import DivergedError, RunDirError
+from titans_train.interrupt import Interrupted
 from titans_train.spec import TrainSpec
 
 COMMANDS = ("train", "schema", "plot", "generate")
@@ -81,6 +83,13 @@ def train_command(
     except DivergedError as exc:
         print_user_error(exc)
         raise SystemExit(DivergedError.exit_code) from None
+    except Interrupted as exc:
+        print_user_error(exc, prefix="interrupted")
+        raise SystemExit(Interrupted.exit_code) from None
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: stop at once
+        message = "stopped at once; the last complete checkpoint (if any) is kept, rerun to continue"
+        print_user_error(Exception(message), prefix="interrupted")
+        raise SystemExit(Interrupted.exit_code) from None
     import jax
 
     if jax.process_index() == 0:
@@ -102,7 +111,12 @@ def plot_command(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help=
 
     from titans_train.plot import plot_run
 
-    for path in plot_run(Path(run_dir)):
+    try:
+        written = plot_run(Path(run_dir))
+    except OSError as exc:  # a read-only run directory, a full disk, …
+        where = exc.filename or Path(run_dir) / "plots"
+        raise RunDirError(f"cannot write the plots: {where}: {exc.strerror or exc}") from None
+    for path in written:
         _console().print(f"wrote {path}", highlight=False)
 
 
@@ -150,8 +164,11 @@ def generate_command(
         top_p=top_p,
         seed=seed,
     )
-    head = (prompt or "") if ids is None else gen.decode(tokens, byte_level=False) + " "
-    sys.stdout.write(head + gen.decode(out, byte_level=byte_level) + "\n")
+    if ids is None:  # prompt and continuation decoded together (a character may span both)
+        text = gen.decode([*tokens, *out], byte_level=True)
+    else:
+        text = gen.decode(tokens, byte_level=False) + " " + gen.decode(out, byte_level=byte_level)
+    sys.stdout.write(text + "\n")
     sys.stderr.write(f"(step {step} of {run_dir})\n")
 
 

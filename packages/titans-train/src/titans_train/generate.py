@@ -38,10 +38,11 @@ def encode_prompt(prompt: str | None, prompt_ids: list[int] | None, *, byte_leve
         raise TitansUserError(
             "this run's data is not byte-level: give the prompt as token ids (--prompt-ids)"
         )
-    return np.frombuffer(prompt.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+    # surrogateescape: bytes of argv that are not UTF-8 arrive as lone surrogates; they are those bytes again
+    return np.frombuffer(prompt.encode("utf-8", errors="surrogateescape"), dtype=np.uint8).astype(np.int32)
 
 
-def decode(ids: np.ndarray, *, byte_level: bool) -> str:
+def decode(ids: Any, *, byte_level: bool) -> str:
     """Generated ids as text (bytes → UTF-8 with replacement) or as space-separated ids."""
     if byte_level:
         return bytes(int(i) & 0xFF for i in ids).decode("utf-8", errors="replace")

@@ -151,7 +151,11 @@ def make_plan(
     mesh_shape = dict(zip(mesh_lib.AXES, shape, strict=True))
     rules = spec.mesh.resolved_rules()
 
-    graphdef, abstract_params, abstract_rest = abstract_model(spec)
+    try:
+        graphdef, abstract_params, abstract_rest = abstract_model(spec)
+    except ValueError as exc:  # an option combination the components reject only when built: a spec error
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise locator.error([("model", f"cannot build the model: {message}")]) from None
     layouts = mesh_lib.param_layouts(abstract_params, rules) + mesh_lib.param_layouts(abstract_rest, rules)
     problems = mesh_lib.divisibility_problems(layouts, mesh_shape)
     used = {name for layout in layouts for name in layout.names if name is not None}

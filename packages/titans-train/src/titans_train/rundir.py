@@ -1,5 +1,6 @@
 """The run directory (``output.dir``)::
 
+    .lock               the PID of the process training here (titans_train.lock)
     spec.yaml           the resolved spec (what ``titans-train`` ran; compared on resume)
     run.json            facts for the tools: byte_level, vocab_size, param_count, data description
     metrics.jsonl       one JSON object per line: {"kind": "train", "step", "loss", "bpb"|"bpt", "lr", ...}
@@ -8,16 +9,19 @@
     plots/              titans-train plot RUN_DIR
 
 Decisions: a directory that does not exist or is empty starts a new run. A directory holding a ``spec.yaml``
-is
-resumed when its spec equals the new one except for the keys in ``titans_train.spec.RESUMABLE_CHANGES``
+is resumed when its spec equals the new one except for the keys in ``titans_train.spec.RESUMABLE_CHANGES``
 (e.g. ``trainer.steps`` to train longer); otherwise it is refused with the differing keys. A non-empty
-directory
-without ``spec.yaml`` is refused. Nothing is ever overwritten silently. Only process 0 writes these files.
+directory without ``spec.yaml`` is refused. Nothing is ever overwritten silently. Only process 0 writes these
+files; spec.yaml, run.json and a truncated metrics.jsonl are written atomically (temporary file + rename), so
+a kill at any point leaves either the old or the new file.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +30,13 @@ import yaml
 from titans_core import dump_spec
 
 from titans_train.errors import RunDirError
+from titans_train.lock import LOCK_FILE
 from titans_train.spec import RESUMABLE_CHANGES, TrainSpec
 
 SPEC_FILE = "spec.yaml"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
+TMP_SUFFIX = ".tmp"
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -66,8 +72,8 @@ def inspect_run_dir(run_dir: Path, spec: TrainSpec) -> bool:
         return False
     if not run_dir.is_dir():
         raise RunDirError(f"output.dir {run_dir} exists and is not a directory")
-    if not any(run_dir.iterdir()):
-        return False
+    if all(p.name in (LOCK_FILE, RUN_FILE) or p.name.endswith(TMP_SUFFIX) for p in run_dir.iterdir()):
+        return False  # empty, or a start killed before spec.yaml was written: a new run
     spec_file = run_dir / SPEC_FILE
     if not spec_file.exists():
         raise RunDirError(
@@ -98,41 +104,68 @@ class RunDir:
         self.primary = jax.process_index() == 0
 
     def start(self, spec: TrainSpec, facts: dict[str, Any]) -> None:
-        """Create the directory and write spec.yaml and run.json (a new run)."""
+        """Create the directory and write run.json, then spec.yaml (a new run; spec.yaml marks it)."""
         if self.primary:
-            self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")
-            (self.path / RUN_FILE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+            with _reported(self.path):
+                self.path.mkdir(parents=True, exist_ok=True)
+            _write_atomic(self.path / RUN_FILE, json.dumps(facts, indent=2) + "\n")
+            _write_atomic(self.path / SPEC_FILE, dump_spec(spec))
 
     def update_spec(self, spec: TrainSpec) -> None:
         """Record the spec of a resumed run (its resumable keys may have changed)."""
         if self.primary:
-            (self.path / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")
+            _write_atomic(self.path / SPEC_FILE, dump_spec(spec))
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop metric records after ``step`` (written by a run that died after its last checkpoint)."""
+        """Drop metric records after ``step`` (written by a run that died after its last checkpoint), and any
+        line cut short by a kill during a write. Atomic: a kill during the rewrite loses nothing."""
         path = self.path / METRICS_FILE
         if not self.primary or not path.exists():
             return
-        kept = [
-            line
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and _step_of(line) <= step
-        ]
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            step_of = _step_of(line)
+            if step_of is not None and step_of <= step:
+                kept.append(line)
+        _write_atomic(path, "".join(line + "\n" for line in kept))
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one metrics record."""
+        """Append one metrics record (one write of one whole line)."""
         if self.primary:
-            with open(self.path / METRICS_FILE, "a", encoding="utf-8") as f:
+            with (
+                _reported(self.path / METRICS_FILE),
+                open(self.path / METRICS_FILE, "a", encoding="utf-8") as f,
+            ):
                 f.write(json.dumps(record) + "\n")
 
 
-def _step_of(line: str) -> int:
+@contextmanager
+def _reported(path: Path) -> Iterator[None]:
+    """A failed write (disk full, read-only, …) becomes one RunDirError naming the path."""
     try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return 0
+        yield
+    except OSError as exc:
+        raise RunDirError(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file renamed over it: readers see the old or the new text."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with _reported(path):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line; None for a malformed line (e.g. cut short by a kill)."""
+    try:
+        record = json.loads(line)
+        return int(record["step"]) if isinstance(record, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

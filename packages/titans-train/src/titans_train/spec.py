@@ -214,4 +214,5 @@ RESUMABLE_CHANGES = (
     "mesh",
     "distributed",
     "sample",
+    "output.dir",  # where the run lives is not what it is: a moved or copied run directory resumes
 )

@@ -5,7 +5,7 @@
 devices,
 batch versus data axis, a mesh axis that does not divide a parameter) into ``spec.yaml:LINE: path: message``
 lines —
-or ``override 'mesh.data=3': …`` when the value came from ``--set``.
+or ``--set mesh.data=3: …`` when the value came from ``--set``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 from titans_core import SpecError, SpecProblem, load_spec_file
+from titans_core.spec_errors import override_origin
 from titans_core.yaml_lines import YamlDocument, parse_yaml
 
 from titans_train.spec import TrainSpec
@@ -44,14 +45,13 @@ class SpecLocator:
             self.doc = parse_yaml(text) if text is not None else YamlDocument(data=None)
         except yaml.YAMLError:
             self.doc = YamlDocument(data=None)
-        self.overrides = [(split_path(o.partition("=")[0].strip()), o) for o in overrides]
+        self.overrides = [(split_path(o.partition("=")[0].strip()), o) for o in overrides]  # in order
 
     def problem(self, dotted: str, message: str) -> SpecProblem:
         path = split_path(dotted)
-        for override_path, text in reversed(self.overrides):  # the last override of a value wins
-            n = min(len(path), len(override_path))
-            if path[:n] == override_path[:n]:
-                return SpecProblem(dotted, message, where=f"override {text!r}")
+        origin = override_origin(path, dict(self.overrides), message)
+        if origin is not None:
+            return SpecProblem(dotted, message, where=origin)
         return SpecProblem(dotted, message, self.filename, self.doc.line_of(path))
 
     def error(self, problems: Sequence[Problem]) -> SpecError:

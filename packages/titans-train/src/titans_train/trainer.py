@@ -3,16 +3,17 @@ sample.
 
 Order of events (see :func:`train`): everything that can fail because of the spec or the data fails in
 :func:`titans_train.plan.make_plan` and :func:`titans_train.rundir.inspect_run_dir`, before the run directory
-is
-created. Then each step: next batch (this process's rows) → jitted step → loss check → ``metrics.jsonl`` →
-checkpoint every ``checkpoint.every`` steps → evaluation every ``trainer.eval_every`` steps; memory
-diagnostics every ``trainer.diagnostics_every`` steps (:mod:`titans_train.memory_stats`); at the end a
-final
-checkpoint and evaluation, and a sample generation.
+is created; the run directory is locked for the whole run (:mod:`titans_train.lock`). Then each step: next
+batch (this process's rows) → memory diagnostics every ``trainer.diagnostics_every`` steps
+(:mod:`titans_train.memory_stats`) → jitted step → loss check → ``metrics.jsonl`` → evaluation every
+``trainer.eval_every`` steps → checkpoint every ``checkpoint.every`` steps (after the evaluation, so a
+complete checkpoint implies that all metrics of its step are written); at the end a final evaluation and
+checkpoint, and a sample generation. SIGINT/SIGTERM stop the run after the step in progress, with a checkpoint
+of it (:mod:`titans_train.interrupt`).
 
 A non-finite loss or gradient norm stops the run with :class:`~titans_train.errors.DivergedError` naming the
-step;
-that state is never saved, pending checkpoint writes are completed, so the last good checkpoint stays intact.
+step; that state is never saved, pending checkpoint writes are completed, so the last good checkpoint stays
+intact.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from titans_train import generate as gen
 from titans_train.checkpoint import Checkpoints
 from titans_train.data import TrainBatches, eval_batches
 from titans_train.errors import DivergedError
+from titans_train.interrupt import Interrupted, StopOnSignal
+from titans_train.lock import hold_run_dir
 from titans_train.memory_stats import has_memory, make_train_diagnostics, to_floats
 from titans_train.mesh import global_batch
 from titans_train.plan import Plan, make_plan
@@ -175,6 +178,7 @@ class Trainer:
             progress.message(f"resumed {self.run_dir.path} at step {start}")
         losses: list[float] = []
         eval_loss = None
+        stop = StopOnSignal().__enter__()  # SIGINT/SIGTERM: stop after this step (titans_train.interrupt)
         try:
             while self.step < total:
                 batch = global_batch(next(self.batches), plan.batch_sharding, plan.batch_shape)
@@ -214,17 +218,31 @@ class Trainer:
                 if memory:
                     record["memory"] = memory
                 self.run_dir.log(record)
-                if self.step % spec.checkpoint.every == 0 or self.step == total:
-                    self.checkpoints.save(self.step, self.state, self.batches.get_state())
                 every = spec.trainer.eval_every
                 if (every is not None and self.step % every == 0) or self.step == total:
                     eval_loss = self._log_eval(progress)
+                # after the evaluation: a complete checkpoint of a step implies all of its metrics are written
+                if self.step % spec.checkpoint.every == 0 or self.step == total:
+                    self.checkpoints.save(self.step, self.state, self.batches.get_state())
                 progress.reset_clock()
+                if self.step < total and stop.requested():
+                    self._stop(stop)
             self.checkpoints.wait()
         finally:
+            stop.__exit__()
             progress.close()
             self.checkpoints.close()
         return TrainResult(self.run_dir.path, start, self.step, losses, eval_loss, self._sample(progress))
+
+    def _stop(self, stop: StopOnSignal) -> None:
+        """Save the state of this step (unless just saved), then raise Interrupted saying where."""
+        if self.step % self.spec.checkpoint.every:
+            self.checkpoints.save(self.step, self.state, self.batches.get_state())
+        self.checkpoints.wait()
+        raise Interrupted(
+            f"{stop.name}: stopped after step {self.step}; checkpoint saved in "
+            f"{self.checkpoints.directory / str(self.step)}; run the same command to continue"
+        )
 
     def _sample(self, progress: TrainProgress) -> str | None:
         s = self.spec.sample
@@ -249,7 +267,8 @@ class Trainer:
 def train(spec: TrainSpec, locator: SpecLocator, *, console: Console | None = None) -> TrainResult:
     """Train ``spec`` (validated; ``locator`` places later problems in the spec file)."""
     plan = make_plan(spec, locator)
-    resume = inspect_run_dir(Path(spec.output.dir), spec)
-    if jax.process_count() > 1:  # every process decides before process 0 writes anything
-        multihost_utils.sync_global_devices("titans-train: run directory inspected")
-    return Trainer(plan, resume=resume, console=console).run()
+    with hold_run_dir(Path(spec.output.dir)):  # one process per run directory (titans_train.lock)
+        resume = inspect_run_dir(Path(spec.output.dir), spec)
+        if jax.process_count() > 1:  # every process decides before process 0 writes anything
+            multihost_utils.sync_global_devices("titans-train: run directory inspected")
+        return Trainer(plan, resume=resume, console=console).run()

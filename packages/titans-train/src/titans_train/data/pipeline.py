@@ -89,11 +89,14 @@ def split_corpus(corpus: Corpus, *, seq_len: int, val_fraction: float, vocab_siz
                 f"but one window needs data.seq_len + 1 = {window:,}"
             )
     for part, file in ((tokens, corpus.single_file), (val, None)):
-        if part is not None and part.size and int(part.max()) >= vocab_size:
-            raise DataError(
-                f"data: {file or corpus.description}: token id {int(part.max())} is outside the model's "
-                f"vocabulary (model.vocab_size = {vocab_size})"
-            )
+        if part is None or not part.size:
+            continue
+        for bad in (int(part.min()), int(part.max())):  # negative ids would also collide with the ignore −100
+            if not 0 <= bad < vocab_size:
+                raise DataError(
+                    f"data: {file or corpus.description}: token id {bad} is outside the model's "
+                    f"vocabulary (model.vocab_size = {vocab_size})"
+                )
     return Splits(tokens, val, corpus.byte_level, corpus.description)
 
 

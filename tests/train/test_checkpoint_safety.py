@@ -1,0 +1,117 @@
+"""Checkpoints are verified and never harmed: array digests, a full disk, a moved run directory."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from train.conftest import losses, metrics, run_cli, script_env, start_cli, toy_spec, write_spec
+from train.test_bad_input import _assert_one_error
+
+
+def _flip_array_bytes(checkpoint: Path) -> None:
+    """Invert 8 bytes in the middle of the largest array-data file (the file stays decodable)."""
+    data = max(
+        (p for p in (checkpoint / "state").rglob("*") if p.is_file() and p.parent.name == "d"),
+        key=lambda p: p.stat().st_size,
+    )
+    raw = bytearray(data.read_bytes())
+    for i in range(len(raw) // 2, len(raw) // 2 + 8):
+        raw[i] ^= 0xFF
+    data.write_bytes(bytes(raw))
+
+
+def test_digest_mismatch_falls_back_to_the_previous_checkpoint(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    spec = toy_spec(run_dir, schedule={"warmup_steps": 2, "decay_steps": 9})
+    spec_file = write_spec(tmp_path / "spec.yaml", spec)
+    # trained in another process: tensorstore's in-process cache would serve the bytes it wrote
+    first = start_cli(tmp_path, [str(spec_file)], script_env(), "first.log")
+    first.communicate(timeout=900)
+    assert first.returncode == 0, (tmp_path / "first.log").read_text()
+    original = losses(run_dir)
+    assert (run_dir / "checkpoints" / "6" / "digest").is_dir()
+    _flip_array_bytes(run_dir / "checkpoints" / "6")
+    result = run_cli(capsys, [str(spec_file), "--set", "trainer.steps=9"])
+    assert result.code == 0, result.err
+    warnings = [line for line in result.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "6 is unreadable (ValueError: digest mismatch: the data of" in warnings[0]
+    assert "using step 3 instead" in warnings[0] and f"resumed {run_dir} at step 3" in result.out
+    assert losses(run_dir)[:6] == original
+    assert [r["step"] for r in metrics(run_dir)] == list(range(1, 10))
+
+
+def test_digest_detects_any_changed_word_whatever_the_sharding() -> None:
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+    from titans_train.digest import state_digest
+
+    x = jnp.arange(64, dtype=jnp.float32).reshape(8, 8) / 7
+    state = {"a": x, "b": jnp.ones((3,), jnp.bfloat16), "k": jnp.arange(4, dtype=jnp.uint32)}
+    digest = state_digest(state)
+    mesh = jax.make_mesh((8,), ("d",))
+    sharded = {**state, "a": jax.device_put(x, NamedSharding(mesh, PartitionSpec("d")))}
+    assert state_digest(sharded) == digest
+    for i in range(0, 64, 9):  # one bit of an element
+        bits = np.asarray(x).view(np.uint32).copy().reshape(-1)
+        bits[i] ^= np.uint32(1 << (i % 32))
+        changed = state_digest({**state, "a": jnp.asarray(bits.view(np.float32).reshape(8, 8))})
+        assert changed["a"] != digest["a"] and changed["b"] == digest["b"]
+    swapped = np.asarray(x).copy()
+    swapped[0, 0], swapped[0, 1] = swapped[0, 1], swapped[0, 0]
+    assert state_digest({**state, "a": jnp.asarray(swapped)})["a"] != digest["a"]
+
+
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """The write of checkpoint 6 fails with ENOSPC inside orbax's background save (simulated at orbax's file
+    writer); checkpoint 3 stays intact and the rerun continues from it exactly."""
+    from orbax.checkpoint._src.path import async_path
+
+    straight = tmp_path / "straight"
+    assert run_cli(capsys, [str(write_spec(tmp_path / "straight.yaml", toy_spec(straight)))]).code == 0
+
+    run_dir = tmp_path / "run"
+    spec_file = write_spec(tmp_path / "spec.yaml", toy_spec(run_dir))
+    real_write_text = async_path.write_text
+
+    async def full_disk(path, text):
+        if f"{run_dir / 'checkpoints' / '6'}" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return await real_write_text(path, text)
+
+    monkeypatch.setattr(async_path, "write_text", full_disk)
+    result = run_cli(capsys, [str(spec_file)])
+    _assert_one_error(
+        result,
+        f"cannot write checkpoint 6 in {run_dir / 'checkpoints'}: no space left on the device; it needs",
+    )
+    assert "the last good checkpoint, step 3, is intact" in result.err
+    assert "RESOURCE_EXHAUSTED" not in result.err and "orbax" not in result.err  # no orbax tracebacks
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["3"]
+    monkeypatch.setattr(async_path, "write_text", real_write_text)
+
+    resumed = run_cli(capsys, [str(spec_file)])
+    assert resumed.code == 0, resumed.err
+    assert f"resumed {run_dir} at step 3" in resumed.out
+    assert losses(run_dir) == losses(straight)
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("how", ["moved", "copied"])
+def test_moved_run_directory_resumes_with_the_new_output_dir(tmp_path: Path, capsys, how: str) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    spec = toy_spec(old, trainer={"steps": 3}, schedule={"warmup_steps": 2, "decay_steps": 6})
+    spec_file = write_spec(tmp_path / "spec.yaml", spec)
+    assert run_cli(capsys, [str(spec_file)]).code == 0
+    (shutil.move if how == "moved" else shutil.copytree)(old, new)
+    result = run_cli(capsys, [str(spec_file), "--set", f"output.dir={new}", "--set", "trainer.steps=6"])
+    assert result.code == 0, result.err
+    assert f"resumed {new} at step 3" in result.out
+    assert [r["step"] for r in metrics(new)] == [1, 2, 3, 4, 5, 6]
+    assert f"dir: {new}" in (new / "spec.yaml").read_text()

@@ -1,0 +1,174 @@
+"""A run directory is never shared or silently corrupted, and faults end in one clear line.
+
+The lock of a run directory, stopping on SIGINT/SIGTERM, unwritable directories (read-only file systems are
+simulated: the tests run as root, which ignores permissions), prompts of non-UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from train.conftest import losses, metrics, run_cli, toy_spec, write_spec
+from train.test_bad_input import _assert_one_error
+
+#: Holds the lock of the run directory argv[1] until killed.
+LOCK_HOLDER = (
+    "import sys, time\n"
+    "from titans_train.lock import RunLock\n"
+    "lock = RunLock(sys.argv[1]).acquire()\n"
+    "print('LOCKED', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def _hold_lock(run_dir: Path) -> subprocess.Popen:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "LOCKED"
+    return holder
+
+
+def test_second_process_on_a_run_dir_is_refused_with_the_holders_pid(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    holder = _hold_lock(run_dir)
+    try:
+        result = run_cli(capsys, [str(write_spec(tmp_path / "spec.yaml", toy_spec(run_dir)))])
+        _assert_one_error(result, f"output.dir {run_dir} is in use by process {holder.pid}")
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_lock_is_exclusive_within_a_process_too(tmp_path: Path) -> None:
+    from titans_train.errors import RunDirError
+    from titans_train.lock import RunLock
+
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunDirError, match=f"in use by process {os.getpid()}"):
+            RunLock(tmp_path / "run").acquire()
+    assert not (tmp_path / "run").exists()  # the lock made the directory; nothing else used it
+
+
+def test_file_system_without_locks_runs_with_a_warning(tmp_path: Path, monkeypatch) -> None:
+    import fcntl
+
+    from titans_train.lock import RunLock
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with RunLock(tmp_path / "run") as lock:
+        assert "nothing stops a second run here" in (lock.stale_note() or "")
+    assert not (tmp_path / "run").exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    dead = _hold_lock(run_dir)
+    dead.kill()  # SIGKILL: its lock file stays behind, its flock is gone
+    dead.wait()
+    assert (run_dir / ".lock").read_text().split()[0] == str(dead.pid)
+    result = run_cli(capsys, [str(write_spec(tmp_path / "spec.yaml", toy_spec(run_dir)))])
+    assert result.code == 0, result.err
+    assert f"warning: took over the stale lock {run_dir / '.lock'} of process {dead.pid}" in result.err
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3, 4, 5, 6]
+    assert not (run_dir / ".lock").exists()  # released when the run ends
+
+
+def _read_only_under(monkeypatch, root: Path) -> None:
+    """Make creating files and directories below ``root`` fail as on a read-only file system."""
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def check(path) -> None:
+        if str(os.fspath(path)).startswith(str(root)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    def ro_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            check(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    def ro_mkdir(path, *args, **kwargs):
+        check(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", ro_open)
+    monkeypatch.setattr(os, "mkdir", ro_mkdir)
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["new-dir", "existing-dir"])
+def test_read_only_output_dir_is_one_line_naming_the_path(
+    tmp_path: Path, capsys, monkeypatch, exists: bool
+) -> None:
+    run_dir = tmp_path / "ro" / "run"
+    if exists:
+        run_dir.mkdir(parents=True)
+    spec_file = write_spec(tmp_path / "spec.yaml", toy_spec(run_dir))
+    _read_only_under(monkeypatch, tmp_path / "ro")
+    result = run_cli(capsys, [str(spec_file)])
+    _assert_one_error(result, f"output.dir {run_dir}: cannot write there")
+    assert "Read-only file system" in result.err
+
+
+def test_plot_of_a_read_only_run_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, [str(write_spec(tmp_path / "spec.yaml", toy_spec(run_dir)))]).code == 0
+    _read_only_under(monkeypatch, run_dir)
+    result = run_cli(capsys, ["plot", str(run_dir)])
+    _assert_one_error(result, f"cannot write the plots: {run_dir / 'plots'}: Read-only file system")
+
+
+def test_generate_with_a_non_utf8_prompt_works_at_byte_level(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, [str(write_spec(tmp_path / "spec.yaml", toy_spec(run_dir)))]).code == 0
+    prompt = b"\xff\xfedef ".decode("utf-8", errors="surrogateescape")  # how Python hands such argv over
+    result = run_cli(capsys, ["generate", str(run_dir), "--prompt", prompt, "-n", "4", "--temperature", "0"])
+    assert result.code == 0, result.err
+    assert result.out.startswith("\ufffd\ufffddef ") and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_finishes_the_step_saves_and_exits_130(tmp_path: Path, capsys, monkeypatch, signum) -> None:
+    """The signal arrives while step 4 is logged: step 4 completes, is checkpointed, and the rerun continues
+    exactly (same losses, no duplicated or missing metrics)."""
+    from titans_train.rundir import RunDir
+
+    straight = tmp_path / "straight"
+    assert run_cli(capsys, [str(write_spec(tmp_path / "straight.yaml", toy_spec(straight)))]).code == 0
+
+    run_dir = tmp_path / "run"
+    spec_file = write_spec(tmp_path / "spec.yaml", toy_spec(run_dir))
+    original_log = RunDir.log
+
+    def log(self, record):
+        original_log(self, record)
+        if record["kind"] == "train" and record["step"] == 4:
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(RunDir, "log", log)
+    result = run_cli(capsys, [str(spec_file)])
+    assert result.code == 130, result.err
+    lines = [line for line in result.err.splitlines() if line.startswith("interrupted:")]
+    assert lines == [
+        f"interrupted: {signal.Signals(signum).name}: stopped after step 4; checkpoint saved in "
+        f"{run_dir / 'checkpoints' / '4'}; run the same command to continue"
+    ]
+    assert (run_dir / "checkpoints" / "4").is_dir() and "Traceback" not in result.err
+    assert signal.getsignal(signum) is not None  # handlers restored
+    monkeypatch.setattr(RunDir, "log", original_log)
+
+    resumed = run_cli(capsys, [str(spec_file)])
+    assert resumed.code == 0, resumed.err
+    assert f"resumed {run_dir} at step 4" in resumed.out
+    assert losses(run_dir) == losses(straight)
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in metrics(run_dir, "eval")] == [3, 6]
