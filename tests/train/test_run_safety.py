@@ -172,3 +172,22 @@ def test_signal_finishes_the_step_saves_and_exits_130(tmp_path: Path, capsys, mo
     assert losses(run_dir) == losses(straight)
     assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in metrics(run_dir, "eval")] == [3, 6]
+
+
+def test_a_run_saved_before_new_options_existed_still_resumes(tmp_path: Path) -> None:
+    """Options added since a run was saved take their defaults when the saved spec is compared."""
+    import yaml
+    from titans_core import dump_spec
+    from titans_train.errors import RunDirError
+    from titans_train.rundir import inspect_run_dir
+    from titans_train.spec_check import load_train_spec
+
+    spec = load_train_spec(Path(__file__).resolve().parents[2] / "specs" / "quickstart.yaml")[0]
+    saved = yaml.safe_load(dump_spec(spec))
+    del saved["model"]["memory"]["objective"]  # not in the schema when the run was saved
+    del saved["model"]["memory"]["rule"]["read"]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
+    assert inspect_run_dir(tmp_path, spec) is True
+    changed = spec.model_copy(update={"model": spec.model.model_copy(update={"d_model": spec.model.d_model * 2})})
+    with pytest.raises(RunDirError, match="model.d_model"):
+        inspect_run_dir(tmp_path, changed)

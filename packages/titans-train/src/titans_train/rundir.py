@@ -63,6 +63,18 @@ def spec_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     return lines
 
 
+def _with_defaults(saved: Any) -> dict[str, Any]:
+    """The saved spec as the current schema dumps it: options added since the run was saved take their
+    defaults, so a run directory from an older version still resumes (a default is what the run used).
+    A saved spec the current schema rejects is compared as written."""
+    if not isinstance(saved, dict):
+        return {}
+    try:
+        return yaml.safe_load(dump_spec(TrainSpec.model_validate(saved)))
+    except Exception:  # noqa: BLE001 — any validation failure: compare the raw dict (the differences show why)
+        return saved
+
+
 def inspect_run_dir(run_dir: Path, spec: TrainSpec) -> bool:
     """Whether ``run_dir`` is to be resumed (True) or started (False); RunDirError if it must be refused.
 
@@ -84,7 +96,7 @@ def inspect_run_dir(run_dir: Path, spec: TrainSpec) -> bool:
         saved = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise RunDirError(f"{spec_file}: unreadable ({exc}); choose another output.dir") from None
-    differences = spec_differences(saved if isinstance(saved, dict) else {}, yaml.safe_load(dump_spec(spec)))
+    differences = spec_differences(_with_defaults(saved), yaml.safe_load(dump_spec(spec)))
     if differences:
         shown = "; ".join(differences[:5]) + (
             f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
