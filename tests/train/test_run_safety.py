@@ -188,6 +188,7 @@ def test_a_run_saved_before_new_options_existed_still_resumes(tmp_path: Path) ->
     del saved["model"]["memory"]["rule"]["read"]
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
     assert inspect_run_dir(tmp_path, spec) is True
-    changed = spec.model_copy(update={"model": spec.model.model_copy(update={"d_model": spec.model.d_model * 2})})
+    wider = spec.model.model_copy(update={"d_model": spec.model.d_model * 2})
+    changed = spec.model_copy(update={"model": wider})
     with pytest.raises(RunDirError, match="model.d_model"):
         inspect_run_dir(tmp_path, changed)
