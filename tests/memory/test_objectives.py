@@ -130,8 +130,11 @@ def test_objective_is_a_spec_component_of_the_memory():
     lp = registry.build(make_config("objective", "lp", p=4))
     assert isinstance(lp, LpObjective) and lp.config.p == 4
     x = jax.random.normal(jax.random.key(0), (1, 6, 8))
-    y_huber, _ = mem(x)
-    y_l2, _ = NeuralMemory(
+    _, state_huber = mem(x)
+    _, state_l2 = NeuralMemory(
         cfg.model_copy(update={"objective": NeuralMemoryConfig().objective}), d_model=8, rngs=nnx.Rngs(0)
     )(x)
-    assert float(jnp.max(jnp.abs(y_huber - y_l2))) > 0  # the configured objective reaches the rule
+    # the configured objective reaches the rule: the writes differ (the 6 tokens' reads all see M_0, since
+    # they lie in the first chunk and read before writing, so the outputs cannot show it)
+    gap = lambda a, b: float(jnp.max(jnp.abs(a - b)))  # noqa: E731
+    assert max(jax.tree.leaves(jax.tree.map(gap, state_huber.rule.memory, state_l2.rule.memory))) > 0
