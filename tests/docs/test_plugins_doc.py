@@ -34,11 +34,14 @@ def test_the_guide_has_runnable_walkthroughs():
         assert needle in text
 
 
-def test_the_python_blocks_of_the_guide_run():
+def test_the_python_blocks_of_the_guide_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the spec-file example reads spec.yaml from the working directory
+    (tmp_path / "spec.yaml").write_text("memory:\n  name: mlp\n  depth: 2\n", encoding="utf-8")
     namespace: dict[str, object] = {"__name__": "plugins_doc"}
     try:
         for number, block in enumerate(python_blocks(), start=1):
-            exec(compile(block, f"{DOC.name} python block {number}", "exec"), namespace)  # noqa: S102
+            code = compile(block, f"{DOC.name} python block {number}", "exec", dont_inherit=True)
+            exec(code, namespace)  # noqa: S102 — the blocks run as a reader would run them
     finally:
         reset_registry()
     registry = namespace["registry"]
