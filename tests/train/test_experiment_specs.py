@@ -88,7 +88,8 @@ def test_niah_needle_is_beyond_the_reach_of_attention(specs) -> None:
         for seed in range(20):
             example = make_niah_example(np.random.default_rng(seed), spec.data.seq_len + 1, "number")
             needle_end = example.prompt.index(example.answer) + len(example.answer)
-            assert len(example.prompt) - needle_end > reach(spec) >= 2 * spec.model.window
+            distance = len(example.prompt) - needle_end
+            assert distance > reach(spec) and distance >= 2 * spec.model.window
 
 
 def test_task_data_fit_the_sequence_length(specs) -> None:
