@@ -114,6 +114,15 @@ def test_chunked_pass_equals_the_module_call(prefix):
     assert tr.update_norm_NxBxH.shape == (3, B, 2) and tr.y_BxHxTxDh.shape == (B, 2, 8, D // 2)
 
 
+def test_the_configured_objective_drives_the_traced_writes():
+    """The chunk-by-chunk pass calls the rule as the module does: with the memory's objective (huber here)."""
+    m, x = make(objective={"name": "huber", "delta": 0.05}), inputs(9)
+    tr = trace(m, x, None)
+    assert max_rel_err(call(m, x, None)[1].rule, tr.rule_state) < 1e-5
+    l2_state = call(make(), x, None)[1].rule  # the same weights with ℓ2: the writes differ
+    assert max_rel_err(l2_state.memory, tr.rule_state.memory) > 1e-3
+
+
 def test_plugin_memory_model():
     """Any memory model works (the swiglu plugin's)."""
     from titans_swiglu_memory.memory import SwiGLUMemory

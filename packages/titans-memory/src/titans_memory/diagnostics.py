@@ -75,7 +75,9 @@ def trace_chunks(memory: NeuralMemory, x_BxTxD: jax.Array, state: MemoryState | 
     q, _ = memory._query(qkv[..., :HD], state.conv.get("q"))
     k, v, _ = memory._keys_values(qkv[..., HD:], state.conv.get("kv"))
     gates = memory._gates(x_BxTxD)
-    rule = lambda st, q, k, v, g: memory.update_rule(memory.memory_model, st, q, k, v, g, aligned=aligned)  # noqa
+    rule = lambda st, q, k, v, g: memory.update_rule(  # noqa: E731 — as NeuralMemory.__call__ calls it
+        memory.memory_model, st, q, k, v, g, aligned=aligned, objective=memory.objective
+    )
     axes = _rule_axes(state.rule)
     run = jax.vmap(
         jax.vmap(rule, in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes)),
