@@ -27,7 +27,8 @@ def test_memory_installs_and_runs_without_attention_or_train(tmp_path):
     inst = run(uv, "pip", "install", "-q", "--python", py, str(ROOT / "packages/titans-core"),
                str(ROOT / "packages/titans-memory"), "optax")
     assert inst.returncode == 0, inst.stderr
-    probe = run(py, "-c", "import importlib.util as u; print(u.find_spec('titans_attention'), u.find_spec('titans_train'))")
+    find = "import importlib.util as u; print(u.find_spec('titans_attention'), u.find_spec('titans_train'))"
+    probe = run(py, "-c", find)
     assert probe.stdout.strip() == "None None", probe.stdout + probe.stderr
     ex = run(py, str(ROOT / "examples/memory_in_flax.py"))
     assert ex.returncode == 0, ex.stdout + ex.stderr

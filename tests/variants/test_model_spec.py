@@ -47,5 +47,6 @@ def test_unknown_variant_lists_the_known_ones():
 
 def test_switching_variant_is_one_word():
     for name in ("mac", "mag", "mal", "lmm", "swa"):
-        spec = parse_spec(f"model: {{name: {name}, d_model: 32, memory: {{rule: {{name: sequential, chunk_size: 8}}}}}}", Spec)
+        text = f"model: {{name: {name}, d_model: 32, memory: {{rule: {{name: sequential, chunk_size: 8}}}}}}"
+        spec = parse_spec(text, Spec)
         assert spec.model.name == name and spec.model.memory.rule.chunk_size == 8

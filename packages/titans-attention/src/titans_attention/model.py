@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 from titans_core.layers import RMSNorm, SwiGLU, linear, sharded
 
-from titans_attention.config import VariantConfig
 from titans_attention.attention import SegmentAttention, SlidingWindowAttention
+from titans_attention.config import VariantConfig
 from titans_attention.mixers import AttentionMixer, MACMixer, MAGMixer, MemoryMixer
 
 VARIANTS = ("mac", "mag", "mal", "lmm", "swa")

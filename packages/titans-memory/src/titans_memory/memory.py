@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from flax import nnx
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
-from titans_core.layers import CausalDepthwiseConv, RMSNorm, linear
 from titans_core.contracts import check_contract
+from titans_core.layers import CausalDepthwiseConv, RMSNorm, linear
 from titans_core.protocols import MemoryModel, Objective, UpdateRule
 from titans_core.registry import get_registry
 from titans_core.spec import ComponentRef, component_field
