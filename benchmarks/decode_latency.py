@@ -24,9 +24,17 @@ from titans_core.spec import make_config
 
 
 def build(variant: str, a) -> nnx.Module:
-    cfg = make_config("variant", variant, d_model=a.d_model, num_layers=a.layers, num_heads=4, window=a.window,
-                      segment=a.window, num_persistent=4,
-                      memory={"num_heads": 4, "rule": {"name": "momentum_scan", "chunk_size": 16}})
+    cfg = make_config(
+        "variant",
+        variant,
+        d_model=a.d_model,
+        num_layers=a.layers,
+        num_heads=4,
+        window=a.window,
+        segment=a.window,
+        num_persistent=4,
+        memory={"num_heads": 4, "rule": {"name": "momentum_scan", "chunk_size": 16}},
+    )
     return get_registry().build(cfg, rngs=nnx.Rngs(0))
 
 
@@ -50,8 +58,15 @@ def bench(variant: str, a) -> list[dict]:
             logits, cache = jax.block_until_ready(step(model, tok, cache))
             times.append(time.perf_counter() - t0)
         times.sort()
-        rows.append({"variant": variant, "context": n, "ms_per_token": 1e3 * times[len(times) // 2],
-                     "prefill_tok_s": n / prefill_s, "params": count_params(model)})
+        rows.append(
+            {
+                "variant": variant,
+                "context": n,
+                "ms_per_token": 1e3 * times[len(times) // 2],
+                "prefill_tok_s": n / prefill_s,
+                "params": count_params(model),
+            }
+        )
         print(f"{variant:<6}{n:>8}{rows[-1]['ms_per_token']:>12.2f}{rows[-1]['prefill_tok_s']:>14.0f}", flush=True)
     return rows
 
@@ -69,13 +84,22 @@ def main() -> None:
     a = p.parse_args()
     print(f"{'model':<6}{'context':>8}{'ms/token':>12}{'prefill tok/s':>14}")
     rows = [r for v in a.variants for r in bench(v, a)]
-    flat = {v: max(r["ms_per_token"] for r in rows if r["variant"] == v)
-            / min(r["ms_per_token"] for r in rows if r["variant"] == v) for v in a.variants}
+    flat = {
+        v: max(r["ms_per_token"] for r in rows if r["variant"] == v)
+        / min(r["ms_per_token"] for r in rows if r["variant"] == v)
+        for v in a.variants
+    }
     for v, ratio in flat.items():
         print(f"{v}: slowest / fastest per-token latency across contexts = {ratio:.2f}x")
-    doc = {"meta": {"device": str(jax.devices()[0]), "jax": jax.__version__,
-                    "setting": {k: (str(x) if isinstance(x, Path) else x) for k, x in vars(a).items()}},
-           "rows": rows, "flatness": flat}
+    doc = {
+        "meta": {
+            "device": str(jax.devices()[0]),
+            "jax": jax.__version__,
+            "setting": {k: (str(x) if isinstance(x, Path) else x) for k, x in vars(a).items()},
+        },
+        "rows": rows,
+        "flatness": flat,
+    }
     for path in filter(None, [a.out, a.results]):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=2))

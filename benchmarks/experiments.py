@@ -109,9 +109,7 @@ def markdown(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of lm,mqar,niah")
-    parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants"
-    )
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "experiments", help="run directories")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "experiments")
     parser.add_argument("--smoke", action="store_true", help="2 steps, short sequences: checks the pipeline")

@@ -40,9 +40,7 @@ def grid(task: str, variants: tuple[str, ...]) -> list[dict]:
     """Every point of ``task``'s grid: a name, the base spec and its ``--set`` overrides."""
     points = []
     if task == "mqar":
-        for (seq, pairs), width, lr, variant in itertools.product(
-            MQAR_SHAPES, MQAR_WIDTHS, MQAR_LRS, variants
-        ):
+        for (seq, pairs), width, lr, variant in itertools.product(MQAR_SHAPES, MQAR_WIDTHS, MQAR_LRS, variants):
             name = f"mqar/{variant}-T{seq}-kv{pairs}-d{width}-lr{lr:g}"
             sets = [
                 f"model.name={variant}",
@@ -149,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 if run(ev, log) == 0:
                     doc = json.loads(eval_json.read_text())
                     entry["results"] = [
-                        {"context": r["context"], "accuracy": r["accuracy"]}
-                        for r in doc["runs"][0]["results"]
+                        {"context": r["context"], "accuracy": r["accuracy"]} for r in doc["runs"][0]["results"]
                     ]
             failed += "results" not in entry
             results = [r for r in results if r["name"] != p["name"]] + [entry]

@@ -98,14 +98,21 @@ def bench(rule: str, N: int, a, with_backward: bool, reads: list[str]) -> list[d
         row |= {"fwd_tok_s": B * N / fwd["s"], "fwd_cpu_s": fwd["cpu_s"], "fwd_peak_mib": fwd["peak"] / 2**20}
     if with_backward:
         for row, bwd in zip(rows, measure(bwd_jobs, a.repeats), strict=True):
-            row |= {"fwd_bwd_tok_s": B * N / bwd["s"], "fwd_bwd_cpu_s": bwd["cpu_s"],
-                    "fwd_bwd_tok_per_cpu_s": B * N / bwd["cpu_s"], "fwd_bwd_peak_mib": bwd["peak"] / 2**20}
+            row |= {
+                "fwd_bwd_tok_s": B * N / bwd["s"],
+                "fwd_bwd_cpu_s": bwd["cpu_s"],
+                "fwd_bwd_tok_per_cpu_s": B * N / bwd["cpu_s"],
+                "fwd_bwd_peak_mib": bwd["peak"] / 2**20,
+            }
     else:
         for row in rows:
-            row |= {"fwd_bwd_tok_s": None, "fwd_bwd_cpu_s": None, "fwd_bwd_tok_per_cpu_s": None,
-                    "fwd_bwd_peak_mib": None,
-                    "note": "forward+backward skipped: N > --max-seq-len-sequential "
-                            f"({a.max_seq_len_sequential})"}
+            row |= {
+                "fwd_bwd_tok_s": None,
+                "fwd_bwd_cpu_s": None,
+                "fwd_bwd_tok_per_cpu_s": None,
+                "fwd_bwd_peak_mib": None,
+                "note": f"forward+backward skipped: N > --max-seq-len-sequential ({a.max_seq_len_sequential})",
+            }
     return rows
 
 
@@ -120,13 +127,21 @@ def check_targets(rows: list[dict], target: float) -> dict:
     if not ms:
         return {}
     lo, hi = ms[0], ms[-1]
-    out = {"N_shortest": lo["N"], "N_longest": hi["N"], "fwd_bwd_tok_s_at_shortest": lo["fwd_bwd_tok_s"],
-           "target_tok_s": target, "meets_speed": lo["fwd_bwd_tok_s"] >= target}
+    out = {
+        "N_shortest": lo["N"],
+        "N_longest": hi["N"],
+        "fwd_bwd_tok_s_at_shortest": lo["fwd_bwd_tok_s"],
+        "target_tok_s": target,
+        "meets_speed": lo["fwd_bwd_tok_s"] >= target,
+    }
     if hi is not lo:
         ratio = hi["fwd_bwd_tok_s"] / lo["fwd_bwd_tok_s"]
-        out |= {"longest_over_shortest": ratio, "meets_flatness": ratio >= 0.8,
-                "longest_over_shortest_per_cpu_s": hi["fwd_bwd_tok_per_cpu_s"] / lo["fwd_bwd_tok_per_cpu_s"],
-                "peak_mib_per_1k_tokens": {r["N"]: r["fwd_bwd_peak_mib"] * 1024 / r["N"] for r in ms}}
+        out |= {
+            "longest_over_shortest": ratio,
+            "meets_flatness": ratio >= 0.8,
+            "longest_over_shortest_per_cpu_s": hi["fwd_bwd_tok_per_cpu_s"] / lo["fwd_bwd_tok_per_cpu_s"],
+            "peak_mib_per_1k_tokens": {r["N"]: r["fwd_bwd_peak_mib"] * 1024 / r["N"] for r in ms},
+        }
     return out
 
 
@@ -152,54 +167,94 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--chunk", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement; the best is reported")
-    p.add_argument("--max-seq-len-sequential", type=int, default=1024,
-                   help="longest N for the sequential rule's forward+backward (its forward runs at every N)")
-    p.add_argument("--target-tok-s", type=float, default=9340.0,
-                   help="momentum_scan fwd+bwd target at the shortest N (10x titans-pytorch's 934 tok/s)")
-    p.add_argument("--reads", nargs="+", default=["chunk"], choices=["chunk", "token"],
-                   help="the rules' read option(s); several are timed side by side (see the docstring)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="default benchmarks/out/memory_throughput.json (read_token_throughput.json if token)")
-    p.add_argument("--results", type=str, default=None,
-                   help='a second copy of the JSON; "" to skip; default benchmarks/results/'
-                        "memory_throughput.json (the committed one), or read_token_throughput.json when "
-                        "--reads includes token")
+    p.add_argument(
+        "--max-seq-len-sequential",
+        type=int,
+        default=1024,
+        help="longest N for the sequential rule's forward+backward (its forward runs at every N)",
+    )
+    p.add_argument(
+        "--target-tok-s",
+        type=float,
+        default=9340.0,
+        help="momentum_scan fwd+bwd target at the shortest N (10x titans-pytorch's 934 tok/s)",
+    )
+    p.add_argument(
+        "--reads",
+        nargs="+",
+        default=["chunk"],
+        choices=["chunk", "token"],
+        help="the rules' read option(s); several are timed side by side (see the docstring)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default benchmarks/out/memory_throughput.json (read_token_throughput.json if token)",
+    )
+    p.add_argument(
+        "--results",
+        type=str,
+        default=None,
+        help='a second copy of the JSON; "" to skip; default benchmarks/results/'
+        "memory_throughput.json (the committed one), or read_token_throughput.json when "
+        "--reads includes token",
+    )
     a = p.parse_args()
     name = "read_token_throughput.json" if "token" in a.reads else "memory_throughput.json"
     a.out = a.out or HERE / "out" / name
     a.results = str(HERE / "results" / name) if a.results is None else a.results
     rows = []
-    head = (f"{'rule':<14}{'read':>6}{'N':>7}{'fwd tok/s':>12}{'fwd+bwd tok/s':>15}{'fwd+bwd tok/cpu-s':>19}"
-            f"{'fwd MiB':>10}{'fwd+bwd MiB':>13}")
+    head = (
+        f"{'rule':<14}{'read':>6}{'N':>7}{'fwd tok/s':>12}{'fwd+bwd tok/s':>15}{'fwd+bwd tok/cpu-s':>19}"
+        f"{'fwd MiB':>10}{'fwd+bwd MiB':>13}"
+    )
     print(head)
     print("-" * len(head))
     for rule in a.rules:
         for N in a.lengths:
             for r in bench(rule, N, a, rule != "sequential" or N <= a.max_seq_len_sequential, a.reads):
                 rows.append(r)
-                print(f"{rule:<14}{r['read']:>6}{N:>7}{r['fwd_tok_s']:>12.0f}"
-                      f"{fmt(r['fwd_bwd_tok_s'], '.0f', 15)}"
-                      f"{fmt(r['fwd_bwd_tok_per_cpu_s'], '.0f', 19)}"
-                      f"{r['fwd_peak_mib']:>10.1f}{fmt(r['fwd_bwd_peak_mib'], '.1f', 13)}", flush=True)
+                print(
+                    f"{rule:<14}{r['read']:>6}{N:>7}{r['fwd_tok_s']:>12.0f}"
+                    f"{fmt(r['fwd_bwd_tok_s'], '.0f', 15)}"
+                    f"{fmt(r['fwd_bwd_tok_per_cpu_s'], '.0f', 19)}"
+                    f"{r['fwd_peak_mib']:>10.1f}{fmt(r['fwd_bwd_peak_mib'], '.1f', 13)}",
+                    flush=True,
+                )
     if any(r["fwd_bwd_tok_s"] is None for r in rows):
-        print(f"— : sequential forward+backward not run above N = {a.max_seq_len_sequential} "
-              "(a parameter tree per token; see --max-seq-len-sequential)")
+        print(
+            f"— : sequential forward+backward not run above N = {a.max_seq_len_sequential} "
+            "(a parameter tree per token; see --max-seq-len-sequential)"
+        )
     targets = check_targets(rows, a.target_tok_s)
     if targets:
-        print(f"momentum_scan fwd+bwd at N={targets['N_shortest']}: {targets['fwd_bwd_tok_s_at_shortest']:.0f} tok/s "
-              f"(target ≥ {a.target_tok_s:.0f}: {'met' if targets['meets_speed'] else 'MISSED'})")
+        print(
+            f"momentum_scan fwd+bwd at N={targets['N_shortest']}: {targets['fwd_bwd_tok_s_at_shortest']:.0f} tok/s "
+            f"(target ≥ {a.target_tok_s:.0f}: {'met' if targets['meets_speed'] else 'MISSED'})"
+        )
         if "longest_over_shortest" in targets:
-            print(f"momentum_scan fwd+bwd tok/s at N={targets['N_longest']} / N={targets['N_shortest']}: "
-                  f"{targets['longest_over_shortest']:.2f} (target ≥ 0.80: "
-                  f"{'met' if targets['meets_flatness'] else 'MISSED'}); per CPU-second: "
-                  f"{targets['longest_over_shortest_per_cpu_s']:.2f}")
+            print(
+                f"momentum_scan fwd+bwd tok/s at N={targets['N_longest']} / N={targets['N_shortest']}: "
+                f"{targets['longest_over_shortest']:.2f} (target ≥ 0.80: "
+                f"{'met' if targets['meets_flatness'] else 'MISSED'}); per CPU-second: "
+                f"{targets['longest_over_shortest_per_cpu_s']:.2f}"
+            )
     ratios = read_ratios(rows)
     for r in ratios:
-        print(f"{r['rule']} N={r['N']}: read token / read chunk tokens/s: forward {r['fwd']:.3f}, "
-              f"forward+backward {fmt(r['fwd_bwd'], '.3f', 0)}")
-    meta = {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-            "jax": jax.__version__, "load_average": os.getloadavg(), "timing": "best of --repeats calls, wall clock",
-            "setting": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
+        print(
+            f"{r['rule']} N={r['N']}: read token / read chunk tokens/s: forward {r['fwd']:.3f}, "
+            f"forward+backward {fmt(r['fwd_bwd'], '.3f', 0)}"
+        )
+    meta = {
+        "device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "jax": jax.__version__,
+        "load_average": os.getloadavg(),
+        "timing": "best of --repeats calls, wall clock",
+        "setting": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+    }
     doc = json.dumps({"meta": meta, "rows": rows, "targets": targets, "read_ratios": ratios}, indent=2)
     for path in filter(None, [a.out, Path(a.results) if a.results else None]):
         path.parent.mkdir(parents=True, exist_ok=True)

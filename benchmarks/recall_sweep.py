@@ -67,8 +67,11 @@ _ZOOLOGY = ["data.source.delay=0", "trainer.steps=600", "trainer.eval_every=200"
 SWEEPS["read"] = [
     ("lmm-zoology-read-chunk", "../experiments/mqar/lmm.yaml", _ZOOLOGY),
     ("lmm-zoology-read-token", "../experiments/mqar/lmm.yaml", _ZOOLOGY + ["model.memory.rule.read=token"]),
-    ("lmm-delay32-read-token", "../experiments/mqar/lmm.yaml", ["model.memory.rule.read=token", "trainer.steps=600",
-                                                             "trainer.eval_every=200", "checkpoint.every=600"]),
+    (
+        "lmm-delay32-read-token",
+        "../experiments/mqar/lmm.yaml",
+        ["model.memory.rule.read=token", "trainer.steps=600", "trainer.eval_every=200", "checkpoint.every=600"],
+    ),
 ]
 SWEEPS["niah"] = [
     ("mac-d1-lr0.5", "niah/mac.yaml", []),

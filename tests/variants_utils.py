@@ -11,9 +11,20 @@ VARIANTS = ["mac", "mag", "mal", "lmm", "swa"]
 
 
 def tiny(variant: str, *, vocab=32, d_model=16, layers=2, chunk=2, seed=0, **over):
-    options = dict(vocab_size=vocab, d_model=d_model, num_layers=layers, num_heads=2, window=4, segment=4,
-                   num_persistent=2, ffn_hidden=24,
-                   memory={"num_heads": 2, "rule": {"name": "momentum_scan", "chunk_size": chunk},
-                           "model": {"name": "mlp", "depth": 2, "expansion": 2.0}})
+    options = dict(
+        vocab_size=vocab,
+        d_model=d_model,
+        num_layers=layers,
+        num_heads=2,
+        window=4,
+        segment=4,
+        num_persistent=2,
+        ffn_hidden=24,
+        memory={
+            "num_heads": 2,
+            "rule": {"name": "momentum_scan", "chunk_size": chunk},
+            "model": {"name": "mlp", "depth": 2, "expansion": 2.0},
+        },
+    )
     options.update(over)
     return get_registry().build(make_config("variant", variant, **options), rngs=nnx.Rngs(seed))

@@ -13,9 +13,7 @@ from hypothesis import strategies as st
 from titans_attention import attention
 
 # jit once per shape: eager dispatch compiles every small op for every new shape, ~10x slower here
-sliding_window_attention = jax.jit(
-    attention.sliding_window_attention, static_argnames=("window", "block_size")
-)
+sliding_window_attention = jax.jit(attention.sliding_window_attention, static_argnames=("window", "block_size"))
 segment_causal_attention = jax.jit(attention.segment_causal_attention, static_argnames=("segment",))
 
 
@@ -84,9 +82,7 @@ def test_segment_property(oracle, T, segment, P, with_prefix, seed):
         kw |= {"prefix_k_BxTxHxDh": hk, "prefix_v_BxTxHxDh": hv}
     got = segment_causal_attention(q, k, v, segment=segment, **kw)
     m = oracle.segment_mask(T, segment)
-    oracle.assert_close(
-        got, oracle.dense_attention(q, k, v, m, pk, pv, *((hk, hv, m) if with_prefix else ()))
-    )
+    oracle.assert_close(got, oracle.dense_attention(q, k, v, m, pk, pv, *((hk, hv, m) if with_prefix else ())))
 
 
 def _future_leaks(attn, q, k, v, hk, hv) -> bool:
@@ -168,9 +164,7 @@ def test_function_argument_errors():
         segment_causal_attention(q, k, v, segment=-1)
     with pytest.raises(ValueError, match=re.escape("q, k and v must have the same shape")):
         sliding_window_attention(q, k[:, :4], v, window=2)
-    with pytest.raises(
-        ValueError, match=re.escape("persistent_k_PxHxDh and persistent_v_PxHxDh must be given")
-    ):
+    with pytest.raises(ValueError, match=re.escape("persistent_k_PxHxDh and persistent_v_PxHxDh must be given")):
         sliding_window_attention(q, k, v, window=2, persistent_k_PxHxDh=pk)
     with pytest.raises(ValueError, match=re.escape("prefix_k_BxTxHxDh and prefix_v_BxTxHxDh must be given")):
         segment_causal_attention(q, k, v, segment=2, prefix_k_BxTxHxDh=k)

@@ -158,9 +158,7 @@ def test_bad_call_arguments():
         swa(x, prefix_BxTxD=x)
     with pytest.raises(ValueError, match=re.escape(f"x_BxTxD must have shape (B, T, {D}), got (1, {T}, 4)")):
         seg(x[..., :4])
-    with pytest.raises(
-        ValueError, match=re.escape(f"prefix_BxTxD must have the shape of x_BxTxD (1, {T}, {D})")
-    ):
+    with pytest.raises(ValueError, match=re.escape(f"prefix_BxTxD must have the shape of x_BxTxD (1, {T}, {D})")):
         seg(x, prefix_BxTxD=x[:, :3])
     with pytest.raises(ValueError, match=re.escape(f"positions must have shape (T,) or (B, T) = (1, {T})")):
         seg(x, positions=jnp.arange(T + 1))

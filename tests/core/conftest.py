@@ -113,9 +113,7 @@ def fake_registry() -> Registry:
     """A registry with memory models ``mlp`` and ``linear`` and the variant ``mac`` (nested memory)."""
     registry = Registry()
     registry.register("memory_model", "mlp", FakeMLPConfig, build_fake, dist="fake-memory", version="0.1.0")
-    registry.register(
-        "memory_model", "linear", FakeLinearConfig, build_fake, dist="fake-memory", version="0.1.0"
-    )
+    registry.register("memory_model", "linear", FakeLinearConfig, build_fake, dist="fake-memory", version="0.1.0")
     registry.register("variant", "mac", FakeVariantConfig, build_fake, dist="fake-variants", version="2.0")
     return registry
 

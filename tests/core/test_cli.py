@@ -21,21 +21,13 @@ def run_cli(*args: str, plugins: str, script: bool = False) -> subprocess.Comple
     """Run the CLI in a fresh interpreter with ``TITANS_PLUGINS=plugins`` (console script if ``script``)."""
     env = {**os.environ, "TITANS_PLUGINS": plugins, "JAX_PLATFORMS": "cpu"}
     command = (
-        [str(Path(sys.executable).with_name("titans-plugins"))]
-        if script
-        else [sys.executable, "-m", "titans_core.cli"]
+        [str(Path(sys.executable).with_name("titans-plugins"))] if script else [sys.executable, "-m", "titans_core.cli"]
     )
-    return subprocess.run(
-        [*command, *args], capture_output=True, text=True, env=env, timeout=120, check=False
-    )
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 def table_rows(stdout: str) -> list[list[str]]:
-    return [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in stdout.splitlines()
-        if line.startswith("│")
-    ]
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in stdout.splitlines() if line.startswith("│")]
 
 
 # ------------------------------------------------------------------------ real entry points, fresh processes
@@ -89,9 +81,7 @@ def entry_points(monkeypatch):
     monkeypatch.delenv("TITANS_PLUGINS", raising=False)
 
     def install(*eps):
-        monkeypatch.setattr(
-            importlib.metadata, "entry_points", lambda group: list(eps) if group == "titans" else []
-        )
+        monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: list(eps) if group == "titans" else [])
 
     return install
 
@@ -126,12 +116,8 @@ def test_list_reports_failed_plugins_and_exits_1(entry_points, fake):
 
 def test_list_with_conflicting_plugins_is_a_user_error(entry_points, fake):
     entry_points(
-        fake.EntryPoint(
-            "a", fake.registering(("memory_model", "mlp", fake.MLP, fake.build)), fake.Dist("pkg-a", "1")
-        ),
-        fake.EntryPoint(
-            "b", fake.registering(("memory_model", "mlp", fake.MLP, fake.build)), fake.Dist("pkg-b", "2")
-        ),
+        fake.EntryPoint("a", fake.registering(("memory_model", "mlp", fake.MLP, fake.build)), fake.Dist("pkg-a", "1")),
+        fake.EntryPoint("b", fake.registering(("memory_model", "mlp", fake.MLP, fake.build)), fake.Dist("pkg-b", "2")),
     )
     result = invoke("list")
     assert result.exit_code == 2
@@ -184,9 +170,7 @@ def test_show_json_and_schema(registry):
 def test_run_user_command_prints_error_block_and_exits_2(capsys):
     @run_user_command
     def command(steps: int) -> None:
-        raise SpecError(
-            [SpecProblem("a", "required", "s.yaml", 3), SpecProblem("b", "bad", "s.yaml", 4)], ["hint"]
-        )
+        raise SpecError([SpecProblem("a", "required", "s.yaml", 3), SpecProblem("b", "bad", "s.yaml", 4)], ["hint"])
 
     with pytest.raises(SystemExit) as info:
         command(1)

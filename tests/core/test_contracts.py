@@ -187,8 +187,7 @@ VIOLATIONS = [
     (
         "memory_model",
         NoChannelAttr,
-        "does not satisfy MemoryModel: has no method apply(params, x_TxD); "
-        "has no attribute channel_axis_ok (bool)",
+        "does not satisfy MemoryModel: has no method apply(params, x_TxD); has no attribute channel_axis_ok (bool)",
     ),
     ("memory_model", BadChannelModel, "channel_axis_ok is true but parameter ['b'] (shape (1,))"),
     ("memory_model", RaisingModel, "init(key, 8) raised RuntimeError: no weights today"),
@@ -253,7 +252,5 @@ def test_check_runs_once_per_configuration(fake):
 def test_check_contract_is_usable_directly_and_ignores_unknown_kinds():
     check_contract("my_new_kind", object(), who="x")
     check_contract("update_rule", GoodRule(), who="x")
-    with pytest.raises(
-        ContractError, match="^NeuralMemory\\(update_rule=TupleStateRule\\(...\\)\\) does not"
-    ):
+    with pytest.raises(ContractError, match="^NeuralMemory\\(update_rule=TupleStateRule\\(...\\)\\) does not"):
         check_contract("update_rule", TupleStateRule(), who="NeuralMemory(update_rule=TupleStateRule(...))")

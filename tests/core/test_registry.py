@@ -108,8 +108,7 @@ def test_two_plugins_registering_the_same_name_is_an_error_naming_both(fake):
     )
     # the allow-list resolves the conflict
     assert (
-        Registry.from_entry_points([other, builtin], allow=["other"]).get("memory_model", "mlp").dist
-        == "other-plugin"
+        Registry.from_entry_points([other, builtin], allow=["other"]).get("memory_model", "mlp").dist == "other-plugin"
     )
 
 
@@ -139,9 +138,7 @@ def test_failing_import_is_recorded_warned_and_the_others_still_load(fake):
     assert str(error) == message
     with pytest.raises(UnknownComponentError) as info:
         registry.get("memory_model", "mpl")
-    assert str(info.value) == (
-        f"unknown memory_model 'mpl'; known: mlp. Did you mean 'mlp'? {HINT}\nnote: {message}"
-    )
+    assert str(info.value) == (f"unknown memory_model 'mpl'; known: mlp. Did you mean 'mlp'? {HINT}\nnote: {message}")
 
 
 def test_a_hook_that_raises_is_a_load_failure_and_keeps_none_of_its_registrations(fake):
@@ -179,9 +176,7 @@ def test_a_hook_that_raises_is_a_load_failure_and_keeps_none_of_its_registration
     ],
 )
 def test_invalid_names_are_load_errors(fake, registration, cause):
-    bad = fake.EntryPoint(
-        "bad", fake.registering((*registration, fake.Linear, fake.build)), fake.Dist("bad", "1")
-    )
+    bad = fake.EntryPoint("bad", fake.registering((*registration, fake.Linear, fake.build)), fake.Dist("bad", "1"))
     with pytest.warns(PluginLoadWarning):
         registry = Registry.from_entry_points([bad], allow=None)
     assert registry.load_errors[0].cause == f"InvalidRegistrationError: {cause}"
@@ -189,9 +184,7 @@ def test_invalid_names_are_load_errors(fake, registration, cause):
 
 def test_invalid_config_classes_and_factories_are_rejected(fake):
     registry = Registry()
-    with pytest.raises(
-        InvalidRegistrationError, match="must subclass titans_core.ComponentConfig, got <class 'dict'>"
-    ):
+    with pytest.raises(InvalidRegistrationError, match="must subclass titans_core.ComponentConfig, got <class 'dict'>"):
         registry.register("memory_model", "x", dict, fake.build)  # type: ignore[arg-type]
     with pytest.raises(InvalidRegistrationError, match="the factory must be callable, got 3"):
         registry.register("memory_model", "x", fake.Linear, 3)  # type: ignore[arg-type]
@@ -212,9 +205,7 @@ def test_a_misspelt_hook_is_a_load_error(fake):
     ep = fake.EntryPoint("typo", Misspelt(), fake.Dist("typo-pkg", "1"))
     with pytest.warns(PluginLoadWarning):
         registry = Registry.from_entry_points([ep], allow=None)
-    assert registry.load_errors[0].cause.startswith(
-        "PluginValidationError: unknown hook 'register_component'"
-    )
+    assert registry.load_errors[0].cause.startswith("PluginValidationError: unknown hook 'register_component'")
 
 
 # ------------------------------------------------------------------------------------------------ lookups

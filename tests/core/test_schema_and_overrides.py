@@ -41,9 +41,7 @@ def check(schema: dict[str, Any], value: Any, root: dict[str, Any] | None = None
     if "$ref" in schema:
         return check(root["$defs"][schema["$ref"].split("/")[-1]], value, root)
     if "anyOf" in schema:
-        return (
-            [] if any(not check(s, value, root) for s in schema["anyOf"]) else [f"{value!r} matches no anyOf"]
-        )
+        return [] if any(not check(s, value, root) for s in schema["anyOf"]) else [f"{value!r} matches no anyOf"]
     if "oneOf" in schema:
         matching = [s for s in schema["oneOf"] if not check(s, value, root)]
         if len(matching) == 1:
@@ -134,9 +132,7 @@ def test_json_schema_of_a_component_nested_in_itself(registry, fake):
     value = {"name": "box", "inner": {"name": "box", "inner": {"name": "box"}}}
     assert check(schema, value) == []
     assert check(schema, {"name": "box", "inner": {"name": "box", "x": 1}}) != []
-    assert parse_spec(
-        {"w": value}, type("W", (SpecModel,), {"__annotations__": {"w": ComponentRef("wrapper")}})
-    )
+    assert parse_spec({"w": value}, type("W", (SpecModel,), {"__annotations__": {"w": ComponentRef("wrapper")}}))
 
 
 # ------------------------------------------------------------------------------------------------ overrides
@@ -179,5 +175,5 @@ def test_malformed_overrides_are_spec_errors_one_line_each():
         "--set trainer.steps.x=1: trainer.steps is 1, not a mapping",
         "--set layers[3]=1: layers[3]: index out of range (the list has 1 items)",
         "--set a=[1: invalid YAML value '[1': expected ',' or ']', but got '<stream end>'",
-        "--set trainer[0]=1: trainer is {\"steps\": 1}, not a list",
+        '--set trainer[0]=1: trainer is {"steps": 1}, not a list',
     ]

@@ -178,8 +178,7 @@ def fake_load_error():
 
 def test_invalid_yaml_duplicates_and_top_level_type(registry):
     assert problems("model:\n  variant: [1,\n") == [
-        "spec.yaml:3:1: invalid YAML: expected the node content, but found '<stream end>' "
-        "(while parsing a flow node)"
+        "spec.yaml:3:1: invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node)"
     ]
     assert problems("model:\n  variant: {name: mac}\n  variant: {name: mac}\n") == [
         "spec.yaml:3: model.variant: duplicate key (first on line 2)"

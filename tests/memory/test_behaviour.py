@@ -48,8 +48,14 @@ def test_retrieval_reads_what_was_written():
     p0 = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0), D))
     rule = MomentumScanRule(chunk_size=1)
     # θ = 0.5, ‖k‖ = 1 and ∇ = 2kᵀ(kW − v): one step from W = 0 gives exactly k W = v.
-    y, _ = rule(model, rule.init_state(p0), jnp.concatenate([k, k]), jnp.concatenate([k, k]),
-                jnp.concatenate([v, v]), const_gates(2, 0.5, 0.0, 0.0))
+    y, _ = rule(
+        model,
+        rule.init_state(p0),
+        jnp.concatenate([k, k]),
+        jnp.concatenate([k, k]),
+        jnp.concatenate([v, v]),
+        const_gates(2, 0.5, 0.0, 0.0),
+    )
     assert float(jnp.max(jnp.abs(y[0]))) == 0.0  # read before write: token 0 sees the empty memory
     assert jnp.allclose(y[1], v[0], atol=1e-5)  # token 1 reads what token 0 wrote
 

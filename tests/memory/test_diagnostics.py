@@ -64,10 +64,7 @@ def test_gates_equal_the_gate_maps():
 
 def _head_norm(tree):
     return np.sqrt(
-        sum(
-            np.sum(np.square(np.asarray(x)).reshape(x.shape[:2] + (-1,)), axis=-1)
-            for x in jax.tree.leaves(tree)
-        )
+        sum(np.sum(np.square(np.asarray(x)).reshape(x.shape[:2] + (-1,)), axis=-1) for x in jax.tree.leaves(tree))
     )
 
 
@@ -88,9 +85,7 @@ def test_norms_equal_explicit_calls_chunk_by_chunk(rule):
     y = jnp.concatenate(
         [
             read(s, q[:, :, lo:hi])
-            for s, (lo, hi) in zip(
-                starts, ((0, CHUNK), (CHUNK, 2 * CHUNK), (2 * CHUNK, 2 * CHUNK + 1)), strict=True
-            )
+            for s, (lo, hi) in zip(starts, ((0, CHUNK), (CHUNK, 2 * CHUNK), (2 * CHUNK, 2 * CHUNK + 1)), strict=True)
         ],
         axis=2,
     )

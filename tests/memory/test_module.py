@@ -16,8 +16,9 @@ D = 16
 def make(rule=None, *, heads=2, depth=2, chunk=4, seed=0, **cfg):
     rule = rule or MomentumScanRule(chunk_size=chunk)
     config = NeuralMemoryConfig(num_heads=heads, **cfg)
-    return NeuralMemory(config, d_model=D, rngs=nnx.Rngs(seed), update_rule=rule,
-                        memory_model=MLPMemory(MLPMemoryConfig(depth=depth)))
+    return NeuralMemory(
+        config, d_model=D, rngs=nnx.Rngs(seed), update_rule=rule, memory_model=MLPMemory(MLPMemoryConfig(depth=depth))
+    )
 
 
 def call(m, x, state=None):

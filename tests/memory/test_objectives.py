@@ -69,19 +69,13 @@ def test_l2_is_eq12_bit_for_bit():
     model, p0, q, k, v, gates = random_problem(0, 9, 6, 2, dtype=jnp.float32)
     pred = model.apply(p0, k)
     assert np.array_equal(L2Objective().cotangent(pred, v), 2.0 * (pred - v))
-    old = jax.grad(lambda p: jnp.sum(jnp.square(model.apply(p, k[:1]) - v[:1])))(
-        p0
-    )  # Eq 12 as it was written
+    old = jax.grad(lambda p: jnp.sum(jnp.square(model.apply(p, k[:1]) - v[:1])))(p0)  # Eq 12 as it was written
     for new in (token_grad(model, p0, k[0], v[0]), token_grad(model, p0, k[0], v[0], L2Objective())):
-        assert all(
-            np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True)
-        )
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True))
     rule = MomentumScanRule(chunk_size=4)
     default = rule(model, rule.init_state(p0), q, k, v, gates, aligned=True)
     explicit = rule(model, rule.init_state(p0), q, k, v, gates, aligned=True, objective=L2Objective())
-    assert all(
-        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(explicit), strict=True)
-    )
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(explicit), strict=True))
 
 
 def test_huber_equals_l2_below_delta_and_differs_above():

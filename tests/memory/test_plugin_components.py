@@ -33,9 +33,7 @@ class NestedMLP:
         }
 
     def apply(self, params, x_TxD):
-        h = jnp.tanh(
-            x_TxD @ params["hidden"]["w"].astype(x_TxD.dtype) + params["hidden"]["b"].astype(x_TxD.dtype)
-        )
+        h = jnp.tanh(x_TxD @ params["hidden"]["w"].astype(x_TxD.dtype) + params["hidden"]["b"].astype(x_TxD.dtype))
         return x_TxD + h @ params["out"][0].astype(x_TxD.dtype)
 
 
@@ -61,9 +59,7 @@ class ForgetfulRule:
 
 def memory(rule=None, *, model=None, learn_init=True, seed=0):
     cfg = NeuralMemoryConfig(num_heads=2, learn_init=learn_init)
-    return NeuralMemory(
-        cfg, d_model=D, rngs=nnx.Rngs(seed), memory_model=model or NestedMLP(), update_rule=rule
-    )
+    return NeuralMemory(cfg, d_model=D, rngs=nnx.Rngs(seed), memory_model=model or NestedMLP(), update_rule=rule)
 
 
 def call(m, x, state=None):
@@ -72,9 +68,7 @@ def call(m, x, state=None):
 
 def test_nested_parameters_train_and_keep_their_structure():
     m = memory(MomentumScanRule(chunk_size=4))
-    assert jax.tree.structure(m.initial_params()) == jax.tree.structure(
-        NestedMLP().init(jax.random.key(0), 4)
-    )
+    assert jax.tree.structure(m.initial_params()) == jax.tree.structure(NestedMLP().init(jax.random.key(0), 4))
     assert m.initial_params()["out"][0].shape == (2, 2 * (D // 2), D // 2)  # H × …
     params = nnx.to_pure_dict(nnx.state(m, nnx.Param))
     assert set(params["memory_init"]) == {"hidden", "out"}

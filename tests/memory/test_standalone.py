@@ -24,8 +24,17 @@ def test_memory_installs_and_runs_without_attention_or_train(tmp_path):
     made = run(uv, "venv", "-q", "--python", sys.executable, str(venv))
     assert made.returncode == 0, made.stderr
     py = str(venv / "bin" / "python")
-    inst = run(uv, "pip", "install", "-q", "--python", py, str(ROOT / "packages/titans-core"),
-               str(ROOT / "packages/titans-memory"), "optax")
+    inst = run(
+        uv,
+        "pip",
+        "install",
+        "-q",
+        "--python",
+        py,
+        str(ROOT / "packages/titans-core"),
+        str(ROOT / "packages/titans-memory"),
+        "optax",
+    )
     assert inst.returncode == 0, inst.stderr
     find = "import importlib.util as u; print(u.find_spec('titans_attention'), u.find_spec('titans_train'))"
     probe = run(py, "-c", find)

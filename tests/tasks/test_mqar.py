@@ -26,9 +26,7 @@ def _oracle(inputs: np.ndarray, num_kv_pairs: int) -> np.ndarray:
     """Predict, at every position, the value bound to the current token in the row's kv prefix (else 0)."""
     preds = np.zeros_like(inputs)
     for r, row in enumerate(inputs):
-        table = dict(
-            zip(row[0 : 2 * num_kv_pairs : 2].tolist(), row[1 : 2 * num_kv_pairs : 2].tolist(), strict=True)
-        )
+        table = dict(zip(row[0 : 2 * num_kv_pairs : 2].tolist(), row[1 : 2 * num_kv_pairs : 2].tolist(), strict=True))
         preds[r] = [table.get(tok, 0) for tok in row.tolist()]
     return preds
 

@@ -25,9 +25,7 @@ from titans_train.tasks.niah import (
 )
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-CASES = [
-    (seed, length, kind) for seed in range(3) for length in (400, 1000, 4096) for kind in ("number", "uuid")
-]
+CASES = [(seed, length, kind) for seed in range(3) for length in (400, 1000, 4096) for kind in ("number", "uuid")]
 
 
 def _haystack(ex):

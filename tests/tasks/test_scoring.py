@@ -26,9 +26,7 @@ def test_exact_match():
 def test_leading_match_rule():
     assert leading_match("\n\t42 apples", "42")
     assert leading_match("42", " 42 ")
-    assert (
-        not leading_match("420", "42") and not leading_match("42-", "42") and not leading_match("42a", "42")
-    )
+    assert not leading_match("420", "42") and not leading_match("42-", "42") and not leading_match("42a", "42")
     assert leading_match("42,", "42") and leading_match("42!", "42")
     assert not leading_match("x42", "42")
     assert not leading_match("anything", "") and not leading_match("", "42")

@@ -59,9 +59,7 @@ def _toy_registered() -> Iterator[None]:
 
 def toy_spec(run_dir: Path, corpus: Path | None = None, **sections: Any) -> dict[str, Any]:
     """A tiny training spec (toy model, a few steps); ``sections`` replace/extend top-level sections."""
-    source = (
-        {"name": "text", "paths": [str(corpus)]} if corpus else {"name": "python_stdlib", "max_bytes": 60_000}
-    )
+    source = {"name": "text", "paths": [str(corpus)]} if corpus else {"name": "python_stdlib", "max_bytes": 60_000}
     spec: dict[str, Any] = {
         "model": {"name": "toy"},
         "data": {"source": source, "seq_len": 16, "val_fraction": 0.1},
@@ -81,9 +79,7 @@ def toy_spec(run_dir: Path, corpus: Path | None = None, **sections: Any) -> dict
 
 
 def write_spec(path: Path, spec: dict[str, Any] | str) -> Path:
-    path.write_text(
-        spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False), encoding="utf-8"
-    )
+    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
 
 

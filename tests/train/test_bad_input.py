@@ -131,9 +131,7 @@ BAD_SPECS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("changes", "args", "expected"), [c[1:] for c in BAD_SPECS], ids=[c[0] for c in BAD_SPECS]
-)
+@pytest.mark.parametrize(("changes", "args", "expected"), [c[1:] for c in BAD_SPECS], ids=[c[0] for c in BAD_SPECS])
 def test_bad_spec(tmp_path: Path, capsys, changes, args, expected) -> None:
     run_dir = tmp_path / "run"
     spec = toy_spec(run_dir)

@@ -28,9 +28,7 @@ def test_text_source_files_dirs_globs(tmp_path: Path) -> None:
     (tmp_path / "d" / "sub" / "a.txt").write_text("aaa")
     (tmp_path / "d" / "skip.md").write_text("mmm")
     (tmp_path / "c.txt").write_text("ccé")
-    corpus = _load(
-        "text", paths=[str(tmp_path / "d"), str(tmp_path / "*.txt")], suffixes=[".txt"], separator="|"
-    )
+    corpus = _load("text", paths=[str(tmp_path / "d"), str(tmp_path / "*.txt")], suffixes=[".txt"], separator="|")
     assert bytes(corpus.tokens) == "ccé|bbb|aaa".encode()  # sorted by resolved path, de-duplicated
     assert corpus.byte_level and corpus.tokens.dtype == np.uint8
 

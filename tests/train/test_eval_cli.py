@@ -149,9 +149,7 @@ def test_mqar_run_is_scored_on_its_own_task_and_settings(runs: Runs, tmp_path: P
     direct = mqar_eval(Predictor(model), 32, n=6, seed=2, vocab_size=64, num_kv_pairs=4)
     assert r["accuracy"] == direct["accuracy"]
 
-    result = run_eval(
-        capsys, [runs.mqar, "--examples", "3", "--kv-pairs", "2", "--contexts", "16,24", "-o", out]
-    )
+    result = run_eval(capsys, [runs.mqar, "--examples", "3", "--kv-pairs", "2", "--contexts", "16,24", "-o", out])
     assert result.code == 0, result.err
     results = json.loads(out.read_text())["runs"][0]["results"]
     assert [(r["context"], r["num_kv_pairs"], r["queries"]) for r in results] == [(16, 2, 6), (24, 2, 6)]
@@ -255,9 +253,7 @@ def _run_dir(runs: Runs, tmp_path: Path, which: str) -> Path:
     return run_dir
 
 
-@pytest.mark.parametrize(
-    ("which", "args", "expected"), [c[1:] for c in USER_ERRORS], ids=[c[0] for c in USER_ERRORS]
-)
+@pytest.mark.parametrize(("which", "args", "expected"), [c[1:] for c in USER_ERRORS], ids=[c[0] for c in USER_ERRORS])
 def test_user_error(runs: Runs, tmp_path: Path, capsys, which: str, args: list[str], expected: str) -> None:
     run_dir = _run_dir(runs, tmp_path, which)
     before = _files(runs.root), _files(tmp_path)

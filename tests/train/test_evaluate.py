@@ -132,15 +132,11 @@ def test_mqar_eval_scores_an_oracle_and_counts_its_mistakes() -> None:
     assert result["task"] == "mqar" and result["context"] == 48 and result["num_kv_pairs"] == k
     assert result["accuracy"] == 1.0 and result["n"] == n and result["queries"] == n * k
     assert result["chance"] == pytest.approx(1 / k)
-    delayed = mqar_eval(
-        ScriptedPredictor(_mqar_oracle(k)), 48, n=n, seed=7, vocab_size=64, num_kv_pairs=k, delay=16
-    )
+    delayed = mqar_eval(ScriptedPredictor(_mqar_oracle(k)), 48, n=n, seed=7, vocab_size=64, num_kv_pairs=k, delay=16)
     assert delayed["accuracy"] == 1.0 and delayed["delay"] == 16
     assert delayed["chance"] == pytest.approx(1 / 32)  # the pairs out of reach: uniform over the value ids
     wrong = (0, 3, 9)
-    result = mqar_eval(
-        ScriptedPredictor(_mqar_oracle(k, wrong)), 48, n=n, seed=7, vocab_size=64, num_kv_pairs=k
-    )
+    result = mqar_eval(ScriptedPredictor(_mqar_oracle(k, wrong)), 48, n=n, seed=7, vocab_size=64, num_kv_pairs=k)
     assert result["accuracy"] == pytest.approx(1 - len(wrong) / (n * k))
 
 
@@ -225,9 +221,7 @@ def niah_examples() -> list[NiahExample]:
     ],
 )
 def test_niah_score_of_scripted_generations(niah_examples, template: str, expected: float) -> None:
-    continuations = [
-        template.format(a=e.answer, b=str((int(e.answer) + 1) % 10**7).zfill(7)) for e in niah_examples
-    ]
+    continuations = [template.format(a=e.answer, b=str((int(e.answer) + 1) % 10**7).zfill(7)) for e in niah_examples]
     predictor = ScriptedPredictor(_scripted_continuations(niah_examples, continuations))
     result = score_niah_examples(predictor, niah_examples)
     assert result["accuracy"] == expected
@@ -522,9 +516,7 @@ def test_memorised_mqar_scores_100_percent(tmp_path: Path) -> None:
     assert result["accuracy"] == 1.0
 
     # the memorised answers are tied to these examples: another seed is not recalled
-    other = mqar_eval(
-        Predictor(_load(run_dir)), context, n=64, seed=seed + 1, vocab_size=vocab, num_kv_pairs=k
-    )
+    other = mqar_eval(Predictor(_load(run_dir)), context, n=64, seed=seed + 1, vocab_size=vocab, num_kv_pairs=k)
     assert other["accuracy"] < 1.0
 
 

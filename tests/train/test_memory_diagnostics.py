@@ -116,7 +116,5 @@ def test_bad_diagnostics_every(tmp_path: Path, capsys, value, fragment: str) -> 
     result = run_cli(capsys, [str(write_spec(tmp_path / "spec.yaml", spec))])
     assert result.code == 2
     assert result.err.count("error:") == 1 and len(result.err.strip().splitlines()) == 1, result.err
-    assert (
-        f"trainer.diagnostics_every: expected an integer ≥ 1, 'log_every' or null, {fragment}" in result.err
-    )
+    assert f"trainer.diagnostics_every: expected an integer ≥ 1, 'log_every' or null, {fragment}" in result.err
     assert "Traceback" not in result.err and not (tmp_path / "run").exists()

@@ -16,9 +16,7 @@ def _spec(**sections) -> TrainSpec:
 
 
 def test_warmup_then_cosine_to_the_floor() -> None:
-    spec = _spec(
-        optimizer={"lr": 1.0}, schedule={"warmup_steps": 4, "min_lr_ratio": 0.1}, trainer={"steps": 14}
-    )
+    spec = _spec(optimizer={"lr": 1.0}, schedule={"warmup_steps": 4, "min_lr_ratio": 0.1}, trainer={"steps": 14})
     lr = [float(lr_schedule(spec)(s)) for s in range(16)]
     np.testing.assert_allclose(lr[:4], [0.25, 0.5, 0.75, 1.0])
     assert lr[4] == pytest.approx(1.0)
@@ -43,12 +41,7 @@ def _mask(spec: TrainSpec) -> dict[str, bool]:
 
 def test_decay_mask_of_the_toy_model() -> None:
     mask = _mask(_spec())
-    assert (
-        mask["embed.embedding"]
-        and mask["ffn.gate.kernel"]
-        and mask["head.kernel"]
-        and mask["conv.kernel_KxC"]
-    )
+    assert mask["embed.embedding"] and mask["ffn.gate.kernel"] and mask["head.kernel"] and mask["conv.kernel_KxC"]
     assert not mask["head.bias"] and not mask["norm.scale"] and not mask["conv.bias_C"]
     custom = _mask(_spec(optimizer={"no_decay": ["^embed$", "head"]}))
     assert not custom["embed.embedding"] and not custom["head.kernel"] and custom["ffn.gate.kernel"]

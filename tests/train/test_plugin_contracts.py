@@ -29,14 +29,10 @@ class TupleStateRule:
 
 
 def test_a_rule_that_breaks_its_contract_stops_training_before_any_file(tmp_path: Path, capsys) -> None:
-    get_registry().register(
-        "update_rule", "tuple_state", NoOptions, TupleStateRule, dist="bad-rules", version="0.2"
-    )
+    get_registry().register("update_rule", "tuple_state", NoOptions, TupleStateRule, dist="bad-rules", version="0.2")
     run_dir = tmp_path / "run"
     memory = {"num_heads": 2, "rule": {"name": "tuple_state"}}
-    spec = toy_spec(
-        run_dir, model={"name": "lmm", "d_model": 16, "num_layers": 1, "num_heads": 2, "memory": memory}
-    )
+    spec = toy_spec(run_dir, model={"name": "lmm", "d_model": 16, "num_layers": 1, "num_heads": 2, "memory": memory})
     result = run_cli(capsys, [str(write_spec(tmp_path / "spec.yaml", spec))])
     assert result.code == 2 and "Traceback" not in result.err, result
     errors = [line for line in result.err.splitlines() if line.startswith("error:")]

@@ -34,9 +34,7 @@ def test_resume_after_sigkill_gives_identical_losses(tmp_path: Path, capsys) -> 
     assert run_cli(capsys, [str(write_spec(tmp_path / "straight.yaml", toy_spec(straight)))]).code == 0
 
     spec_file = write_spec(tmp_path / "killed.yaml", toy_spec(killed))
-    process = start_cli(
-        tmp_path, [str(spec_file)], script_env(TOY_PAUSE_AFTER_SAVE=str(steps // 2)), "killed.log"
-    )
+    process = start_cli(tmp_path, [str(spec_file)], script_env(TOY_PAUSE_AFTER_SAVE=str(steps // 2)), "killed.log")
     try:
         _wait_for_line(process, f"SAVED {steps // 2}", timeout=240)
         os.kill(process.pid, signal.SIGKILL)

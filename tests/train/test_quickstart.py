@@ -37,9 +37,7 @@ def test_quickstart_spec_is_valid() -> None:
     if "mac" not in get_registry().names("variant"):
         pytest.skip("the mac variant is not registered yet")
     spec, _ = load_train_spec(QUICKSTART)
-    assert (
-        spec.model.name == "mac" and spec.data.source.name == "python_stdlib" and spec.data.val_fraction > 0
-    )
+    assert spec.model.name == "mac" and spec.data.source.name == "python_stdlib" and spec.data.val_fraction > 0
 
 
 @pytest.mark.skipif("mac" not in get_registry().names("variant"), reason="the mac variant is not registered")
@@ -61,11 +59,7 @@ def test_quickstart_flow_end_to_end(tmp_path: Path, capsys) -> None:
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
 
     plotted = run_cli(capsys, ["plot", str(run_dir)])
-    assert (
-        plotted.code == 0
-        and (run_dir / "plots" / "loss.png").exists()
-        and (run_dir / "plots" / "eval.png").exists()
-    )
+    assert plotted.code == 0 and (run_dir / "plots" / "loss.png").exists() and (run_dir / "plots" / "eval.png").exists()
 
     generated = run_cli(capsys, ["generate", str(run_dir), "--prompt", "import ", "--max-new-tokens", "16"])
     assert generated.code == 0, generated.err

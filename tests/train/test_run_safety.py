@@ -28,9 +28,7 @@ LOCK_HOLDER = (
 
 
 def _hold_lock(run_dir: Path) -> subprocess.Popen:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "LOCKED"
     return holder
 
@@ -106,9 +104,7 @@ def _read_only_under(monkeypatch, root: Path) -> None:
 
 
 @pytest.mark.parametrize("exists", [False, True], ids=["new-dir", "existing-dir"])
-def test_read_only_output_dir_is_one_line_naming_the_path(
-    tmp_path: Path, capsys, monkeypatch, exists: bool
-) -> None:
+def test_read_only_output_dir_is_one_line_naming_the_path(tmp_path: Path, capsys, monkeypatch, exists: bool) -> None:
     run_dir = tmp_path / "ro" / "run"
     if exists:
         run_dir.mkdir(parents=True)

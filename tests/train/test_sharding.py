@@ -82,9 +82,7 @@ def test_batches_are_split_over_data_and_fsdp(tmp_path: Path) -> None:
 
 
 def test_rules_are_configurable(tmp_path: Path) -> None:
-    trainer = _run(
-        tmp_path, "rules", {"data": 1, "tensor": 8, "rules": {"vocab": None, "mlp": None}}, steps=1
-    )
+    trainer = _run(tmp_path, "rules", {"data": 1, "tensor": 8, "rules": {"vocab": None, "mlp": None}}, steps=1)
     params = trainer.state["params"]
     assert _shard_shape(params["embed"]["embedding"]) == (256, 16)
     assert _shard_shape(params["ffn"]["up"]["kernel"]) == (16, 32)

@@ -165,9 +165,7 @@ def test_niah_targets_are_the_answer_bytes(value_kind: str) -> None:
         if value_kind == "number":
             assert re.fullmatch(r"[1-9]\d{6}", answer)
         else:
-            assert re.fullmatch(
-                r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", answer
-            )
+            assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", answer)
         key = re.search(rf"What is the special magic {value_kind} for (\S+) mentioned", prompt).group(1)
         needle = f"One of the special magic {value_kind}s for {key} is: {answer}."
         decoded_inputs = _text(inputs[: min(length, T)])
@@ -211,9 +209,7 @@ def test_split_task_errors() -> None:
     split_task(_task("mqar", **MQAR), seq_len=8, vocab_size=16)  # the shortest possible, exact vocabulary
     with pytest.raises(DataError, match=r"vocab_size=6 is too small for num_kv_pairs=3"):
         split_task(_task("mqar", num_kv_pairs=3, vocab_size=6), seq_len=32, vocab_size=256)
-    with pytest.raises(
-        DataError, match=r"token ids up to 15, outside the model's vocabulary \(model.vocab_size = 8"
-    ):
+    with pytest.raises(DataError, match=r"token ids up to 15, outside the model's vocabulary \(model.vocab_size = 8"):
         split_task(_task("mqar", **MQAR), seq_len=16, vocab_size=8)
     niah = _task("niah")
     with pytest.raises(DataError, match=f"data.seq_len {NIAH_MIN - 2} is too short for S-NIAH"):
@@ -345,9 +341,7 @@ def test_loss_is_the_mean_over_scored_targets(toy_model) -> None:
     expected = np.nanmean(ce)
     got = float(loss_fn(params, rest, jnp.asarray(rows)))
     assert got == pytest.approx(expected, rel=1e-5)
-    assert got != pytest.approx(
-        float(np.mean(_manual_ce(model, rows[:, 0], np.where(scored, rows[:, 1], 0))))
-    )
+    assert got != pytest.approx(float(np.mean(_manual_ce(model, rows[:, 0], np.where(scored, rows[:, 1], 0)))))
 
     # scoring one more position: the mean over n + 1 targets
     b, t = map(int, np.argwhere(~scored)[0])
@@ -380,9 +374,7 @@ def test_batch_without_targets_has_loss_zero_and_zero_gradients(toy_model) -> No
     assert float(loss) == 0.0
     leaves = jax.tree.leaves(grads)
     assert leaves and all(bool(jnp.all(g == 0)) for g in leaves)
-    _, some = jax.value_and_grad(make_loss(graphdef, jnp.float32))(
-        params, rest, jnp.asarray(_labelled_batch())
-    )
+    _, some = jax.value_and_grad(make_loss(graphdef, jnp.float32))(params, rest, jnp.asarray(_labelled_batch()))
     assert any(bool(jnp.any(g != 0)) for g in jax.tree.leaves(some))
 
 

@@ -38,12 +38,7 @@ def test_run_writes_metrics_checkpoints_and_progress(tmp_path: Path, capsys) -> 
         assert {"lr", "grad_norm", "tokens_per_s", "time"} <= set(record)
     assert [r["step"] for r in metrics(run_dir, "eval")] == [3, 6]
     assert Checkpoints(run_dir, read_only=True).steps() == [3, 6]
-    assert (
-        "step 6/6  loss" in result.out
-        and "bpb" in result.out
-        and "tok/s" in result.out
-        and "ETA" in result.out
-    )
+    assert "step 6/6  loss" in result.out and "bpb" in result.out and "tok/s" in result.out and "ETA" in result.out
     assert "eval step 6: loss" in result.out
     assert "sample (step 6):\ndef " in result.out
     facts = json.loads((run_dir / "run.json").read_text())
@@ -58,9 +53,7 @@ def test_progress_bar_on_a_terminal() -> None:
         progress.update(step, 2.0, first=step == 1)
     progress.close()
     text = out.getvalue()
-    assert (
-        "4/4" in text and "loss 2.0000" in text and "2.885 bpb" in text and "tok/s" in text and "ETA" in text
-    )
+    assert "4/4" in text and "loss 2.0000" in text and "2.885 bpb" in text and "tok/s" in text and "ETA" in text
 
 
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path: Path, capsys) -> None:
@@ -81,9 +74,7 @@ def test_schema(capsys) -> None:
         result = run_cli(capsys, args)
         schema = json.loads(result.out)
         assert result.code == 0
-        assert {"model", "data", "optimizer", "schedule", "trainer", "mesh", "checkpoint"} <= set(
-            schema["properties"]
-        )
+        assert {"model", "data", "optimizer", "schedule", "trainer", "mesh", "checkpoint"} <= set(schema["properties"])
 
 
 def test_resume_is_exact_and_spec_changes_are_refused(tmp_path: Path, capsys) -> None:
@@ -167,9 +158,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, capsys) -> 
 def test_bfloat16_compute(tmp_path: Path, capsys) -> None:
     f32, bf16 = tmp_path / "f32", tmp_path / "bf16"
     assert _train(capsys, tmp_path, toy_spec(f32, trainer={"steps": 3})).code == 0
-    result = _train(
-        capsys, tmp_path, toy_spec(bf16, trainer={"steps": 3}, precision={"compute_dtype": "bfloat16"})
-    )
+    result = _train(capsys, tmp_path, toy_spec(bf16, trainer={"steps": 3}, precision={"compute_dtype": "bfloat16"}))
     assert result.code == 0, result.err
     assert all(math.isfinite(x) for x in losses(bf16))
     assert losses(bf16) == pytest.approx(losses(f32), abs=0.05)
@@ -190,9 +179,7 @@ def test_plot_and_generate(tmp_path: Path, capsys) -> None:
     plotted = run_cli(capsys, ["plot", str(run_dir)])
     assert plotted.code == 0 and (run_dir / "plots" / "loss.png").stat().st_size > 1000
     assert (run_dir / "plots" / "eval.png").read_bytes()[:4] == b"\x89PNG"
-    generated = run_cli(
-        capsys, ["generate", str(run_dir), "--prompt", "def ", "-n", "12", "--temperature", "0"]
-    )
+    generated = run_cli(capsys, ["generate", str(run_dir), "--prompt", "def ", "-n", "12", "--temperature", "0"])
     assert generated.code == 0, generated.err
     assert generated.out.startswith("def ") and "(step 6 of" in generated.err
     again = run_cli(capsys, ["generate", str(run_dir), "--prompt", "def ", "-n", "12", "--temperature", "0"])

@@ -39,9 +39,7 @@ class ToyLM(nnx.Module):
     def __init__(self, config: ToyConfig, *, rngs: nnx.Rngs):
         self.config = config
         D, V = config.d_model, config.vocab_size
-        self.embed = nnx.Embed(
-            V, D, embedding_init=sharded(nnx.initializers.normal(1.0), "vocab", "embed"), rngs=rngs
-        )
+        self.embed = nnx.Embed(V, D, embedding_init=sharded(nnx.initializers.normal(1.0), "vocab", "embed"), rngs=rngs)
         self.norm = RMSNorm(D, axis="embed")
         self.conv = CausalDepthwiseConv(D, config.kernel, rngs=rngs)
         self.ffn_norm = RMSNorm(D, axis="embed")

@@ -24,9 +24,7 @@ def _tokens():
 def _memory_state(cache):
     """The MemoryState inside one block's cache (MAC keeps it in MACCache.memory)."""
     found = [
-        c
-        for c in jax.tree.leaves(cache, is_leaf=lambda c: isinstance(c, MemoryState))
-        if isinstance(c, MemoryState)
+        c for c in jax.tree.leaves(cache, is_leaf=lambda c: isinstance(c, MemoryState)) if isinstance(c, MemoryState)
     ]
     assert len(found) == 1
     return found[0]

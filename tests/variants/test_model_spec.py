@@ -23,16 +23,26 @@ def error(yaml_text: str) -> str:
     [
         ("model: {name: mac, segment: 0}", "spec.yaml:1: model.segment: must be ≥ 1, got 0"),
         ("model: {name: mag, window: 0}", "spec.yaml:1: model.window: must be ≥ 1, got 0"),
-        ("model: {name: mac, segment: 24, memory: {rule: {name: momentum_scan, chunk_size: 16}}}",
-         "spec.yaml:1: model: segment (24) must be a multiple of memory.rule.chunk_size (16)"),
-        ("model:\n  name: mac\n  d_model: 30\n  num_heads: 4\n",
-         "spec.yaml:1: model: num_heads (4) must divide d_model (30)"),
-        ("model: {name: mal, num_layers: 2, memory_layers: [0, 5]}",
-         "spec.yaml:1: model: memory_layers: layer 5 does not exist (num_layers = 2)"),
-        ("model: {name: mag, memory: {num_heads: 3}}",
-         "spec.yaml:1: model: memory.num_heads (3) must divide d_model (128) when memory.head_dim is not set"),
-        ("model:\n  name: mac\n  memory:\n    model: {name: mlp, depth: 0}\n",
-         "spec.yaml:4: model.memory.model.depth: must be ≥ 1, got 0"),
+        (
+            "model: {name: mac, segment: 24, memory: {rule: {name: momentum_scan, chunk_size: 16}}}",
+            "spec.yaml:1: model: segment (24) must be a multiple of memory.rule.chunk_size (16)",
+        ),
+        (
+            "model:\n  name: mac\n  d_model: 30\n  num_heads: 4\n",
+            "spec.yaml:1: model: num_heads (4) must divide d_model (30)",
+        ),
+        (
+            "model: {name: mal, num_layers: 2, memory_layers: [0, 5]}",
+            "spec.yaml:1: model: memory_layers: layer 5 does not exist (num_layers = 2)",
+        ),
+        (
+            "model: {name: mag, memory: {num_heads: 3}}",
+            "spec.yaml:1: model: memory.num_heads (3) must divide d_model (128) when memory.head_dim is not set",
+        ),
+        (
+            "model:\n  name: mac\n  memory:\n    model: {name: mlp, depth: 0}\n",
+            "spec.yaml:4: model.memory.model.depth: must be ≥ 1, got 0",
+        ),
         ("model: {name: mac, windw: 3}", "spec.yaml:1: model.windw: unknown key 'windw'"),
     ],
 )

@@ -183,9 +183,7 @@ class _HeadsAttention(nnx.Module):
             raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
         head_dim = d_model // num_heads
         if head_dim % 2:
-            raise ValueError(
-                f"the head width d_model // num_heads = {head_dim} must be even for rotary embeddings"
-            )
+            raise ValueError(f"the head width d_model // num_heads = {head_dim} must be even for rotary embeddings")
         if not isinstance(num_persistent, Integral) or num_persistent < 0:
             raise ValueError(f"num_persistent must be an integer ≥ 0, got {num_persistent!r}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
@@ -280,9 +278,7 @@ class SlidingWindowAttention(_HeadsAttention):
 
     def _forward(self, x_BxTxD: jax.Array, pos_BxT: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         q, k, v = self._qkv(x_BxTxD, pos_BxT)
-        o = sliding_window_attention(
-            q, k, v, window=self.window, block_size=self.block_size, **self._persistent()
-        )
+        o = sliding_window_attention(q, k, v, window=self.window, block_size=self.block_size, **self._persistent())
         return self._out(o), k, v
 
     def __call__(
@@ -347,9 +343,7 @@ class SegmentAttention(_HeadsAttention):
             return {}
         self._check_x(prefix_BxTxD, "prefix_BxTxD")
         if prefix_BxTxD.shape != x_BxTxD.shape:
-            raise ValueError(
-                f"prefix_BxTxD must have the shape of x_BxTxD {x_BxTxD.shape}, got {prefix_BxTxD.shape}"
-            )
+            raise ValueError(f"prefix_BxTxD must have the shape of x_BxTxD {x_BxTxD.shape}, got {prefix_BxTxD.shape}")
         hk, hv = self._kv(prefix_BxTxD, pos_BxT)
         return {"prefix_k_BxTxHxDh": hk, "prefix_v_BxTxHxDh": hv}
 
@@ -370,9 +364,7 @@ class SegmentAttention(_HeadsAttention):
     def init_cache(self, batch_size: int) -> SegmentCache:
         return init_segment_cache(batch_size, self.segment, self.num_heads, self.head_dim)
 
-    def prefill(
-        self, x_BxTxD: jax.Array, *, prefix_BxTxD: jax.Array | None = None
-    ) -> tuple[jax.Array, SegmentCache]:
+    def prefill(self, x_BxTxD: jax.Array, *, prefix_BxTxD: jax.Array | None = None) -> tuple[jax.Array, SegmentCache]:
         """The full pass at positions 0 … T−1 plus the cache (the tokens of the last, unfinished segment)."""
         self._check_x(x_BxTxD)
         B, T, _ = x_BxTxD.shape

@@ -48,9 +48,7 @@ def attend(q_BxNxCxHxDh: jax.Array, parts: list[Part]) -> jax.Array:
             s_BxNxCxHxL = jnp.where(m_NxCx1xL, s_BxNxCxHxL, -jnp.inf)
         logits.append(s_BxNxCxHxL)
         values.append(v32)
-    row_max = jax.lax.stop_gradient(jnp.max(jnp.stack([jnp.max(s, axis=-1) for s in logits]), axis=0))[
-        ..., None
-    ]
+    row_max = jax.lax.stop_gradient(jnp.max(jnp.stack([jnp.max(s, axis=-1) for s in logits]), axis=0))[..., None]
     num, den = 0.0, 0.0
     for s, v32 in zip(logits, values, strict=True):
         e = jnp.exp(s - row_max)
@@ -160,9 +158,7 @@ class SegmentCache(NamedTuple):
     pos: jax.Array  # int32 scalar
 
 
-def init_segment_cache(
-    batch_size: int, segment: int, num_heads: int, head_dim: int, dtype=jnp.float32
-) -> SegmentCache:
+def init_segment_cache(batch_size: int, segment: int, num_heads: int, head_dim: int, dtype=jnp.float32) -> SegmentCache:
     z = jnp.zeros((batch_size, segment, num_heads, head_dim), dtype)
     return SegmentCache(z, z, z, z, jnp.zeros((segment,), bool), jnp.zeros((), jnp.int32))
 
@@ -199,9 +195,7 @@ def segment_decode(
     if prefix_k_BxTxHxDh is not None:
         parts.append((prefix_k_BxTxHxDh, prefix_v_BxTxHxDh, m_new))
     y = attend_flat(q_BxTxHxDh, parts)
-    return y, segment_write(
-        cache, k_BxTxHxDh, v_BxTxHxDh, prefix_k_BxTxHxDh, prefix_v_BxTxHxDh, segment=segment
-    )
+    return y, segment_write(cache, k_BxTxHxDh, v_BxTxHxDh, prefix_k_BxTxHxDh, prefix_v_BxTxHxDh, segment=segment)
 
 
 def segment_write(

@@ -35,9 +35,7 @@ class VariantConfig(ComponentConfig):
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide d_model ({self.d_model})")
         if (self.d_model // self.num_heads) % 2:
-            raise ValueError(
-                f"the head width d_model // num_heads = {self.d_model // self.num_heads} must be even"
-            )
+            raise ValueError(f"the head width d_model // num_heads = {self.d_model // self.num_heads} must be even")
         chunk = getattr(self.memory.rule, "chunk_size", None)
         mac = getattr(self, "name", None) == "mac"
         if mac and isinstance(chunk, int) and chunk > 0 and self.segment % chunk:

@@ -104,9 +104,7 @@ class MemoryMixer(nnx.Module):
 class MAGMixer(nnx.Module):
     """Memory as a gate (Eq 26–28): y = SW-Attn*(x̃), o = y ⊗ M(x̃), x̃ = [p ‖ x]."""
 
-    def __init__(
-        self, d_model, num_heads, window, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs
-    ):
+    def __init__(self, d_model, num_heads, window, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs):
         self.swa = AttentionMixer(
             SlidingWindowAttention(d_model, num_heads, window, num_persistent, rngs=rngs, rope_base=rope_base)
         )
@@ -146,12 +144,8 @@ class MACMixer(nnx.Module):
     i's chunk. Segments run in sequence (``lax.scan``): the next segment's h depends on this segment's writes.
     """
 
-    def __init__(
-        self, d_model, num_heads, segment, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs
-    ):
-        self.attn = SegmentAttention(
-            d_model, num_heads, segment, num_persistent, rngs=rngs, rope_base=rope_base
-        )
+    def __init__(self, d_model, num_heads, segment, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs):
+        self.attn = SegmentAttention(d_model, num_heads, segment, num_persistent, rngs=rngs, rope_base=rope_base)
         self.memory = NeuralMemory(memory, d_model=d_model, rngs=rngs)
         self.gate = Gate(d_model)
         self.segment = segment

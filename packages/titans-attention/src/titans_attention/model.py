@@ -79,8 +79,7 @@ class TitansLM(nnx.Module):
             raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
         self.config, self.variant = config, variant
         D, V = config.d_model, config.vocab_size
-        self.embed = nnx.Embed(V, D, embedding_init=sharded(nnx.initializers.normal(1.0), "vocab", "embed"),
-                               rngs=rngs)
+        self.embed = nnx.Embed(V, D, embedding_init=sharded(nnx.initializers.normal(1.0), "vocab", "embed"), rngs=rngs)
         self.blocks = nnx.List([Block(variant, config, i, rngs=rngs) for i in range(config.num_layers)])
         self.final_norm = RMSNorm(D, axis="embed")
         self.head = None if config.tie_embeddings else linear(D, V, "embed", "vocab", rngs=rngs)

@@ -50,9 +50,7 @@ def print_user_error(exc: BaseException, *, prefix: str = "error", file: TextIO 
 def _show_warning(
     message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
 ) -> None:
-    print_user_error(
-        message if isinstance(message, Warning) else Warning(message), prefix="warning", file=file
-    )
+    print_user_error(message if isinstance(message, Warning) else Warning(message), prefix="warning", file=file)
 
 
 def run_user_command(fn: F) -> F:
@@ -175,18 +173,14 @@ def _constraints_text(field: Any) -> str:
     for item in field.metadata:
         if isinstance(item, ComponentRefMarker):
             continue
-        found = [
-            f"{label} {getattr(item, attr)}" for attr, label in _CONSTRAINTS.items() if hasattr(item, attr)
-        ]
+        found = [f"{label} {getattr(item, attr)}" for attr, label in _CONSTRAINTS.items() if hasattr(item, attr)]
         parts.extend(found or [repr(item)])
     return ", ".join(parts)
 
 
 def _default_text(field: Any) -> str:
     if field.default is not PydanticUndefined:
-        return show_value(
-            field.default.model_dump() if hasattr(field.default, "model_dump") else field.default
-        )
+        return show_value(field.default.model_dump() if hasattr(field.default, "model_dump") else field.default)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     if "default" in extra:
         return show_value(extra["default"])

@@ -93,8 +93,7 @@ def check_memory_model(model: Any) -> list[str]:
         elif model.channel_axis_ok and (not leaf.shape or leaf.shape[-1] != D):
             where = jax.tree_util.keystr(path) or "the result"
             problems.append(
-                f"channel_axis_ok is true but parameter {where} (shape {leaf.shape}) "
-                f"has no last axis of size dim={D}"
+                f"channel_axis_ok is true but parameter {where} (shape {leaf.shape}) has no last axis of size dim={D}"
             )
     if problems:
         return problems
@@ -110,9 +109,7 @@ def check_memory_model(model: Any) -> list[str]:
 
 def check_objective(objective: Any) -> list[str]:
     """``Objective``: loss(pred_TxD, v_TxD) → T; cotangent(pred_TxD, v_TxD) → T×D."""
-    problems = _missing_methods(
-        objective, {"loss": "loss(pred_TxD, v_TxD)", "cotangent": "cotangent(pred_TxD, v_TxD)"}
-    )
+    problems = _missing_methods(objective, {"loss": "loss(pred_TxD, v_TxD)", "cotangent": "cotangent(pred_TxD, v_TxD)"})
     if problems:
         return problems
     T, D = PROBE_T, PROBE_D
@@ -130,9 +127,7 @@ def check_objective(objective: Any) -> list[str]:
 
 def check_update_rule(rule: Any) -> list[str]:
     """``UpdateRule``: chunk_size, init_state → RuleState, and the call NeuralMemory makes (the protocol)."""
-    problems = _missing_methods(
-        rule, {"init_state": "init_state(params0)", "__call__": "__call__(model, state, ...)"}
-    )
+    problems = _missing_methods(rule, {"init_state": "init_state(params0)", "__call__": "__call__(model, state, ...)"})
     size = getattr(rule, "chunk_size", None)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         problems.append(f"chunk_size must be an int ≥ 1, got {size!r}")
@@ -199,9 +194,7 @@ def _state_problems(where: str, state: RuleState, params0: Any) -> list[str]:
     for field in ("start", "memory", "surprise"):
         got = jax.tree.structure(getattr(state, field))
         if got != want:
-            problems.append(
-                f"{where}: RuleState.{field} must have the structure of the parameters ({want}), got {got}"
-            )
+            problems.append(f"{where}: RuleState.{field} must have the structure of the parameters ({want}), got {got}")
     pos = state.pos
     scalar = isinstance(pos, jax.ShapeDtypeStruct) and pos.shape == ()
     if not (scalar and jnp.issubdtype(pos.dtype, jnp.integer)):

@@ -77,9 +77,7 @@ class SpecError(TitansUserError, ValueError):
         spec.yaml:9: trainer: unknown key 'stpes'; did you mean 'steps'?
     """
 
-    def __init__(
-        self, problems: str | SpecProblem | Sequence[SpecProblem], notes: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, problems: str | SpecProblem | Sequence[SpecProblem], notes: Sequence[str] = ()) -> None:
         if isinstance(problems, str):
             problems = [SpecProblem(path="", message=problems)]
         elif isinstance(problems, SpecProblem):

@@ -30,8 +30,9 @@ def linear(d_in: int, d_out: int, in_axis: str | None, out_axis: str | None, *, 
     if use_bias:
         bias_init = kw.pop("bias_init", nnx.initializers.zeros_init())
         kw["bias_init"] = sharded(bias_init, out_axis)
-    return nnx.Linear(d_in, d_out, use_bias=use_bias, kernel_init=sharded(kernel_init, in_axis, out_axis),
-                      rngs=rngs, **kw)
+    return nnx.Linear(
+        d_in, d_out, use_bias=use_bias, kernel_init=sharded(kernel_init, in_axis, out_axis), rngs=rngs, **kw
+    )
 
 
 class RMSNorm(nnx.Module):

@@ -156,8 +156,7 @@ def check_registration(kind: Any, name: Any, config_cls: Any, factory: Any) -> N
         raise InvalidRegistrationError(f"{where}: pass the plugin's own config class, not a tagged one")
     if "name" in config_cls.model_fields:
         raise InvalidRegistrationError(
-            f"{where}: {config_cls.__name__} declares the field 'name', "
-            "which is reserved for selecting components"
+            f"{where}: {config_cls.__name__} declares the field 'name', which is reserved for selecting components"
         )
     if not callable(factory):
         raise InvalidRegistrationError(f"{where}: the factory must be callable, got {factory!r}")
@@ -215,9 +214,7 @@ class Registry:
         if wanted:
             for name in sorted(registry.allow or ()):
                 if _normalize(name) not in matched:
-                    installed = (
-                        ", ".join(sorted({k[0] for k in unique} | {k[2][0] for k in unique})) or "none"
-                    )
+                    installed = ", ".join(sorted({k[0] for k in unique} | {k[2][0] for k in unique})) or "none"
                     message = f"{ENV_VAR} lists {name!r}, which matches no installed plugin"
                     message += f" (installed: {installed})"
                     registry.warnings.append(message)
@@ -330,9 +327,7 @@ class Registry:
         if not self.is_known_kind(kind):
             known = sorted(set(KINDS) | set(self.kinds()))
             suggestion = _suggest(kind, known)
-            return (
-                f"unknown component kind {kind!r}; known kinds: {', '.join(known)}.{suggestion} {PLUGIN_HINT}"
-            )
+            return f"unknown component kind {kind!r}; known kinds: {', '.join(known)}.{suggestion} {PLUGIN_HINT}"
         names = self.names(kind)
         if not names:
             return f"unknown {kind} {name!r}; no {kind} is registered. {PLUGIN_HINT}"

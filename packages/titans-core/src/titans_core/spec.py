@@ -97,9 +97,7 @@ class ComponentRefMarker:
             )
         if "name" not in value:
             known = ", ".join(registry.names(kind)) or "none registered"
-            raise _fail(
-                "component_name_missing", f"required: the {kind} to use (known: {known})", value, ("name",)
-            )
+            raise _fail("component_name_missing", f"required: the {kind} to use (known: {known})", value, ("name",))
         name = value["name"]
         if not isinstance(name, str) or name not in registry.names(kind):
             raise _fail("unknown_component", registry.unknown_message(kind, name), name, ("name",))
@@ -122,9 +120,7 @@ class ComponentRefMarker:
                 f"cannot tell which {self.kind} a {cls.__name__} selects ({why}); "
                 "give {name: ..., ...options} or use titans_core.spec.make_config",
             )
-        return (
-            get_registry().config_class(self.kind, users[0]).model_validate({**dict(value), "name": users[0]})
-        )
+        return get_registry().config_class(self.kind, users[0]).model_validate({**dict(value), "name": users[0]})
 
     def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
         generator = getattr(handler, "generate_json_schema", None)  # defines shared $defs when available
@@ -226,9 +222,7 @@ def _set_path(data: dict[str, Any], path: Path, value: Any) -> None:
             if not isinstance(node, list):
                 raise ValueError(f"{dotted(path[:depth]) or 'the spec'} is {show(node)}, not a list")
             if not 0 <= segment < len(node):
-                raise ValueError(
-                    f"{dotted(path[: depth + 1])}: index out of range (the list has {len(node)} items)"
-                )
+                raise ValueError(f"{dotted(path[: depth + 1])}: index out of range (the list has {len(node)} items)")
         elif not isinstance(node, dict):
             raise ValueError(f"{dotted(path[:depth])} is {show(node)}, not a mapping")
         elif not last and node.get(segment) is None:
@@ -239,9 +233,7 @@ def _set_path(data: dict[str, Any], path: Path, value: Any) -> None:
             node = node[segment]
 
 
-def _apply_overrides(
-    data: Mapping[str, Any], overrides: Sequence[str]
-) -> tuple[dict[str, Any], dict[Path, str]]:
+def _apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> tuple[dict[str, Any], dict[Path, str]]:
     result = copy.deepcopy(dict(data))
     applied: dict[Path, str] = {}
     problems: list[SpecProblem] = []
@@ -314,9 +306,7 @@ def parse_spec(
     applied: dict[Path, str] = {}
     if overrides:
         if not isinstance(data, Mapping):
-            raise SpecError(
-                SpecProblem("", f"expected a mapping, got {show(data)}", filename, 1 if doc else None)
-            )
+            raise SpecError(SpecProblem("", f"expected a mapping, got {show(data)}", filename, 1 if doc else None))
         data, applied = _apply_overrides(data, overrides)
     try:
         return model_cls.model_validate(data)

@@ -62,8 +62,7 @@ class _Budget:
             raise ConstructorError(
                 None,
                 None,
-                f"more than {MAX_NODES:,} values once aliases are expanded (an alias bomb?); "
-                "a spec is far smaller",
+                f"more than {MAX_NODES:,} values once aliases are expanded (an alias bomb?); a spec is far smaller",
                 node.start_mark,
             )
 

@@ -52,8 +52,7 @@ class ChunkTrace(NamedTuple):
 def _head_norms(tree: Any) -> jax.Array:
     """Global ℓ2 norm per batch element and head of a tree with leaves B×H×… → B×H (float32)."""
     sq = sum(
-        jnp.sum(jnp.square(x.astype(jnp.float32)).reshape(x.shape[:2] + (-1,)), axis=-1)
-        for x in jax.tree.leaves(tree)
+        jnp.sum(jnp.square(x.astype(jnp.float32)).reshape(x.shape[:2] + (-1,)), axis=-1) for x in jax.tree.leaves(tree)
     )
     return jnp.sqrt(sq)
 
@@ -64,9 +63,7 @@ def trace_chunks(memory: NeuralMemory, x_BxTxD: jax.Array, state: MemoryState | 
     B, T, _ = x_BxTxD.shape
     if T == 0:
         raise ValueError("memory diagnostics need at least one token")
-    aligned = (
-        state is None
-    )  # memory(x) promises a chunk boundary for a fresh memory; a given state may be mid-chunk
+    aligned = state is None  # memory(x) promises a chunk boundary for a fresh memory; a given state may be mid-chunk
     if state is None:
         state = memory.init_state(B)
     HD = memory.num_heads * memory.head_dim
@@ -88,9 +85,7 @@ def trace_chunks(memory: NeuralMemory, x_BxTxD: jax.Array, state: MemoryState | 
     def piece(rule_state, inp):
         y, new = run(rule_state, *inp)
         new = jax.tree.map(lambda n, o: n.astype(o.dtype), new, rule_state)  # a stable scan carry
-        update = jax.tree.map(
-            lambda n, o: n.astype(jnp.float32) - o.astype(jnp.float32), new.memory, rule_state.memory
-        )
+        update = jax.tree.map(lambda n, o: n.astype(jnp.float32) - o.astype(jnp.float32), new.memory, rule_state.memory)
         return new, (y, _head_norms(update), _head_norms(new.surprise))
 
     b = memory.update_rule.chunk_size
@@ -99,9 +94,7 @@ def trace_chunks(memory: NeuralMemory, x_BxTxD: jax.Array, state: MemoryState | 
     rule_state, ys, updates, surprises = state.rule, [], [], []
     if n_full:
         whole = jax.tree.map(
-            lambda a: jnp.moveaxis(
-                a[:, :, : n_full * b].reshape(a.shape[:2] + (n_full, b) + a.shape[3:]), 2, 0
-            ),
+            lambda a: jnp.moveaxis(a[:, :, : n_full * b].reshape(a.shape[:2] + (n_full, b) + a.shape[3:]), 2, 0),
             xs,
         )
         rule_state, (y, u, s) = jax.lax.scan(piece, rule_state, whole)

@@ -113,8 +113,7 @@ class NeuralMemory(nnx.Module):
         self.objective = _component("objective", objective, cfg.objective)
         if cfg.alpha_per_channel and not self.memory_model.channel_axis_ok:
             raise ValueError(
-                "alpha_per_channel needs a memory model whose parameters are per output channel "
-                "(e.g. mlp with depth 1)"
+                "alpha_per_channel needs a memory model whose parameters are per output channel (e.g. mlp with depth 1)"
             )
         HD = H * Dh
         # Logical sharding axes (titans_core.layers.LOGICAL_AXES): projections split over "heads" (H·Dh); the
@@ -124,8 +123,16 @@ class NeuralMemory(nnx.Module):
         self.conv_kv = CausalDepthwiseConv(2 * HD, cfg.conv_kernel, rngs=rngs) if cfg.conv_kernel else None
         small = nnx.initializers.normal(0.02)
         C = Dh if cfg.alpha_per_channel else 1
-        gate = lambda n, init: linear(d_model, n, "embed", None, rngs=rngs, use_bias=True,  # noqa: E731
-                                      kernel_init=small, bias_init=nnx.initializers.constant(_logit(init)))
+        gate = lambda n, init: linear(
+            d_model,
+            n,
+            "embed",
+            None,
+            rngs=rngs,
+            use_bias=True,  # noqa: E731
+            kernel_init=small,
+            bias_init=nnx.initializers.constant(_logit(init)),
+        )
         self.gate_theta = gate(H, cfg.init_lr / cfg.max_lr)
         self.gate_eta = gate(H, cfg.init_momentum)
         self.gate_alpha = gate(H * C, cfg.init_forget)
@@ -150,8 +157,11 @@ class NeuralMemory(nnx.Module):
         rule = self.update_rule.init_state(p0)._replace(pos=jnp.zeros((), jnp.int32))
         conv = {}
         if self.conv_q is not None:
-            conv = {"q": self.conv_q.init_cache(batch_size), "kv": self.conv_kv.init_cache(batch_size),
-                    "read_q": self.conv_q.init_cache(batch_size)}
+            conv = {
+                "q": self.conv_q.init_cache(batch_size),
+                "kv": self.conv_kv.init_cache(batch_size),
+                "read_q": self.conv_q.init_cache(batch_size),
+            }
         return MemoryState(rule, conv)
 
     # -- projections ---------------------------------------------------------------------------------------------
@@ -211,8 +221,11 @@ class NeuralMemory(nnx.Module):
             self.memory_model, st, q, k, v, g, aligned=aligned, objective=self.objective
         )
         axes = _rule_axes(state.rule)
-        run = jax.vmap(jax.vmap(rule, in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes)),
-                       in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes))
+        run = jax.vmap(
+            jax.vmap(rule, in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes)),
+            in_axes=(axes, 0, 0, 0, 0),
+            out_axes=(0, axes),
+        )
         y, rule_state = run(state.rule, q, k, v, gates)
         return self._read_out(x_BxTxD, y), MemoryState(rule_state, conv)
 

@@ -45,8 +45,8 @@ class MLPMemory:
     """
 
     def __init__(self, config: MLPMemoryConfig | None = None, **overrides):
-        self.config = (config or MLPMemoryConfig()).model_copy(update=overrides) if overrides else (
-            config or MLPMemoryConfig()
+        self.config = (
+            (config or MLPMemoryConfig()).model_copy(update=overrides) if overrides else (config or MLPMemoryConfig())
         )
         self.channel_axis_ok = self.config.depth == 1
 
@@ -133,8 +133,9 @@ class MLPMemory:
                 normed, rstd = norm
                 ln_grad = cot_TxD * normed
                 dn = cot_TxD * params["ln_gain"].astype(dtype)
-                delta = rstd * (dn - jnp.mean(dn, -1, keepdims=True)
-                                - normed * jnp.mean(dn * normed, -1, keepdims=True))
+                delta = rstd * (
+                    dn - jnp.mean(dn, -1, keepdims=True) - normed * jnp.mean(dn * normed, -1, keepdims=True)
+                )
             for i in reversed(range(cfg.depth)):  # δ per layer, shared by every weighting
                 deltas[i] = delta
                 if i:
@@ -151,8 +152,12 @@ class MLPMemory:
             if w_TxC.shape[-1] != 1 and self.config.depth != 1:
                 raise ValueError("per-channel weights need a depth-1 memory")
             # Σ_t w_t h_tᵀ δ_t: the weights go on the T×in input (or on δ when they are per output channel)
-            g = {f"w{i}": (w_TxC * inputs[i]).T @ deltas[i] if w_TxC.shape[-1] == 1
-                 else inputs[i].T @ (w_TxC * deltas[i]) for i in deltas}
+            g = {
+                f"w{i}": (w_TxC * inputs[i]).T @ deltas[i]
+                if w_TxC.shape[-1] == 1
+                else inputs[i].T @ (w_TxC * deltas[i])
+                for i in deltas
+            }
             if ln_grad is not None:
                 g["ln_gain"] = w_TxC[:, 0] @ ln_grad
             out.append({name: x.astype(params[name].dtype) for name, x in g.items()})
@@ -205,8 +210,11 @@ class MLPMemory:
                 h = z if i == cfg.depth - 1 else act(z)
             if ln_grad is None:
                 return sums, h
-            gain_TxD = (keep * memory["ln_gain"].astype(dtype) + s_to_M * surprise["ln_gain"].astype(dtype)
-                        + m[..., 0] @ ln_grad)
+            gain_TxD = (
+                keep * memory["ln_gain"].astype(dtype)
+                + s_to_M * surprise["ln_gain"].astype(dtype)
+                + m[..., 0] @ ln_grad
+            )
             mu = jnp.mean(h, axis=-1, keepdims=True)
             var = jnp.mean(jnp.square(h - mu), axis=-1, keepdims=True)
             return sums, q_TxD + gain_TxD * ((h - mu) * jax.lax.rsqrt(var + 1e-5))

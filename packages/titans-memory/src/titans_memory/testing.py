@@ -46,9 +46,7 @@ def random_problem(seed: int, T: int, D: int, model: MemoryModel, C: int = 1):
     return p0, q, k, v, gates
 
 
-def check_objective(
-    objective: Objective, *, T: int = 7, D: int = 5, seed: int = 0, scale: float = 1.0
-) -> None:
+def check_objective(objective: Objective, *, T: int = 7, D: int = 5, seed: int = 0, scale: float = 1.0) -> None:
     """``cotangent`` equals the gradient of Σ_t ``loss`` (float64), and so does its own derivative (the outer
     loop of training differentiates through the cotangent). ``scale`` sets the size of the residuals."""
     with jax.enable_x64(True):

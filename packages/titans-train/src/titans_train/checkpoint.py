@@ -114,21 +114,13 @@ class Checkpoints:
             complete = set(self.manager.all_steps())
             failed = [(s, n) for s, n in self._pending if s not in complete]
             step, nbytes = failed[0] if failed else (None, None)
-            if (
-                jax.process_index() == 0
-            ):  # free the space the failed write took (orbax would on the next start)
+            if jax.process_index() == 0:  # free the space the failed write took (orbax would on the next start)
                 for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
                     shutil.rmtree(tmp, ignore_errors=True)
             kept = sorted(complete)
-            last = (
-                f"the last good checkpoint, step {kept[-1]}, is intact" if kept else "no checkpoint was kept"
-            )
+            last = f"the last good checkpoint, step {kept[-1]}, is intact" if kept else "no checkpoint was kept"
             what = f"checkpoint {step}" if step is not None else "a checkpoint"
-            need = (
-                f"; it needs about {human(nbytes)}, {human(free_bytes(self.directory))} free"
-                if nbytes
-                else ""
-            )
+            need = f"; it needs about {human(nbytes)}, {human(free_bytes(self.directory))} free" if nbytes else ""
             raise CheckpointError(
                 f"cannot write {what} in {self.directory}: {REASONS[code]}{need}; {last} "
                 "(free some space and run the same command again to continue from it)"
@@ -167,9 +159,7 @@ class Checkpoints:
             multihost_utils.sync_global_devices(f"titans-quarantine-{step}")
         self.manager.reload()
 
-    def restore_latest(
-        self, abstract_state: Any, *, quarantine: bool = True
-    ) -> tuple[int, Any, dict[str, Any]] | None:
+    def restore_latest(self, abstract_state: Any, *, quarantine: bool = True) -> tuple[int, Any, dict[str, Any]] | None:
         """(step, state, data state) of the newest checkpoint that restores; None if there is none.
 
         Unreadable checkpoints are skipped with a warning (and moved aside when ``quarantine``);
@@ -191,7 +181,5 @@ class Checkpoints:
                 continue
             return step, state, data
         if steps:
-            raise CheckpointError(
-                f"no usable checkpoint in {self.directory} (all {len(steps)} are unreadable)"
-            )
+            raise CheckpointError(f"no usable checkpoint in {self.directory} (all {len(steps)} are unreadable)")
         return None

@@ -124,15 +124,11 @@ def plot_command(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help=
 @run_user_command
 def generate_command(
     run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
-    prompt: Annotated[
-        str | None, typer.Option("--prompt", "-p", help="Prompt text (byte-level runs).")
-    ] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Prompt text (byte-level runs).")] = None,
     prompt_ids: Annotated[
         str | None, typer.Option("--prompt-ids", help="Prompt as token ids, e.g. '17 4 99' (any run).")
     ] = None,
-    max_new_tokens: Annotated[
-        int, typer.Option("--max-new-tokens", "-n", min=1, help="Tokens to generate.")
-    ] = 200,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1, help="Tokens to generate.")] = 200,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0: greedy).")] = 0.8,
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Sample from the k likeliest.")] = 40,
     top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus mass.")] = None,
@@ -149,9 +145,7 @@ def generate_command(
         try:
             ids = [int(x) for x in prompt_ids.replace(",", " ").split()]
         except ValueError:
-            raise typer.BadParameter(
-                f"not a list of integers: {prompt_ids!r}", param_hint="--prompt-ids"
-            ) from None
+            raise typer.BadParameter(f"not a list of integers: {prompt_ids!r}", param_hint="--prompt-ids") from None
     tokens = gen.encode_prompt(prompt, ids, byte_level=byte_level, vocab_size=spec.vocab_size)
     if top_k is not None:
         top_k = min(top_k, spec.vocab_size)

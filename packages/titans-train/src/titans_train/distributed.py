@@ -62,20 +62,14 @@ def resolve(spec: DistributedSpec) -> tuple[DistributedSetup, list[Problem]]:
         else _env_int(ENV_NUM_PROCESSES, problems, "distributed.num_processes")
     )
     pid = (
-        spec.process_id
-        if spec.process_id is not None
-        else _env_int(ENV_PROCESS_ID, problems, "distributed.process_id")
+        spec.process_id if spec.process_id is not None else _env_int(ENV_PROCESS_ID, problems, "distributed.process_id")
     )
     setup = DistributedSetup(address, count, pid, spec.auto, spec.timeout_s)
     if address is not None and not spec.auto:
         if count is None:
-            problems.append(
-                ("distributed.num_processes", f"required with a coordinator (or set {ENV_NUM_PROCESSES})")
-            )
+            problems.append(("distributed.num_processes", f"required with a coordinator (or set {ENV_NUM_PROCESSES})"))
         if pid is None:
-            problems.append(
-                ("distributed.process_id", f"required with a coordinator (or set {ENV_PROCESS_ID})")
-            )
+            problems.append(("distributed.process_id", f"required with a coordinator (or set {ENV_PROCESS_ID})"))
         if count is not None and pid is not None and not 0 <= pid < count:
             problems.append(("distributed.process_id", f"must be in 0 … {count - 1}, got {pid}"))
     return setup, problems

@@ -35,9 +35,7 @@ def encode_prompt(prompt: str | None, prompt_ids: list[int] | None, *, byte_leve
     if prompt is None or prompt == "":
         raise TitansUserError("the prompt is empty: give --prompt TEXT (or --prompt-ids for token ids)")
     if not byte_level:
-        raise TitansUserError(
-            "this run's data is not byte-level: give the prompt as token ids (--prompt-ids)"
-        )
+        raise TitansUserError("this run's data is not byte-level: give the prompt as token ids (--prompt-ids)")
     # surrogateescape: bytes of argv that are not UTF-8 arrive as lone surrogates; they are those bytes again
     return np.frombuffer(prompt.encode("utf-8", errors="surrogateescape"), dtype=np.uint8).astype(np.int32)
 

@@ -33,9 +33,7 @@ LOCK_FILE = ".lock"
 def _unwritable(path: Path, exc: OSError) -> RunDirError:
     reason = exc.strerror or str(exc)
     where = exc.filename or path
-    return RunDirError(
-        f"output.dir {path}: cannot write there ({where}: {reason}); choose another output.dir"
-    )
+    return RunDirError(f"output.dir {path}: cannot write there ({where}: {reason}); choose another output.dir")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -44,9 +44,7 @@ def to_floats(stats: dict[str, dict[str, Any]]) -> MemoryStats:
     rank = {key: i for i, key in enumerate(DIAGNOSTIC_KEYS)}
     by_number = lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]  # noqa: E731
     return {
-        layer: {
-            k: float(stats[layer][k]) for k in sorted(stats[layer], key=lambda k: (rank.get(k, len(rank)), k))
-        }
+        layer: {k: float(stats[layer][k]) for k in sorted(stats[layer], key=lambda k: (rank.get(k, len(rank)), k))}
         for layer in sorted(stats, key=by_number)
     }
 

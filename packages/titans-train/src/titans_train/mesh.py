@@ -44,9 +44,7 @@ def resolve_shape(spec: MeshSpec, device_count: int) -> tuple[tuple[int, int, in
     ]
     auto = [a for a, s in sizes.items() if s == -1]
     if len(auto) > 1:
-        problems.append(
-            (f"mesh.{auto[1]}", f"only one mesh axis can be -1 (got -1 for {' and '.join(auto)})")
-        )
+        problems.append((f"mesh.{auto[1]}", f"only one mesh axis can be -1 (got -1 for {' and '.join(auto)})"))
     if problems:
         return None, problems
     fixed = int(np.prod([s for s in sizes.values() if s != -1]))
@@ -57,8 +55,7 @@ def resolve_shape(spec: MeshSpec, device_count: int) -> tuple[tuple[int, int, in
             return None, [
                 (
                     f"mesh.{culprit}",
-                    f"{sizes_text} = {fixed} does not divide the {device_count} devices "
-                    f"(mesh.{auto[0]} is -1)",
+                    f"{sizes_text} = {fixed} does not divide the {device_count} devices (mesh.{auto[0]} is -1)",
                 )
             ]
         sizes[auto[0]] = device_count // fixed
@@ -154,9 +151,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def opt_state_shardings(
-    tx: optax.GradientTransformation, abstract_opt: Any, param_shardings: Any, mesh: Mesh
-):
+def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt: Any, param_shardings: Any, mesh: Mesh):
     """Shardings of the optimizer state: parameter-shaped leaves like their parameter, the rest replicated."""
     return optax.tree_map_params(
         tx,

@@ -132,9 +132,7 @@ def _select_devices(spec: TrainSpec) -> tuple[list[Any], list[tuple[str, str]]]:
     return devices[:wanted], []
 
 
-def make_plan(
-    spec: TrainSpec, locator: SpecLocator, *, load_data: bool = True, multi_process: bool = True
-) -> Plan:
+def make_plan(spec: TrainSpec, locator: SpecLocator, *, load_data: bool = True, multi_process: bool = True) -> Plan:
     """Resolve the spec against this machine (devices, model shapes, data); raises on any problem.
 
     ``multi_process``: start ``jax.distributed`` when the spec or the environment asks for it.
@@ -163,8 +161,7 @@ def make_plan(
         problems.append(
             (
                 f"mesh.rules.{name}",
-                f"no parameter has the logical axis {name!r} "
-                f"(the model uses: {', '.join(sorted(used)) or 'none'})",
+                f"no parameter has the logical axis {name!r} (the model uses: {', '.join(sorted(used)) or 'none'})",
             )
         )
     t = spec.trainer

@@ -19,11 +19,7 @@ from titans_train.rundir import METRICS_FILE, read_metrics
 
 def _series(records: list[dict], kind: str, key: str) -> tuple[list[int], list[float]]:
     points = sorted(
-        {
-            int(r["step"]): float(r[key])
-            for r in records
-            if r.get("kind") == kind and key in r and "step" in r
-        }.items()
+        {int(r["step"]): float(r[key]) for r in records if r.get("kind") == kind and key in r and "step" in r}.items()
     )
     return [p[0] for p in points], [p[1] for p in points]
 

@@ -37,9 +37,7 @@ def memory_series(records: list[dict[str, Any]]) -> dict[str, dict[str, tuple[li
     return {layer: out[layer] for layer in sorted(out, key=order)}
 
 
-def _band(
-    ax: Any, series: dict[str, tuple[list[int], list[float]]], name: str, label: str, color: str
-) -> None:
+def _band(ax: Any, series: dict[str, tuple[list[int], list[float]]], name: str, label: str, color: str) -> None:
     if f"{name}_mean" not in series:
         return
     steps, mean = series[f"{name}_mean"]

@@ -67,9 +67,7 @@ class TrainProgress:
                 console=self.console,
                 transient=False,
             )
-            self._task = self._bar.add_task(
-                "train", total=total, completed=start, loss="-", bits="-", tps="-"
-            )
+            self._task = self._bar.add_task("train", total=total, completed=start, loss="-", bits="-", tps="-")
             self._bar.start()
 
     def tokens_per_second(self) -> float:
@@ -95,8 +93,7 @@ class TrainProgress:
             remaining = (self.total - step) * self.tokens_per_step / tps if tps else float("nan")
             eta = f"{remaining:.0f}s" if math.isfinite(remaining) else "?"
             self.console.print(
-                f"step {step}/{self.total}  loss {loss:.4f}  {bits(loss):.3f} {self.unit}  "
-                f"{tps:,.0f} tok/s  ETA {eta}",
+                f"step {step}/{self.total}  loss {loss:.4f}  {bits(loss):.3f} {self.unit}  {tps:,.0f} tok/s  ETA {eta}",
                 soft_wrap=True,
             )
         return tps

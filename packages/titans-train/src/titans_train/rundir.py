@@ -98,9 +98,7 @@ def inspect_run_dir(run_dir: Path, spec: TrainSpec) -> bool:
         raise RunDirError(f"{spec_file}: unreadable ({exc}); choose another output.dir") from None
     differences = spec_differences(_with_defaults(saved), yaml.safe_load(dump_spec(spec)))
     if differences:
-        shown = "; ".join(differences[:5]) + (
-            f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
-        )
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
         raise RunDirError(
             f"output.dir {run_dir} holds a run with a different spec ({shown}); "
             "choose another output.dir, or delete that directory to start over"

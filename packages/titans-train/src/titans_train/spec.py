@@ -43,15 +43,11 @@ class DataSpec(SpecModel):
     """Where the tokens come from and how they are cut into training windows."""
 
     source: ComponentRef("data_source") = component_field("data_source", "python_stdlib")
-    seq_len: int = Field(
-        128, ge=1, description="tokens the model sees per window (a window holds seq_len + 1)"
-    )
+    seq_len: int = Field(128, ge=1, description="tokens the model sees per window (a window holds seq_len + 1)")
     val_fraction: float = Field(
         0.05, ge=0, lt=1, description="tail fraction of the token stream held out for evaluation (0: none)"
     )
-    shuffle: bool = Field(
-        True, description="shuffle training windows from trainer.seed (each epoch differently)"
-    )
+    shuffle: bool = Field(True, description="shuffle training windows from trainer.seed (each epoch differently)")
 
 
 class OptimizerSpec(SpecModel):
@@ -66,9 +62,7 @@ class OptimizerSpec(SpecModel):
         default_factory=lambda: ["norm", "^gate_", "_gate$"],
         description="regexes: a parameter with a path segment matching one is not decayed (nor if ndim < 2)",
     )
-    clip_norm: float | None = Field(
-        1.0, gt=0, description="clip gradients to this global norm (null: no clipping)"
-    )
+    clip_norm: float | None = Field(1.0, gt=0, description="clip gradients to this global norm (null: no clipping)")
 
 
 class ScheduleSpec(SpecModel):
@@ -90,13 +84,10 @@ class TrainerSpec(SpecModel):
     seed: int = Field(0, ge=0, lt=2**32, description="seed of the initialisation and of the data order")
     log_every: int = Field(10, ge=1, description="steps between progress lines when stdout is not a terminal")
     eval_every: int | None = Field(200, ge=1, description="steps between evaluations (null: only at the end)")
-    eval_batches: int = Field(
-        8, ge=1, description="validation batches per evaluation (fewer if the split is small)"
-    )
+    eval_batches: int = Field(8, ge=1, description="validation batches per evaluation (fewer if the split is small)")
     diagnostics_every: int | Literal["log_every"] | None = Field(
         "log_every",
-        description="steps between memory diagnostics in metrics.jsonl (log_every: as trainer.log_every; "
-        "null: off)",
+        description="steps between memory diagnostics in metrics.jsonl (log_every: as trainer.log_every; null: off)",
     )
 
     @field_validator("diagnostics_every", mode="before")
@@ -122,9 +113,7 @@ class PrecisionSpec(SpecModel):
 class MeshSpec(SpecModel):
     """The device mesh (axes data, fsdp, tensor) and how parameter axes map onto it."""
 
-    data: int = Field(
-        -1, ge=-1, description="data-parallel size (-1: all devices not used by fsdp and tensor)"
-    )
+    data: int = Field(-1, ge=-1, description="data-parallel size (-1: all devices not used by fsdp and tensor)")
     fsdp: int = Field(1, ge=-1, description="fully-sharded data-parallel size (params sharded, batch split)")
     tensor: int = Field(1, ge=-1, description="tensor-parallel size (heads / mlp / vocab sharded)")
     num_devices: int | None = Field(
@@ -156,9 +145,7 @@ class CheckpointSpec(SpecModel):
 
     every: int = Field(500, ge=1, description="save every N steps (and always at the end)")
     keep: int = Field(3, ge=1, description="keep the K most recent checkpoints")
-    asynchronous: bool = Field(
-        True, description="write checkpoints in the background while training continues"
-    )
+    asynchronous: bool = Field(True, description="write checkpoints in the background while training continues")
 
 
 class OutputSpec(SpecModel):

@@ -68,9 +68,7 @@ def check_static(spec: TrainSpec) -> list[Problem]:
     problems: list[Problem] = []
     t = spec.trainer
     if t.batch_size % t.grad_accum:
-        problems.append(
-            ("trainer.grad_accum", f"{t.grad_accum} does not divide trainer.batch_size = {t.batch_size}")
-        )
+        problems.append(("trainer.grad_accum", f"{t.grad_accum} does not divide trainer.batch_size = {t.batch_size}"))
     for i, pattern in enumerate(spec.optimizer.no_decay):
         try:
             re.compile(pattern)
@@ -85,14 +83,10 @@ def check_static(spec: TrainSpec) -> list[Problem]:
             )
         )
     if d.coordinator_address is not None and not re.fullmatch(r"\[?[^\s\]]+\]?:\d+", d.coordinator_address):
-        problems.append(
-            ("distributed.coordinator_address", f"expected HOST:PORT, got {d.coordinator_address!r}")
-        )
+        problems.append(("distributed.coordinator_address", f"expected HOST:PORT, got {d.coordinator_address!r}"))
     top_k_set = "top_k" in spec.sample.model_fields_set  # the default (40) is clamped to the vocabulary
     if top_k_set and spec.sample.top_k is not None and spec.sample.top_k > spec.vocab_size:
-        problems.append(
-            ("sample.top_k", f"must be ≤ model.vocab_size = {spec.vocab_size}, got {spec.sample.top_k}")
-        )
+        problems.append(("sample.top_k", f"must be ≤ model.vocab_size = {spec.vocab_size}, got {spec.sample.top_k}"))
     return problems
 
 

@@ -61,8 +61,7 @@ class TrainResult:
 def _evaluate(plan: Plan, steps: Steps, state: Any, batches: list[np.ndarray]) -> dict[str, float]:
     """Mean loss and accuracy (argmax = target on the scored positions) over the validation batches."""
     results = [
-        jax.device_get(steps.evaluate(state, global_batch(b, plan.batch_sharding, plan.batch_shape)))
-        for b in batches
+        jax.device_get(steps.evaluate(state, global_batch(b, plan.batch_sharding, plan.batch_shape))) for b in batches
     ]
     return {key: float(np.mean([r[key] for r in results])) for key in ("loss", "accuracy")}
 
@@ -158,9 +157,7 @@ class Trainer:
                 "time": time.time(),
             }
         )
-        progress.message(
-            f"eval step {self.step}: loss {loss:.4f}, {bits(loss):.3f} {self.unit}, accuracy {acc:.3f}"
-        )
+        progress.message(f"eval step {self.step}: loss {loss:.4f}, {bits(loss):.3f} {self.unit}, accuracy {acc:.3f}")
         return loss
 
     def run(self) -> TrainResult:
@@ -192,11 +189,7 @@ class Trainer:
                 if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
                     self.checkpoints.wait()
                     kept = self.checkpoints.steps()
-                    last = (
-                        f"the last good checkpoint is step {kept[-1]}"
-                        if kept
-                        else "no checkpoint was written"
-                    )
+                    last = f"the last good checkpoint is step {kept[-1]}" if kept else "no checkpoint was written"
                     raise DivergedError(
                         f"training diverged at step {self.step}: loss {values['loss']}, gradient norm "
                         f"{values['grad_norm']} (not finite); stopped, {last} "

@@ -155,8 +155,16 @@ class MomentumScanRule(RuleBase):
         return y_bxD, new_memory, new_surprise
 
     def __call__(
-        self, model: MemoryModel, state: RuleState, q_TxD, k_TxD, v_TxD, gates: Gates, *,
-        aligned: bool = False, objective: Objective | None = None,
+        self,
+        model: MemoryModel,
+        state: RuleState,
+        q_TxD,
+        k_TxD,
+        v_TxD,
+        gates: Gates,
+        *,
+        aligned: bool = False,
+        objective: Objective | None = None,
     ) -> tuple[jax.Array, RuleState]:
         """``aligned=True`` promises state.pos == 0 (a chunk boundary): the chunk boundaries are known at trace
         time. ``objective``: the inner loss whose cotangent drives the update (default ℓ2, Eq 12)."""

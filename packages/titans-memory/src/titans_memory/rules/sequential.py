@@ -34,8 +34,16 @@ class SequentialRule(RuleBase):
     """
 
     def __call__(
-        self, model: MemoryModel, state: RuleState, q_TxD, k_TxD, v_TxD, gates: Gates, *,
-        aligned: bool = False, objective: Objective | None = None,
+        self,
+        model: MemoryModel,
+        state: RuleState,
+        q_TxD,
+        k_TxD,
+        v_TxD,
+        gates: Gates,
+        *,
+        aligned: bool = False,
+        objective: Objective | None = None,
     ) -> tuple[jax.Array, RuleState]:
         del aligned  # any position works token by token
         b = self.chunk_size

@@ -67,9 +67,7 @@ def expand_paths(patterns: list[str], *, suffixes: tuple[str, ...] = ()) -> list
             if not path.exists():
                 raise DataError(f"data: {pattern}: no such file or directory")
             if path.is_dir():
-                files = sorted(
-                    p for p in path.rglob("*") if p.is_file() and (not suffixes or p.suffix in suffixes)
-                )
+                files = sorted(p for p in path.rglob("*") if p.is_file() and (not suffixes or p.suffix in suffixes))
                 if not files:
                     kinds = f" ({', '.join(suffixes)})" if suffixes else ""
                     raise DataError(f"data: {pattern}: the directory holds no files{kinds}")
@@ -130,9 +128,7 @@ def read_token_file(path: Path, dtype: str) -> np.ndarray:
         except (ValueError, OSError) as exc:
             raise DataError(f"data: {path}: not a readable .npy array ({exc})") from None
         if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-            raise DataError(
-                f"data: {path}: expected a 1-D integer array, got {array.dtype} of shape {array.shape}"
-            )
+            raise DataError(f"data: {path}: expected a 1-D integer array, got {array.dtype} of shape {array.shape}")
         if array.size == 0:
             raise DataError(f"data: {path}: empty array")
         return array

@@ -79,11 +79,7 @@ def split_corpus(corpus: Corpus, *, seq_len: int, val_fraction: float, vocab_siz
     where = corpus.single_file or corpus.description
     for name, part in (("training", tokens), ("validation", val)):
         if part is not None and part.size < window:
-            held = (
-                f" (with val_fraction {val_fraction})"
-                if corpus.val_tokens is None and val_fraction > 0
-                else ""
-            )
+            held = f" (with val_fraction {val_fraction})" if corpus.val_tokens is None and val_fraction > 0 else ""
             raise DataError(
                 f"data: {where}: corpus too short: its {name} split has {part.size:,} tokens{held}, "
                 f"but one window needs data.seq_len + 1 = {window:,}"
@@ -158,18 +154,12 @@ class _LocalRows:
 class TrainBatches:
     """The infinite, checkpointable stream of training batches of this process (a grain dataset iterator)."""
 
-    def __init__(
-        self, data: np.ndarray | Rows, seq_len: int, layout: BatchLayout, *, seed: int, shuffle: bool
-    ):
+    def __init__(self, data: np.ndarray | Rows, seq_len: int, layout: BatchLayout, *, seed: int, shuffle: bool):
         windows = as_rows(data, seq_len)
         dataset = grain.MapDataset.range(len(windows))
         if shuffle:
             dataset = dataset.shuffle(seed=seed)
-        dataset = (
-            dataset.repeat(None)
-            .batch(layout.batch_size, drop_remainder=True)
-            .map(_LocalRows(windows, layout))
-        )
+        dataset = dataset.repeat(None).batch(layout.batch_size, drop_remainder=True).map(_LocalRows(windows, layout))
         options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
         self.windows = windows
         self._iterator = iter(dataset.to_iter_dataset(options))
@@ -189,9 +179,7 @@ class TrainBatches:
         self._iterator.set_state(dict(state))
 
 
-def eval_batches(
-    data: np.ndarray | Rows, seq_len: int, layout: BatchLayout, max_batches: int
-) -> list[np.ndarray]:
+def eval_batches(data: np.ndarray | Rows, seq_len: int, layout: BatchLayout, max_batches: int) -> list[np.ndarray]:
     """This process's fixed validation batches: up to ``max_batches`` global batches of rows in order."""
     windows = as_rows(data, seq_len)
     count = max(1, min(max_batches, len(windows) // layout.batch_size))

@@ -43,9 +43,7 @@ class TextSourceConfig(ComponentConfig):
     suffixes: list[str] = Field(
         default_factory=list, description="keep only these suffixes inside directories/globs, e.g. ['.txt']"
     )
-    on_invalid_utf8: InvalidUtf8 = Field(
-        "error", description="non-UTF-8 or binary file: error, replace or skip"
-    )
+    on_invalid_utf8: InvalidUtf8 = Field("error", description="non-UTF-8 or binary file: error, replace or skip")
     separator: str = Field("", description="text inserted between files")
 
 
@@ -117,9 +115,7 @@ class TokensSourceConfig(ComponentConfig):
     """Pre-tokenised ids (nanoGPT layout): a .bin/.npy file, or a directory with train.bin [+ val.bin]."""
 
     path: str = Field(min_length=1, description="a .bin or .npy file, or a directory holding train.bin/.npy")
-    val_path: str | None = Field(
-        None, description="a separate validation file (default: val.bin in the directory)"
-    )
+    val_path: str | None = Field(None, description="a separate validation file (default: val.bin in the directory)")
     dtype: Literal["uint16", "uint32"] = Field("uint16", description="item type of .bin files")
     byte_level: bool = Field(False, description="the ids are UTF-8 bytes (bits per byte, text prompts)")
 
@@ -151,9 +147,7 @@ class TokensSource:
             raise DataError(f"data: {path}: no such file or directory")
         tokens = read_token_file(path, cfg.dtype)
         val = read_token_file(val_path, cfg.dtype) if val_path is not None else None
-        description = f"tokens: {path} ({tokens.size:,} ids" + (
-            f", validation {val_path})" if val_path else ")"
-        )
+        description = f"tokens: {path} ({tokens.size:,} ids" + (f", validation {val_path})" if val_path else ")")
         return Corpus(tokens, cfg.byte_level, description, val_tokens=val, single_file=str(path))
 
 
@@ -163,9 +157,7 @@ class PythonStdlibConfig(ComponentConfig):
 
     max_bytes: int | None = Field(None, ge=1, description="cap on the bytes used (a prefix in path order)")
     include_tests: bool = Field(False, description="include the test suites (test/, tests/, idle_test/)")
-    on_invalid_utf8: InvalidUtf8 = Field(
-        "skip", description="a file that is not UTF-8: error, replace or skip"
-    )
+    on_invalid_utf8: InvalidUtf8 = Field("skip", description="a file that is not UTF-8: error, replace or skip")
 
 
 _EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__"}

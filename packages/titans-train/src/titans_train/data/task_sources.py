@@ -40,9 +40,7 @@ class TaskConfig(ComponentConfig):
 class MqarSourceConfig(TaskConfig):
     """Multi-query associative recall (Zoology): key-value pairs, then queries; targets after queries only."""
 
-    vocab_size: int = Field(
-        256, ge=4, description="token ids 0..vocab_size−1 (keys: first half, values: second)"
-    )
+    vocab_size: int = Field(256, ge=4, description="token ids 0..vocab_size−1 (keys: first half, values: second)")
     num_kv_pairs: int = Field(8, ge=1, description="key-value pairs per example (= queries per example)")
     power_a: float = Field(0.01, gt=0, description="power-law exponent of the query gaps (1: uniform)")
     random_non_queries: bool = Field(True, description="filler positions hold random tokens (else 0)")

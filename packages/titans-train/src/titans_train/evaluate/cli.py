@@ -55,10 +55,7 @@ def labels_for(run_dirs: Sequence[Path], variants: Sequence[str]) -> list[str]:
     """The variant name of each run; with the directory name (or path) when several runs share a variant."""
     pairs = list(zip(run_dirs, variants, strict=True))
     labels = [v if variants.count(v) == 1 else f"{v} ({d.name})" for d, v in pairs]
-    return [
-        label if labels.count(label) == 1 else f"{v} ({d})"
-        for label, (d, v) in zip(labels, pairs, strict=True)
-    ]
+    return [label if labels.count(label) == 1 else f"{v} ({d})" for label, (d, v) in zip(labels, pairs, strict=True)]
 
 
 def check_writable(path: Path | None, flag: str) -> None:
@@ -79,14 +76,10 @@ def check_writable(path: Path | None, flag: str) -> None:
 @app.command()
 @run_user_command
 def main_command(
-    run_dirs: Annotated[
-        list[Path], typer.Argument(metavar="RUN_DIR...", help="Run directories of titans-train.")
-    ],
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run directories of titans-train.")],
     task: Annotated[
         list[str] | None,
-        typer.Option(
-            "--task", "-t", help="lm, niah or mqar (repeatable; default: the run's own task, else lm)."
-        ),
+        typer.Option("--task", "-t", help="lm, niah or mqar (repeatable; default: the run's own task, else lm)."),
     ] = None,
     contexts: Annotated[
         str | None,
@@ -104,17 +97,13 @@ def main_command(
     kv_pairs: Annotated[
         int | None, typer.Option(min=1, help="MQAR key-value pairs (default: the run's, else 8).")
     ] = None,
-    mqar_vocab: Annotated[
-        int | None, typer.Option(min=4, help="MQAR vocabulary (default: the run's).")
-    ] = None,
+    mqar_vocab: Annotated[int | None, typer.Option(min=4, help="MQAR vocabulary (default: the run's).")] = None,
     value_kind: Annotated[str | None, typer.Option(help="S-NIAH value: number or uuid.")] = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Result JSON (default: RUN_DIR/eval.json for one run)."),
     ] = None,
-    plot: Annotated[
-        Path | None, typer.Option(help="Also write a PNG: accuracy versus context length.")
-    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also write a PNG: accuracy versus context length.")] = None,
 ) -> None:
     """Evaluate RUN_DIR(s) and print a table; write the result JSON (and a PNG with --plot)."""
     unknown = [t for t in task or [] if t not in TASKS]

@@ -83,8 +83,7 @@ def memory_lines(document: dict[str, Any]) -> list[str]:
         first = next((r for r in run["results"] if r.get("memory")), None)
         if first is not None:
             lines.append(
-                f"memory of {run['label']} ({first['task']} @{first['context']}): "
-                f"{summary_line(first['memory'])}"
+                f"memory of {run['label']} ({first['task']} @{first['context']}): {summary_line(first['memory'])}"
             )
     return lines
 
@@ -118,14 +117,9 @@ def plot_results(document: dict[str, Any], path: Path) -> Path:
             else:
                 ys = [100 * r["accuracy"] for _, r in points]
             ax.plot(xs, ys, marker="o", label=run["label"])
-        contexts = sorted(
-            {r["context"] for run in document["runs"] for r in run["results"] if r["task"] == task}
-        )
+        contexts = sorted({r["context"] for run in document["runs"] for r in run["results"] if r["task"] == task})
         chances = {
-            r["chance"]
-            for run in document["runs"]
-            for r in run["results"]
-            if r["task"] == task and "chance" in r
+            r["chance"] for run in document["runs"] for r in run["results"] if r["task"] == task and "chance" in r
         }
         if len(chances) == 1 and 100 * min(chances) >= 0.5:  # a visible chance level (MQAR); S-NIAH's is ~0
             ax.axhline(100 * min(chances), color="grey", linestyle="--", linewidth=1, label="chance")

@@ -84,9 +84,7 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
         short = [c for c in contexts if c < shortest]
         if short:
             flag = "--contexts" if options.contexts else f"{where}: data.seq_len (the default context)"
-            raise TitansUserError(
-                f"{flag}: S-NIAH needs contexts of at least {shortest} bytes, got {short[0]}"
-            )
+            raise TitansUserError(f"{flag}: S-NIAH needs contexts of at least {shortest} bytes, got {short[0]}")
     if "mqar" in tasks:
         own = source_name == "mqar"
         plan.mqar = {
@@ -98,8 +96,7 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
         }
         if plan.mqar["vocab_size"] > spec.vocab_size:
             raise TitansUserError(
-                f"--mqar-vocab {plan.mqar['vocab_size']} is larger than the model's vocabulary "
-                f"({spec.vocab_size})"
+                f"--mqar-vocab {plan.mqar['vocab_size']} is larger than the model's vocabulary ({spec.vocab_size})"
             )
         for context in contexts:
             try:
@@ -176,14 +173,10 @@ def evaluate(plan: RunPlan, options: EvalOptions, progress: Any = None) -> dict[
                 )
             elif task == "niah":
                 results.append(
-                    niah_eval(
-                        predictor, context, n=options.examples, seed=options.seed, value_kind=plan.value_kind
-                    )
+                    niah_eval(predictor, context, n=options.examples, seed=options.seed, value_kind=plan.value_kind)
                 )
             else:
-                results.append(
-                    mqar_eval(predictor, context, n=options.examples, seed=options.seed, **plan.mqar)
-                )
+                results.append(mqar_eval(predictor, context, n=options.examples, seed=options.seed, **plan.mqar))
             stats = memory(task, context)
             if stats is not None:
                 results[-1]["memory"] = stats

@@ -102,9 +102,7 @@ def heldout_lm(
     ``max_tokens`` predictions, at least one window)."""
     all_windows = Windows(tokens, context)
     if len(all_windows) < 1:
-        raise ValueError(
-            f"the held-out stream ({tokens.size} tokens) is shorter than one window of {context + 1}"
-        )
+        raise ValueError(f"the held-out stream ({tokens.size} tokens) is shorter than one window of {context + 1}")
     windows = all_windows.gather(np.arange(min(len(all_windows), max(1, max_tokens // context))))
     ce = predictor.cross_entropy(windows[:, :-1], windows[:, 1:])
     loss = float(ce.mean())
@@ -179,9 +177,7 @@ def score_niah_examples(predictor: Predictor, examples: Sequence[NiahExample]) -
         "n": len(hits),
         "chance": niah_chance_level(examples[0].value_kind),
         "by_depth": _by_depth(examples, hits),
-        "samples": [
-            {"answer": e.answer, "generated": t} for e, t in zip(examples[:3], texts[:3], strict=True)
-        ],
+        "samples": [{"answer": e.answer, "generated": t} for e, t in zip(examples[:3], texts[:3], strict=True)],
     }
 
 
@@ -211,9 +207,7 @@ def mqar_eval_examples(
     return mqar_batch(rng, n, vocab_size, context, num_kv_pairs, power_a, random_non_queries, delay)
 
 
-def niah_eval(
-    predictor: Predictor, context: int, *, n: int, seed: int, value_kind: str = "number"
-) -> dict[str, Any]:
+def niah_eval(predictor: Predictor, context: int, *, n: int, seed: int, value_kind: str = "number") -> dict[str, Any]:
     """S-NIAH at one context length (bytes): ``n`` examples over the 40 depths, from ``seed``."""
     examples = niah_eval_examples(seed, context, n, value_kind)
     return {
@@ -250,9 +244,7 @@ def mqar_eval(
     delay: int = 0,
 ) -> dict[str, Any]:
     """MQAR at sequence length ``context``: ``n`` examples from ``seed`` (a stream no training set uses)."""
-    inputs, labels = mqar_eval_examples(
-        seed, context, n, vocab_size, num_kv_pairs, power_a, random_non_queries, delay
-    )
+    inputs, labels = mqar_eval_examples(seed, context, n, vocab_size, num_kv_pairs, power_a, random_non_queries, delay)
     return {
         "task": "mqar",
         "context": context,

@@ -226,9 +226,7 @@ def niah_dataset(seed: int, n: int, context_length: int, value_kind: str = "numb
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     rng = np.random.default_rng(seed)
-    return [
-        make_niah_example(rng, context_length, value_kind, depth_index=i * NUM_DEPTHS // n) for i in range(n)
-    ]
+    return [make_niah_example(rng, context_length, value_kind, depth_index=i * NUM_DEPTHS // n) for i in range(n)]
 
 
 def score_niah(generated: str, answer: str) -> bool:
@@ -294,8 +292,7 @@ def niah_training_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(tokens uint8 [n, context_length], loss_mask bool [n, context_length])`` of :func:`niah_dataset`."""
     pairs = [
-        encode_niah_example(ex, context_length, pad_id)
-        for ex in niah_dataset(seed, n, context_length, value_kind)
+        encode_niah_example(ex, context_length, pad_id) for ex in niah_dataset(seed, n, context_length, value_kind)
     ]
     tokens = np.stack([t for t, _ in pairs]) if pairs else np.zeros((0, context_length), np.uint8)
     mask = np.stack([m for _, m in pairs]) if pairs else np.zeros((0, context_length), bool)
