@@ -101,10 +101,17 @@ def check_memory_model(model: Any) -> list[str]:
         out = jax.eval_shape(model.apply, params, _abstract((T, D)))
     except Exception as exc:
         return [f"apply(params, x_TxD) raised {_short(exc)}"]
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != (T, D):
-        got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+    got = _wrong_shape(out, (T, D))
+    if got is not None:
         problems.append(f"apply(params, x_TxD) must return a T×dim array ({T}, {D}), got {got}")
     return problems
+
+
+def _wrong_shape(out: Any, want: tuple[int, ...]) -> Any:
+    """None when ``out`` (from jax.eval_shape) is an array of shape ``want``; else what it is instead."""
+    if isinstance(out, jax.ShapeDtypeStruct):
+        return None if out.shape == want else out.shape
+    return type(out).__name__
 
 
 def check_objective(objective: Any) -> list[str]:
@@ -119,8 +126,8 @@ def check_objective(objective: Any) -> list[str]:
         except Exception as exc:
             problems.append(f"{method}(pred_TxD, v_TxD) raised {_short(exc)}")
             continue
-        if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != want:
-            got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        got = _wrong_shape(out, want)
+        if got is not None:
             problems.append(f"{method}(pred_TxD, v_TxD) must return shape {want}, got {got}")
     return problems
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import pydantic
 import yaml
 from titans_core import dump_spec
 
@@ -71,7 +72,7 @@ def _with_defaults(saved: Any) -> dict[str, Any]:
         return {}
     try:
         return yaml.safe_load(dump_spec(TrainSpec.model_validate(saved)))
-    except Exception:  # noqa: BLE001 — any validation failure: compare the raw dict (the differences show why)
+    except (pydantic.ValidationError, ValueError):  # compare the raw dict: the differences show why
         return saved
 
 
