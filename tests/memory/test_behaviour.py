@@ -46,7 +46,7 @@ def test_retrieval_reads_what_was_written():
     model = MLPMemory(MLPMemoryConfig(depth=1))
     k, v = pairs(2, 1, D)
     p0 = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0), D))
-    rule = MomentumScanRule(chunk_size=1)
+    rule = MomentumScanRule(chunk_size=1, read="chunk")
     # θ = 0.5, ‖k‖ = 1 and ∇ = 2kᵀ(kW − v): one step from W = 0 gives exactly k W = v.
     y, _ = rule(
         model,
@@ -58,6 +58,18 @@ def test_retrieval_reads_what_was_written():
     )
     assert float(jnp.max(jnp.abs(y[0]))) == 0.0  # read before write: token 0 sees the empty memory
     assert jnp.allclose(y[1], v[0], atol=1e-5)  # token 1 reads what token 0 wrote
+
+
+def test_default_read_is_token_and_sees_its_own_write():
+    """The default ``read`` is ``token`` (Eq 15 as y_t = M*_t(q_t)): token 0 already reads its own write."""
+    D = 8
+    model = MLPMemory(MLPMemoryConfig(depth=1))
+    k, v = pairs(2, 1, D)
+    p0 = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0), D))
+    rule = MomentumScanRule(chunk_size=4)
+    assert rule.config.read == "token"
+    y, _ = rule(model, rule.init_state(p0), k, k, v, const_gates(1, 0.5, 0.0, 0.0))
+    assert jnp.allclose(y[0], v[0], atol=1e-5)
 
 
 def test_a_memory_that_never_updates_is_caught():

@@ -68,9 +68,12 @@ def _head_norm(tree):
     )
 
 
-@pytest.mark.parametrize("rule", [MomentumScanRule(chunk_size=CHUNK), SequentialRule(chunk_size=CHUNK)])
+@pytest.mark.parametrize(
+    "rule", [MomentumScanRule(chunk_size=CHUNK, read="chunk"), SequentialRule(chunk_size=CHUNK, read="chunk")]
+)
 def test_norms_equal_explicit_calls_chunk_by_chunk(rule):
-    """Two whole chunks and a tail of one token: three explicit module calls with the carried state."""
+    """Two whole chunks and a tail of one token: three explicit module calls with the carried state. With
+    ``read: chunk`` the reads are explicit too: every token of a chunk reads its start weights."""
     m, x = make(rule), inputs(2 * CHUNK + 1)
     state, starts, updates, surprises = m.init_state(B), [], [], []
     for lo, hi in ((0, CHUNK), (CHUNK, 2 * CHUNK), (2 * CHUNK, 2 * CHUNK + 1)):

@@ -36,7 +36,7 @@ def test_scan_equals_sequential_outputs_state_and_gradients(chunk, depth):
     T = 37 if chunk < 64 else 70  # never a multiple of the chunk
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(chunk * 10 + depth, T, 6, depth)
-        cfg = UpdateRuleConfig(chunk_size=chunk)
+        cfg = UpdateRuleConfig(chunk_size=chunk, read="chunk")
         seq, par = SequentialRule(cfg), MomentumScanRule(cfg)
         y_s, s_s = run(seq, model, p0, q, k, v, gates)
         for aligned in (True, False):
@@ -67,7 +67,7 @@ def test_scan_equals_sequential_property(chunk, T, depth, split_frac, per_channe
     D = 4
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(seed, T, D, depth, C=D if per_channel else 1)
-        cfg = UpdateRuleConfig(chunk_size=chunk, max_grad_norm=clip)
+        cfg = UpdateRuleConfig(chunk_size=chunk, max_grad_norm=clip, read="chunk")
         seq, par = SequentialRule(cfg), MomentumScanRule(cfg)
         y_s, s_s = run(seq, model, p0, q, k, v, gates)
         a = int(split_frac * T)
@@ -81,8 +81,8 @@ def test_surprise_clamp_changes_the_update():
     """The clamp is real: with a tiny max norm the final memory differs from the unclamped one."""
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(3, 12, 4, 2)
-        _, free = run(MomentumScanRule(chunk_size=4), model, p0, q, k, v, gates)
-        _, clamped = run(MomentumScanRule(chunk_size=4, max_grad_norm=1e-3), model, p0, q, k, v, gates)
+        _, free = run(MomentumScanRule(chunk_size=4, read="chunk"), model, p0, q, k, v, gates)
+        _, clamped = run(MomentumScanRule(chunk_size=4, max_grad_norm=1e-3, read="chunk"), model, p0, q, k, v, gates)
         assert max_rel_err(free.memory, clamped.memory) > 1e-3
         # each step's momentary surprise is ≤ θ · 1e-3, so S stays tiny
         s_norm = jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(clamped.surprise)))
@@ -92,7 +92,7 @@ def test_surprise_clamp_changes_the_update():
 def test_split_state_equals_one_call_sequential():
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(5, 21, 4, 2)
-        rule = SequentialRule(chunk_size=4)
+        rule = SequentialRule(chunk_size=4, read="chunk")
         y, s = run(rule, model, p0, q, k, v, gates)
         y1, mid = run(rule, model, p0, q[:7], k[:7], v[:7], slice_gates(gates, 0, 7))
         y2, s2 = cont(rule, model, mid, q[7:], k[7:], v[7:], slice_gates(gates, 7, 21))

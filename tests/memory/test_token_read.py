@@ -178,9 +178,9 @@ def test_chunk_one_token_read_is_chunk_read_shifted_by_one_token(depth):
         pad = lambda x: jnp.concatenate([x, x[-1:]])  # noqa: E731  (the extra token's write is never read)
         q_late = jnp.concatenate([q[:1], q])  # position t + 1 reads q_t
         late = (q_late, pad(k), pad(v), Gates(*map(pad, gates)))
-        y_chk, _ = run(MomentumScanRule(chunk_size=1), model, p0, *late)
+        y_chk, _ = run(MomentumScanRule(chunk_size=1, read="chunk"), model, p0, *late)
         assert max_rel_err(y_tok, y_chk[1:]) < TOL
-        y_plain, s_chk = run(MomentumScanRule(chunk_size=1), model, p0, q, k, v, gates)
+        y_plain, s_chk = run(MomentumScanRule(chunk_size=1, read="chunk"), model, p0, q, k, v, gates)
         assert max_rel_err(tuple(s_tok), tuple(s_chk)) == 0.0  # same writes
         assert max_rel_err(y_tok, y_plain) > 1e-3  # but not the same reads
 
@@ -195,7 +195,7 @@ def test_token_read_sees_its_own_write():
     for rule in (MomentumScanRule(chunk_size=4, read="token"), SequentialRule(chunk_size=4, read="token")):
         y, _ = rule(model, rule.init_state(p0), k, k, v, gates)
         assert jnp.allclose(y[0], v[0], atol=1e-5)
-    y_chunk, _ = MomentumScanRule(chunk_size=4)(model, MomentumScanRule().init_state(p0), k, k, v, gates)
+    y_chunk, _ = MomentumScanRule(chunk_size=4, read="chunk")(model, MomentumScanRule().init_state(p0), k, k, v, gates)
     assert float(jnp.max(jnp.abs(y_chunk))) == 0.0  # read: chunk sees the empty memory
 
 
@@ -265,5 +265,5 @@ def test_swiglu_plugin_memory_token_read_equals_sequential():
         model = SwiGLUMemory(SwiGLUMemoryConfig(expansion=1.5, out_init_scale=1.0))
         p0 = jax.tree.map(lambda x: x.astype(jnp.float64), model.init(jax.random.key(4), D))
         y = assert_rules_agree(model, p0, q, k, v, gates, chunk=4)
-        y_chunk, _ = run(MomentumScanRule(chunk_size=4), model, p0, q, k, v, gates)
+        y_chunk, _ = run(MomentumScanRule(chunk_size=4, read="chunk"), model, p0, q, k, v, gates)
         assert max_rel_err(y, y_chunk) > 1e-3  # the token read is not the chunk read

@@ -44,7 +44,7 @@ def test_module_token_read_rules_agree_in_float32(depth, per_channel):
     y_p, st_p = call(par, x)
     assert max_rel_err(y_s, y_p) < 1e-5
     assert max_rel_err(st_s.rule, st_p.rule) < 1e-5
-    y_chunk, _ = call(make(MomentumScanRule(chunk_size=4), depth=depth, alpha_per_channel=per_channel), x)
+    y_chunk, _ = call(make(MomentumScanRule(chunk_size=4, read="chunk"), depth=depth, alpha_per_channel=per_channel), x)
     assert max_rel_err(y_p, y_chunk) > 1e-3  # the option changes the read
 
 

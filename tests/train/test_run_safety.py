@@ -171,7 +171,8 @@ def test_signal_finishes_the_step_saves_and_exits_130(tmp_path: Path, capsys, mo
 
 
 def test_a_run_saved_before_new_options_existed_still_resumes(tmp_path: Path) -> None:
-    """Options added since a run was saved take their defaults when the saved spec is compared."""
+    """Options added since a run was saved take their defaults when the saved spec is compared, except those whose
+    default changed since (``PAST_DEFAULTS``): they take the value the run used."""
     import yaml
     from titans_core import dump_spec
     from titans_train.errors import RunDirError
@@ -179,12 +180,37 @@ def test_a_run_saved_before_new_options_existed_still_resumes(tmp_path: Path) ->
     from titans_train.spec_check import load_train_spec
 
     spec = load_train_spec(Path(__file__).resolve().parents[2] / "specs" / "quickstart.yaml")[0]
+    assert spec.model.memory.rule.read == "token"  # today's default
     saved = yaml.safe_load(dump_spec(spec))
     del saved["model"]["memory"]["objective"]  # not in the schema when the run was saved
-    del saved["model"]["memory"]["rule"]["read"]
+    del saved["model"]["memory"]["rule"]["read"]  # nor this: such a run read with `chunk`
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
-    assert inspect_run_dir(tmp_path, spec) is True
-    wider = spec.model.model_copy(update={"d_model": spec.model.d_model * 2})
-    changed = spec.model_copy(update={"model": wider})
+    with pytest.raises(RunDirError, match=r"model.memory.rule.read: 'chunk' → 'token'"):
+        inspect_run_dir(tmp_path, spec)
+    rule = spec.model.memory.rule.model_copy(update={"read": "chunk"})
+    as_run = spec.model_copy(
+        update={"model": spec.model.model_copy(update={"memory": spec.model.memory.model_copy(update={"rule": rule})})}
+    )
+    assert inspect_run_dir(tmp_path, as_run) is True
+    wider = as_run.model.model_copy(update={"d_model": spec.model.d_model * 2})
+    changed = as_run.model_copy(update={"model": wider})
     with pytest.raises(RunDirError, match="model.d_model"):
         inspect_run_dir(tmp_path, changed)
+
+
+def test_upgrade_saved_spec_fills_only_what_is_missing() -> None:
+    """A saved spec without ``rule.read`` gets the value its run used; one that has it, or has no memory, is kept."""
+    from titans_train.generate import _upgraded
+    from titans_train.rundir import upgrade_saved_spec
+
+    old = {"model": {"name": "mac", "memory": {"rule": {"name": "momentum_scan"}}}}
+    assert upgrade_saved_spec(old)["model"]["memory"]["rule"]["read"] == "chunk"
+    assert "read" not in old["model"]["memory"]["rule"]  # a copy, the input is untouched
+    new = {"model": {"memory": {"rule": {"name": "momentum_scan", "read": "token"}}}}
+    assert upgrade_saved_spec(new) == new
+    assert upgrade_saved_spec({"model": {"name": "swa"}}) == {"model": {"name": "swa"}}
+    assert upgrade_saved_spec(["not", "a", "spec"]) == ["not", "a", "spec"]
+    text = "model:\n  memory:\n    rule: {name: momentum_scan}\n"
+    assert "read: chunk" in _upgraded(text)
+    assert _upgraded("model: {name: swa}\n") == "model: {name: swa}\n"  # unchanged text when nothing is missing
+    assert _upgraded("model: [unclosed\n") == "model: [unclosed\n"  # parse_spec reports a broken file

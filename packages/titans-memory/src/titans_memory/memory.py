@@ -17,9 +17,10 @@ adds C per-token steps, and momentum η ≈ 0.9 multiplies them by up to 1/(1 �
 is up to ~100·θ at C = 16. With max_lr 0.05 the outer gradients of MAC and LMM exploded (norms 1e4–1e5) at 512-token
 sequences and clipping stalled training; 0.01 kept them below 1 (see the README's results).
 
-Causality (read-before-write): tokens of chunk c read the memory as it stood after chunk c−1, never after their own or
-later tokens; with chunk size 1 token t reads M_{t−1}. With the rule option ``read: token`` token t reads
-M_t, the memory after its own write (rules/token_read.py): still causal, M_t depends on tokens ≤ t only.
+Causality: with the rule option ``read: token`` (the default) token t reads M_t, the memory after its own write
+(rules/token_read.py), which depends on tokens ≤ t only. With ``read: chunk`` (read-before-write) tokens of chunk c
+read the memory as it stood after chunk c−1, never after their own or later tokens; with chunk size 1 token t
+reads M_{t−1}.
 """
 
 from __future__ import annotations

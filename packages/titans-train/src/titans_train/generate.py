@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from flax import nnx
 from titans_core import TitansUserError, parse_spec
 
 from titans_train.checkpoint import Checkpoints
 from titans_train.errors import CheckpointError
 from titans_train.plan import make_plan
-from titans_train.rundir import SPEC_FILE, read_facts
+from titans_train.rundir import SPEC_FILE, read_facts, upgrade_saved_spec
 from titans_train.spec import DistributedSpec, MeshSpec, TrainSpec
 from titans_train.spec_check import SpecLocator
 
@@ -72,13 +73,24 @@ def sample(
     return np.asarray(out)[0]
 
 
+def _upgraded(text: str) -> str:
+    """The saved spec's text with the options a run of an older version used but did not write (see
+    ``rundir.PAST_DEFAULTS``); unchanged when nothing is missing (or it does not parse: ``parse_spec`` says why)."""
+    try:
+        saved = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    upgraded = upgrade_saved_spec(saved)
+    return text if upgraded == saved else yaml.safe_dump(upgraded, sort_keys=False, allow_unicode=True)
+
+
 def load_run_model(run_dir: Path) -> tuple[Any, TrainSpec, int, bool]:
     """(model, spec, step, byte_level) from the latest usable checkpoint of ``run_dir`` (on one device)."""
     run_dir = Path(run_dir)
     spec_file = run_dir / SPEC_FILE
     if not spec_file.exists():
         raise CheckpointError(f"{run_dir} is not a titans-train run directory (no {SPEC_FILE})")
-    text = spec_file.read_text(encoding="utf-8")
+    text = _upgraded(spec_file.read_text(encoding="utf-8"))
     spec = parse_spec(text, TrainSpec, filename=str(spec_file))
     spec = spec.model_copy(update={"mesh": MeshSpec(data=1, num_devices=1), "distributed": DistributedSpec()})
     plan = make_plan(spec, SpecLocator(str(spec_file), text), load_data=False, multi_process=False)

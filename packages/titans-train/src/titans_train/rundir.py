@@ -18,6 +18,7 @@ a kill at any point leaves either the old or the new file.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterator
@@ -64,14 +65,36 @@ def spec_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     return lines
 
 
+# Options whose default changed after runs could be saved without them, with the value such a run used. A saved
+# spec is dumped resolved, so an absent key means the option did not exist yet: it must not take today's default.
+PAST_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("model", "memory", "rule", "read"): "chunk",  # `read` arrived with default chunk; the default became token
+}
+
+
+def upgrade_saved_spec(saved: Any) -> Any:
+    """A copy of a run's saved spec (a parsed ``spec.yaml``) with every option of ``PAST_DEFAULTS`` that it lacks
+    set to the value the run used, so an old run is neither resumed nor evaluated under a newer default."""
+    if not isinstance(saved, dict):
+        return saved
+    out = copy.deepcopy(saved)
+    for path, value in PAST_DEFAULTS.items():
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] not in node:
+            node[path[-1]] = value
+    return out
+
+
 def _with_defaults(saved: Any) -> dict[str, Any]:
     """The saved spec as the current schema dumps it: options added since the run was saved take their
-    defaults, so a run directory from an older version still resumes (a default is what the run used).
-    A saved spec the current schema rejects is compared as written."""
+    defaults (or, for those in ``PAST_DEFAULTS``, the value the run used), so a run directory from an older
+    version still resumes. A saved spec the current schema rejects is compared as written."""
     if not isinstance(saved, dict):
         return {}
     try:
-        return yaml.safe_load(dump_spec(TrainSpec.model_validate(saved)))
+        return yaml.safe_load(dump_spec(TrainSpec.model_validate(upgrade_saved_spec(saved))))
     except (pydantic.ValidationError, ValueError):  # compare the raw dict: the differences show why
         return saved
 

@@ -41,11 +41,14 @@ class UpdateRuleConfig(ComponentConfig):
     max_grad_norm: float | None = Field(
         None, gt=0, description="clamp on the momentary surprise: each token's ∇ℓ is rescaled to at most this norm"
     )
+    # The default is `token`, chosen from measurements (benchmarks/results/recall/sweep_read.md): on Zoology MQAR
+    # (LMM, 600 steps) 81.3% with `token` against 21.5% with `chunk`, at 0.83x the tokens/s
+    # (benchmarks/results/read_token_throughput.json). It is also Eq 15 read literally: y_t = M*_t(q_t).
     read: Literal["chunk", "token"] = Field(
-        "chunk",
-        description="chunk: token t reads M_{t'}, the chunk-start weights (read-before-write); token: it "
-        "reads M_t, the weights after its own write (TTT's dual form); gradients are taken at M_{t'} either "
-        "way (Eq 16)",
+        "token",
+        description="token: token t reads M_t, the weights after its own write (TTT's dual form); chunk: it "
+        "reads M_{t'}, the chunk-start weights (read-before-write, faster); gradients are taken at M_{t'} "
+        "either way (Eq 16)",
     )
 
 

@@ -1,7 +1,7 @@
 """``read: token`` — every token reads the memory after its own write (TTT's dual form, arXiv 2407.04620).
 
-With ``read: chunk`` (the default) token t of a chunk reads M_{t'}, the chunk-start weights
-(read-before-write). With ``read: token`` it reads M_t, the weights after its own write, y_t = M_t(q_t)
+With ``read: chunk`` token t of a chunk reads M_{t'}, the chunk-start weights (read-before-write).
+With ``read: token`` (the default) it reads M_t, the weights after its own write, y_t = M_t(q_t)
 (Eq 15 with the M of Eq 14), while every gradient inside the chunk is still taken at M_{t'} (Eq 16): the
 update is the same, only the read moves.
 
