@@ -141,7 +141,8 @@ class MACMixer(nnx.Module):
 
     Causality: h_j is derived from token j, so token i may attend to h_j only for j ≤ i (the attention's prefix mask);
     the write/read of Eq 24–25 is the memory's (``read: token``: M*_t(y_i) reflects y_j for j ≤ i only;
-    ``read: chunk``: only the chunks before i's). Segments run in sequence (``lax.scan``): the next segment's h depends on this segment's writes.
+    ``read: chunk``: only the chunks before i's). Segments run in sequence (``lax.scan``): the next segment's h
+    depends on this segment's writes.
     """
 
     def __init__(self, d_model, num_heads, segment, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs):
