@@ -1,9 +1,9 @@
 """titans-memory: the Titans neural long-term memory (arXiv 2501.00663 §3) for Flax NNX.
 
 Public API: ``NeuralMemory`` / ``NeuralMemoryConfig`` (the module), ``MemoryState``; memory models
-(``MLPMemory``); update rules (``SequentialRule`` — the reference — and ``MomentumScanRule`` — chunked and
-parallel — and ``FusedRule`` — the same as one Pallas kernel), their state (``RuleState``, ``init_rule_state``) and gates (``Gates``) — defined in
-titans_core.protocols; objectives (the inner loss: ``L2Objective``, ``HuberObjective``, ``LpObjective``,
+(``MLPMemory``); update rules (``SequentialRule`` — the reference —, ``MomentumScanRule`` — chunked and
+parallel — and ``FusedRule`` — the same as one Pallas kernel), their state (``RuleState``,
+``init_rule_state``) and gates (``Gates``) — defined in titans_core.protocols; objectives (the inner loss: ``L2Objective``, ``HuberObjective``, ``LpObjective``,
 ``DotObjective``); ``memory_diagnostics``: gate, update, surprise and read statistics.
 """
 

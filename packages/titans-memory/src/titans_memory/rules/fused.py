@@ -70,11 +70,12 @@ class FusedRule(RuleBase):
     def __init__(self, config: FusedConfig | None = None, **overrides):
         cfg = config or FusedConfig()
         cfg = cfg.model_copy(update=overrides) if overrides else cfg
+        shared = {field: getattr(cfg, field) for field in UpdateRuleConfig.model_fields if field != "name"}
         if not isinstance(cfg, FusedConfig):
-            cfg = FusedConfig(**cfg.model_dump(exclude={"name"}))
-        FusedConfig.model_validate(cfg.model_dump())  # re-check after overrides (model_copy does not validate)
+            cfg = FusedConfig(**shared)
+        cfg._chunk_read_only()  # re-check after overrides (model_copy does not validate)
         super().__init__(cfg)
-        self._reference = MomentumScanRule(UpdateRuleConfig(**cfg.model_dump(include=set(UpdateRuleConfig.model_fields))))
+        self._reference = MomentumScanRule(UpdateRuleConfig(**shared))
 
     def check_model(self, model: MemoryModel, objective: Objective | None = None) -> None:
         """Build-time check (NeuralMemory calls it): raise :class:`FusedUnsupportedError` for a model the kernel
