@@ -3,7 +3,8 @@
 Public API: ``NeuralMemory`` / ``NeuralMemoryConfig`` (the module), ``MemoryState``; memory models
 (``MLPMemory``); update rules (``SequentialRule`` — the reference —, ``MomentumScanRule`` — chunked and
 parallel — and ``FusedRule`` — the same as one Pallas kernel), their state (``RuleState``,
-``init_rule_state``) and gates (``Gates``) — defined in titans_core.protocols; objectives (the inner loss: ``L2Objective``, ``HuberObjective``, ``LpObjective``,
+``init_rule_state``) and gates (``Gates``) — defined in titans_core.protocols; objectives (the inner loss:
+``L2Objective``, ``HuberObjective``, ``LpObjective``,
 ``DotObjective``); ``memory_diagnostics``: gate, update, surprise and read statistics.
 """
 
