@@ -141,6 +141,7 @@ def test_fused_float32_and_bf16_inputs():
     assert max_rel_err(tuple(s_s)[:3], tuple(s_b)[:3]) < 5e-2  # and stays near the float32 reference
 
 
+@SLOW
 def test_fused_trains_a_variant_with_the_reference_gradients():
     """LMM with the fused rule: the outer gradients equal momentum_scan's (float32, ≤ 1e-4 for a whole model), and
     two optimiser steps lower the loss."""
@@ -182,3 +183,13 @@ def test_fused_refuses_unsupported_models_and_options():
         FusedRule(read="token")
     rule = get_registry().build(make_config("update_rule", "fused", chunk_size=4))  # passes the contract check
     assert isinstance(rule, FusedRule) and rule.chunk_size == 4
+
+
+def test_fused_kernel_lowers_for_gpu_through_triton():
+    """The compiled path (``interpret: false``) passes Pallas' Triton lowering for CUDA, checked here without a GPU:
+    batched over heads (the grid), a length that is not a whole number of chunks, per-channel α and the clamp."""
+    model, p0, q, k, v, gates = random_problem(0, 40, 16, 1, C=16, dtype=jnp.float32)
+    rule = FusedRule(chunk_size=16, interpret=False, max_grad_norm=1.0)
+    heads = jax.vmap(lambda p0, *a: rule(model, rule.init_state(p0), *a), in_axes=(None, 0, 0, 0, None))
+    lowered = jax.jit(heads).trace(p0, q[None], k[None], v[None], gates).lower(lowering_platforms=("cuda",))
+    assert "triton" in lowered.as_text().lower()

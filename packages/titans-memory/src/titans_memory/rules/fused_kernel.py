@@ -25,6 +25,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
 
 
 def _dot_tn(a_bxD: jax.Array, b_bxE: jax.Array) -> jax.Array:
@@ -87,6 +88,10 @@ def matrix_chunk_loop(
     kernel = _make_kernel(n, chunk_size, cotangent, max_grad_norm)
     state_shape = jax.ShapeDtypeStruct(memory_DxD.shape, memory_DxD.dtype)
     out_shape = (jax.ShapeDtypeStruct((L, D), q_LxD.dtype), state_shape, state_shape, state_shape)
-    return pl.pallas_call(kernel, out_shape=out_shape, interpret=interpret, name="titans_fused_matrix")(
-        start_DxD, memory_DxD, surprise_DxD, q_LxD, k_LxD, v_LxD, *coefs
+    # compiled: the Triton lowering (JAX's default GPU lowering is Mosaic GPU, whose TMA copies need 16-byte
+    # strides that the per-token coefficient columns do not have)
+    params = None if interpret else pltriton.CompilerParams(num_warps=4, num_stages=1)
+    call = pl.pallas_call(
+        kernel, out_shape=out_shape, interpret=interpret, compiler_params=params, name="titans_fused_matrix"
     )
+    return call(start_DxD, memory_DxD, surprise_DxD, q_LxD, k_LxD, v_LxD, *coefs)
