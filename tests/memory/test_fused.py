@@ -125,15 +125,15 @@ def test_fused_surprise_clamp_and_objective_match_sequential():
 def test_fused_float32_and_bf16_inputs():
     """float32: ≤ 1e-5 relative to sequential. bf16 inputs with float32 state: the state stays float32 and agrees
     with momentum_scan (the same bf16 products) to bf16 precision."""
-    model, p0, q, k, v, gates = random_problem(11, 19, 8, 1, dtype=jnp.float32)
-    fused = FusedRule(chunk_size=4)
-    y_s, s_s = run(SequentialRule(chunk_size=4), model, p0, q, k, v, gates)
+    model, p0, q, k, v, gates = random_problem(11, 19, 16, 1, dtype=jnp.float32)
+    fused = FusedRule(chunk_size=16)  # D and b ≥ 16: the kernel's matmul path (smaller tiles broadcast and sum)
+    y_s, s_s = run(SequentialRule(chunk_size=16), model, p0, q, k, v, gates)
     y_f, s_f = run(fused, model, p0, q, k, v, gates)
     assert max_rel_err(y_s, y_f) < 1e-5
     assert max_rel_err(tuple(s_s), tuple(s_f)) < 1e-5
     bf = lambda x: x.astype(jnp.bfloat16)  # noqa: E731
     args = (bf(q), bf(k), bf(v), jax.tree.map(bf, gates))
-    y_m, s_m = run(MomentumScanRule(chunk_size=4), model, p0, *args)
+    y_m, s_m = run(MomentumScanRule(chunk_size=16), model, p0, *args)
     y_b, s_b = run(fused, model, p0, *args)
     assert y_b.dtype == jnp.bfloat16 and all(x.dtype == jnp.float32 for x in jax.tree.leaves(s_b.memory))
     assert max_rel_err(y_m.astype(jnp.float32), y_b.astype(jnp.float32)) < 2e-2
@@ -188,8 +188,9 @@ def test_fused_refuses_unsupported_models_and_options():
 def test_fused_kernel_lowers_for_gpu_through_triton():
     """The compiled path (``interpret: false``) passes Pallas' Triton lowering for CUDA, checked here without a GPU:
     batched over heads (the grid), a length that is not a whole number of chunks, per-channel α and the clamp."""
-    model, p0, q, k, v, gates = random_problem(0, 40, 16, 1, C=16, dtype=jnp.float32)
-    rule = FusedRule(chunk_size=16, interpret=False, max_grad_norm=1.0)
-    heads = jax.vmap(lambda p0, *a: rule(model, rule.init_state(p0), *a), in_axes=(None, 0, 0, 0, None))
-    lowered = jax.jit(heads).trace(p0, q[None], k[None], v[None], gates).lower(lowering_platforms=("cuda",))
-    assert "triton" in lowered.as_text().lower()
+    for D, chunk in ((16, 16), (8, 4)):  # tl.dot tiles, and tiles below its minimum of 16 (broadcast and sum)
+        model, p0, q, k, v, gates = random_problem(0, 40, D, 1, C=D, dtype=jnp.float32)
+        rule = FusedRule(chunk_size=chunk, interpret=False, max_grad_norm=1.0)
+        heads = jax.vmap(lambda p0, *a, r=rule, m=model: r(m, r.init_state(p0), *a), in_axes=(None, 0, 0, 0, None))
+        lowered = jax.jit(heads).trace(p0, q[None], k[None], v[None], gates).lower(lowering_platforms=("cuda",))
+        assert "triton" in lowered.as_text().lower()

@@ -27,10 +27,19 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+MIN_DOT = 16  # Triton's tl.dot needs every dimension ≥ 16; smaller tiles use broadcast-and-sum products
 
-def _dot_tn(a_bxD: jax.Array, b_bxE: jax.Array) -> jax.Array:
+
+def _dot(a_bxD: jax.Array, w_DxE: jax.Array, use_dot: bool) -> jax.Array:
+    """a w."""
+    return jnp.dot(a_bxD, w_DxE) if use_dot else jnp.sum(a_bxD[:, :, None] * w_DxE[None, :, :], axis=1)
+
+
+def _dot_tn(a_bxD: jax.Array, b_bxE: jax.Array, use_dot: bool) -> jax.Array:
     """aᵀ b, contracting the token axis."""
-    return jax.lax.dot_general(a_bxD, b_bxE, (((0,), (0,)), ((), ())))
+    if use_dot:
+        return jax.lax.dot_general(a_bxD, b_bxE, (((0,), (0,)), ((), ())))
+    return jnp.sum(a_bxD[:, :, None] * b_bxE[:, None, :], axis=0)
 
 
 def _row_norm(x_bxD: jax.Array) -> jax.Array:
@@ -39,7 +48,7 @@ def _row_norm(x_bxD: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def _make_kernel(n_chunks: int, b: int, cotangent: Callable, max_grad_norm: float | None):
+def _make_kernel(n_chunks: int, b: int, cotangent: Callable, max_grad_norm: float | None, use_dot: bool):
     def kernel(
         start_ref, mem_ref, sur_ref, q_ref, k_ref, v_ref, a_ref, m_ref, keepM_ref, keepS_ref, sToM_ref, close_ref,
         y_ref, start_out, mem_out, sur_out,
@@ -52,16 +61,16 @@ def _make_kernel(n_chunks: int, b: int, cotangent: Callable, max_grad_norm: floa
             q, k, v = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :]
             cdt = q.dtype  # compute dtype of the products: the inputs' (as MLPMemory does)
             w = start.astype(cdt)
-            y_ref[rows, :] = jnp.dot(q, w).astype(y_ref.dtype)  # Eq 15: tokens of the chunk read M_{t'}
-            resid = cotangent(jnp.dot(k, w), v)  # ∂ℓ_i/∂M(k_i) at M_{t'} (Eq 12, 16)
+            y_ref[rows, :] = _dot(q, w, use_dot).astype(y_ref.dtype)  # Eq 15: tokens of the chunk read M_{t'}
+            resid = cotangent(_dot(k, w, use_dot), v)  # ∂ℓ_i/∂M(k_i) at M_{t'} (Eq 12, 16)
             a, m = a_ref[rows, :], m_ref[rows, :]  # b×1, b×C
             if max_grad_norm is not None:  # ‖u_i‖ = ‖k_i‖‖r_i‖ for u_i = k_iᵀ r_i
                 norm = _row_norm(k) * _row_norm(resid)
                 scale = jnp.minimum(1.0, max_grad_norm / jnp.maximum(norm, 1e-12)).astype(a.dtype)
                 a, m = a * scale, m * scale
             neg = -resid
-            d_S = _dot_tn(a.astype(cdt) * k, neg).astype(sdt)
-            d_M = _dot_tn(k, m.astype(cdt) * neg).astype(sdt)
+            d_S = _dot_tn(a.astype(cdt) * k, neg, use_dot).astype(sdt)
+            d_M = _dot_tn(k, m.astype(cdt) * neg, use_dot).astype(sdt)
             keepM, keepS, sToM = keepM_ref[pl.ds(c, 1), :], keepS_ref[pl.ds(c, 1), :], sToM_ref[pl.ds(c, 1), :]
             new_surprise = keepS.astype(sdt) * surprise + d_S
             new_memory = keepM.astype(sdt) * memory + sToM.astype(sdt) * surprise + d_M
@@ -85,7 +94,7 @@ def matrix_chunk_loop(
     (a_Lx1, m_LxC, keep_M_nxC, keep_S_nx1, s_to_M_nxC, closes_nx1). Returns (y_LxD, start, memory, surprise)."""
     L, D = q_LxD.shape
     n = L // chunk_size
-    kernel = _make_kernel(n, chunk_size, cotangent, max_grad_norm)
+    kernel = _make_kernel(n, chunk_size, cotangent, max_grad_norm, min(chunk_size, D) >= MIN_DOT)
     state_shape = jax.ShapeDtypeStruct(memory_DxD.shape, memory_DxD.dtype)
     out_shape = (jax.ShapeDtypeStruct((L, D), q_LxD.dtype), state_shape, state_shape, state_shape)
     # compiled: the Triton lowering (JAX's default GPU lowering is Mosaic GPU, whose TMA copies need 16-byte
