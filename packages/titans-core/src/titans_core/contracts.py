@@ -51,6 +51,7 @@ class _ProbeLinear:
     """M(x) = x W: the memory model the update-rule check runs on."""
 
     channel_axis_ok = True
+    matrix_param = "w"  # a matrix memory: rules with a matrix-only fast path (``fused``) accept it
 
     def init(self, key: jax.Array, dim: int) -> dict[str, jax.Array]:
         return {"w": jnp.zeros((dim, dim), _F32)}

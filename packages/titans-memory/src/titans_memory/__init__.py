@@ -1,9 +1,10 @@
 """titans-memory: the Titans neural long-term memory (arXiv 2501.00663 §3) for Flax NNX.
 
 Public API: ``NeuralMemory`` / ``NeuralMemoryConfig`` (the module), ``MemoryState``; memory models
-(``MLPMemory``); update rules (``SequentialRule`` — the reference — and ``MomentumScanRule`` — chunked and
-parallel), their state (``RuleState``, ``init_rule_state``) and gates (``Gates``) — defined in
-titans_core.protocols; objectives (the inner loss: ``L2Objective``, ``HuberObjective``, ``LpObjective``,
+(``MLPMemory``); update rules (``SequentialRule`` — the reference —, ``MomentumScanRule`` — chunked and
+parallel — and ``FusedRule`` — the same as one Pallas kernel), their state (``RuleState``,
+``init_rule_state``) and gates (``Gates``) — defined in titans_core.protocols; objectives (the inner loss:
+``L2Objective``, ``HuberObjective``, ``LpObjective``,
 ``DotObjective``); ``memory_diagnostics``: gate, update, surprise and read statistics.
 """
 
@@ -21,6 +22,7 @@ from titans_memory.objectives import (
     LpObjective,
 )
 from titans_memory.rules.common import Gates, RuleState, UpdateRuleConfig, assoc_loss, init_rule_state
+from titans_memory.rules.fused import FusedConfig, FusedRule, FusedUnsupportedError
 from titans_memory.rules.momentum_scan import MomentumScanRule
 from titans_memory.rules.sequential import SequentialRule
 
@@ -28,6 +30,9 @@ __all__ = [
     "DIAGNOSTIC_KEYS",
     "DotConfig",
     "DotObjective",
+    "FusedConfig",
+    "FusedRule",
+    "FusedUnsupportedError",
     "HuberConfig",
     "HuberObjective",
     "L2Config",

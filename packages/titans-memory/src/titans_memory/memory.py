@@ -112,6 +112,9 @@ class NeuralMemory(nnx.Module):
         self.memory_model = _component("memory_model", memory_model, cfg.model)
         self.update_rule = _component("update_rule", update_rule, cfg.rule)
         self.objective = _component("objective", objective, cfg.objective)
+        check_model = getattr(self.update_rule, "check_model", None)
+        if callable(check_model):  # a rule that supports only some memory models says so now, not at trace time
+            check_model(self.memory_model, self.objective)
         if cfg.alpha_per_channel and not self.memory_model.channel_axis_ok:
             raise ValueError(
                 "alpha_per_channel needs a memory model whose parameters are per output channel (e.g. mlp with depth 1)"

@@ -49,6 +49,8 @@ class MLPMemory:
             (config or MLPMemoryConfig()).model_copy(update=overrides) if overrides else (config or MLPMemoryConfig())
         )
         self.channel_axis_ok = self.config.depth == 1
+        # depth 1 is M(x) = x W with one parameter: the ``fused`` rule's kernel recognises it by this name
+        self.matrix_param = "w0" if self.config.depth == 1 else None
 
     def hidden_width(self, dim: int) -> int:
         return max(1, round(self.config.expansion * dim))

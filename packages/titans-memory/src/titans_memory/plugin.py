@@ -5,6 +5,7 @@ from titans_core import hookimpl
 from titans_memory.models import MLPMemory, MLPMemoryConfig
 from titans_memory.objectives import OBJECTIVES
 from titans_memory.rules.common import UpdateRuleConfig
+from titans_memory.rules.fused import FusedConfig, FusedRule
 from titans_memory.rules.momentum_scan import MomentumScanRule
 from titans_memory.rules.sequential import SequentialRule
 
@@ -14,5 +15,6 @@ def register_components(register):
     register("memory_model", "mlp", MLPMemoryConfig, MLPMemory)
     register("update_rule", "sequential", UpdateRuleConfig, SequentialRule)
     register("update_rule", "momentum_scan", UpdateRuleConfig, MomentumScanRule)
+    register("update_rule", "fused", FusedConfig, FusedRule)
     for name, (config_cls, factory) in OBJECTIVES.items():
         register("objective", name, config_cls, factory)

@@ -1,0 +1,179 @@
+"""The ``fused`` update rule: the chunk loop of Eq 13–16 as one Pallas kernel (rules/fused_kernel.py).
+
+Same semantics as ``momentum_scan`` (and so as the ``sequential`` reference): inside a chunk every gradient is taken at
+the chunk-start weights M_{t'} (Eq 16), tokens read M_{t'} (Eq 15, ``read: chunk``), and (M, S) are carried to each
+chunk's end by the unrolled recurrences of Eq 13–14. Where ``momentum_scan`` runs a ``lax.scan`` of XLA ops per
+chunk, ``fused`` runs every chunk of a (batch, head) inside one kernel program, with M_{t'}, M and S kept on chip;
+``NeuralMemory``'s vmap over batch and heads becomes the kernel's grid (one launch per layer call).
+
+What it supports (decisions, checked at build time by :meth:`FusedRule.check_model`, never a silent fallback):
+- memory: the matrix memory (``mlp`` with ``depth: 1``, M(x) = x W), or any model that declares
+  ``matrix_param`` (the name of its single D×D parameter, applied as x W). Deeper or other memories raise
+  a :class:`FusedUnsupportedError` that names the model and says to use ``momentum_scan``.
+- objective: any whose ``cotangent`` is elementwise jnp code (all built-ins); it is traced inside the kernel.
+- ``read: chunk`` only; ``read: token`` is rejected when the config is validated.
+- per-channel α, the surprise clamp, a start in the middle of a chunk (``state.pos`` > 0), bf16 inputs with float32
+  state (the products run in the inputs' dtype, the state stays in its own, as in ``momentum_scan``).
+
+Training: a ``jax.custom_vjp`` whose forward pass is the kernel and whose backward pass recomputes the piece with
+``momentum_scan`` (plain JAX, with its per-chunk rematerialisation) and takes that function's VJP: the same function,
+so the outer gradients equal the reference's. The backward pass is therefore as fast as ``momentum_scan``'s.
+
+Backend: ``interpret`` None (default) picks the Pallas interpreter on CPU and the compiled kernel elsewhere, from
+``jax.default_backend()`` at trace time; true/false force it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from pydantic import Field, model_validator
+from titans_core import MemoryModel, Objective
+from titans_core.errors import TitansUserError
+
+from titans_memory.objectives import resolve
+from titans_memory.rules.common import Gates, RuleBase, RuleState, UpdateRuleConfig
+from titans_memory.rules.fused_kernel import matrix_chunk_loop
+from titans_memory.rules.momentum_scan import MomentumScanRule, chunk_coefficients
+
+
+class FusedUnsupportedError(TitansUserError, ValueError):
+    """The ``fused`` rule was paired with a memory model (or option) its kernel does not implement."""
+
+
+class FusedConfig(UpdateRuleConfig):
+    """Options of the ``fused`` rule: those of every rule, plus the kernel's execution mode."""
+
+    interpret: bool | None = Field(
+        None,
+        description="run the Pallas kernel in interpret mode; default: interpret on CPU, compiled elsewhere",
+    )
+
+    @model_validator(mode="after")
+    def _chunk_read_only(self):
+        if self.read != "chunk":
+            raise ValueError(f"update_rule fused supports read: chunk only, got read: {self.read}; use momentum_scan")
+        return self
+
+
+def matrix_param(model: MemoryModel) -> str | None:
+    """The name of the single D×D parameter of a matrix memory (M(x) = x W), or None if the model is not one."""
+    declared = getattr(model, "matrix_param", None)
+    return declared if isinstance(declared, str) else None
+
+
+class FusedRule(RuleBase):
+    """The chunked rule of ``momentum_scan`` run as one Pallas kernel per call (see the module docstring)."""
+
+    def __init__(self, config: FusedConfig | None = None, **overrides):
+        cfg = config or FusedConfig()
+        cfg = cfg.model_copy(update=overrides) if overrides else cfg
+        shared = {field: getattr(cfg, field) for field in UpdateRuleConfig.model_fields if field != "name"}
+        if not isinstance(cfg, FusedConfig):
+            cfg = FusedConfig(**shared)
+        cfg._chunk_read_only()  # re-check after overrides (model_copy does not validate)
+        super().__init__(cfg)
+        self._reference = MomentumScanRule(UpdateRuleConfig(**shared))
+
+    def check_model(self, model: MemoryModel, objective: Objective | None = None) -> None:
+        """Build-time check (NeuralMemory calls it): raise :class:`FusedUnsupportedError` for a model the kernel
+        does not implement."""
+        del objective  # every objective's cotangent is traced inside the kernel
+        if matrix_param(model) is None:
+            name = type(model).__name__
+            cfg = getattr(model, "config", None)
+            detail = f" (depth {cfg.depth})" if hasattr(cfg, "depth") else ""
+            raise FusedUnsupportedError(
+                f"update_rule fused implements the matrix memory only (mlp with depth: 1); the memory model "
+                f"{name}{detail} is not supported: use update_rule momentum_scan"
+            )
+
+    def _interpret(self) -> bool:
+        if self.config.interpret is not None:
+            return self.config.interpret
+        return jax.default_backend() == "cpu"
+
+    def __call__(
+        self,
+        model: MemoryModel,
+        state: RuleState,
+        q_TxD,
+        k_TxD,
+        v_TxD,
+        gates: Gates,
+        *,
+        aligned: bool = False,
+        objective: Objective | None = None,
+    ) -> tuple[jax.Array, RuleState]:
+        """``aligned=True`` promises state.pos == 0 (no padding chunk); ``objective``: the inner loss (default ℓ2)."""
+        self.check_model(model, objective)
+        objective = resolve(objective)
+        name = matrix_param(model)
+        reference = lambda st, q, k, v, g: self._reference(  # noqa: E731
+            model, st, q, k, v, g, aligned=aligned, objective=objective
+        )
+
+        @jax.custom_vjp
+        def run(state, q, k, v, gates):
+            return self._forward(name, objective, state, q, k, v, gates, aligned)
+
+        def fwd(state, q, k, v, gates):
+            return run(state, q, k, v, gates), (state, q, k, v, gates)
+
+        def bwd(primals, cotangents):  # recompute with momentum_scan (the same function) and take its VJP
+            _, vjp = jax.vjp(reference, *primals)
+            return vjp(cotangents)
+
+        run.defvjp(fwd, bwd)
+        return run(state, q_TxD, k_TxD, v_TxD, gates)
+
+    def _forward(self, name, objective, state: RuleState, q, k, v, gates: Gates, aligned: bool):
+        """Pad to whole chunks (tokens at offset pos; padding is the identity: θ = 0, η = 1, α = 0, masked), compute
+        the gate-only coefficients per chunk, run the kernel, cut the outputs back out."""
+        T, D = q.shape
+        b = self.chunk_size
+        if T == 0:
+            return jnp.zeros_like(q), state
+        offset = 0 if aligned else state.pos
+        n = math.ceil(T / b) if aligned else math.ceil((T + b - 1) / b)
+        L = n * b
+
+        def place(x, fill):
+            buf = jnp.full((L,) + x.shape[1:], fill, x.dtype)
+            return jax.lax.dynamic_update_slice_in_dim(buf, x, offset, axis=0)
+
+        slots = jnp.arange(L)
+        mask = ((slots >= offset) & (slots < offset + T)).astype(gates.theta_T.dtype)
+        theta, eta, alpha = place(gates.theta_T, 0.0), place(gates.eta_T, 1.0), place(gates.alpha_TxC, 0.0)
+        C = alpha.shape[-1]
+        chunked = lambda x: x.reshape((n, b) + x.shape[1:])  # noqa: E731
+        a_nxb, m_nxbxC, keepM_nxC, keepS_n, sToM_nxC = jax.vmap(chunk_coefficients)(
+            chunked(theta), chunked(eta), chunked(alpha), chunked(mask)
+        )
+        closes = ((jnp.arange(1, n + 1) * b) <= offset + T).astype(keepS_n.dtype)
+        coefs = (
+            a_nxb.reshape(L, 1),
+            m_nxbxC.reshape(L, C),
+            keepM_nxC,
+            keepS_n[:, None],
+            sToM_nxC,
+            closes[:, None],
+        )
+        y, start, memory, surprise = matrix_chunk_loop(
+            state.start[name],
+            state.memory[name],
+            state.surprise[name],
+            place(q, 0.0),
+            place(k, 0.0),
+            place(v, 0.0),
+            coefs,
+            chunk_size=b,
+            cotangent=objective.cotangent,
+            max_grad_norm=self.config.max_grad_norm,
+            interpret=self._interpret(),
+        )
+        y_TxD = jax.lax.dynamic_slice_in_dim(y, offset, T, axis=0)
+        pos = ((jnp.asarray(offset, jnp.int32) + T) % b).astype(jnp.int32)
+        return y_TxD, RuleState({name: start}, {name: memory}, {name: surprise}, pos)

@@ -1,0 +1,196 @@
+"""The ``fused`` rule (one Pallas kernel, interpret mode on CPU) equals the sequential reference: outputs, final state
+and outer gradients; it trains a variant; it refuses memory models and options its kernel does not implement."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from memory_utils import max_rel_err, random_problem, slice_gates
+from titans_core import get_registry
+from titans_core.spec import make_config
+from titans_memory import (
+    FusedConfig,
+    FusedRule,
+    FusedUnsupportedError,
+    HuberObjective,
+    MomentumScanRule,
+    NeuralMemory,
+    NeuralMemoryConfig,
+    SequentialRule,
+    UpdateRuleConfig,
+)
+from variants_utils import tiny
+
+TOL = 1e-10  # float64: the same arithmetic up to reassociation
+
+
+def _skip_mosaic_gpu_interpreter_import():
+    """Lowering any interpret-mode pallas_call imports JAX's Mosaic GPU interpreter (to check whether ``interpret``
+    is its params object); without cached bytecode (PYTHONDONTWRITEBYTECODE) that import costs ~25 s of this
+    machine's time per test process. The fused rule passes ``interpret=True``, never that object, so the tests make
+    the import fail fast (JAX then skips it, as it does for jaxlib builds without Mosaic GPU)."""
+    import sys
+
+    name = "jax._src.pallas.mosaic_gpu.interpret"
+    if not any(m.startswith(name) for m in sys.modules):
+        sys.modules.setdefault(name + ".interpret_pallas_call", None)
+
+
+_skip_mosaic_gpu_interpreter_import()
+
+
+def run(rule, model, p0, q, k, v, gates, aligned=False, objective=None):
+    fn = jax.jit(lambda p0, *a: rule(model, rule.init_state(p0), *a, aligned=aligned, objective=objective))
+    return fn(p0, q, k, v, gates)
+
+
+def cont(rule, model, state, q, k, v, gates):
+    return jax.jit(lambda *a: rule(model, *a))(state, q, k, v, gates)
+
+
+def outer_loss(rule, model, p0, q, k, v, gates):
+    """A scalar that depends on every output and on the final memory, surprise and chunk-start weights."""
+    y, state = run(rule, model, p0, q, k, v, gates)
+    leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
+    return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves)
+
+
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("chunk", [pytest.param(1, marks=SLOW), 4, pytest.param(16, marks=SLOW)])
+def test_fused_equals_sequential_outputs_state_and_gradients(chunk):
+    T = 19  # never a multiple of the chunk
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(chunk, T, 4, 1)
+        cfg = UpdateRuleConfig(chunk_size=chunk)
+        seq, fused = SequentialRule(cfg), FusedRule(chunk_size=chunk)
+        y_s, s_s = run(seq, model, p0, q, k, v, gates)
+        for aligned in (True, False):
+            y_f, s_f = run(fused, model, p0, q, k, v, gates, aligned=aligned)
+            assert max_rel_err(y_s, y_f) < TOL
+            assert max_rel_err(tuple(s_s), tuple(s_f)) < TOL
+            assert int(s_f.pos) == T % chunk
+        grad = jax.jit(jax.grad(outer_loss, argnums=(2, 3, 4, 5, 6)), static_argnums=(0, 1))
+        g_s, g_f = grad(seq, model, p0, q, k, v, gates), grad(fused, model, p0, q, k, v, gates)
+        assert max_rel_err(g_s, g_f) < 1e-9
+        assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(g_f))
+
+
+@pytest.mark.slow
+@settings(max_examples=4, deadline=None)
+@given(
+    chunk=st.sampled_from([1, 3, 4]),
+    T=st.integers(1, 12),
+    split_frac=st.floats(0, 1),
+    per_channel=st.booleans(),
+    clip=st.sampled_from([None, 0.05]),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_split_anywhere_equals_sequential(chunk, T, split_frac, per_channel, clip, seed):
+    """Any split point (so the second call starts mid-chunk), per-channel α and the surprise clamp."""
+    D = 4
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(seed, T, D, 1, C=D if per_channel else 1)
+        seq = SequentialRule(chunk_size=chunk, max_grad_norm=clip)
+        fused = FusedRule(chunk_size=chunk, max_grad_norm=clip)
+        y_s, s_s = run(seq, model, p0, q, k, v, gates)
+        a = int(split_frac * T)
+        y1, mid = run(fused, model, p0, q[:a], k[:a], v[:a], slice_gates(gates, 0, a))
+        y2, s_f = cont(fused, model, mid, q[a:], k[a:], v[a:], slice_gates(gates, a, T))
+        assert max_rel_err(y_s, jnp.concatenate([y1, y2])) < TOL
+        assert max_rel_err(tuple(s_s), tuple(s_f)) < TOL
+
+
+def test_fused_surprise_clamp_and_objective_match_sequential():
+    """A clamp that binds on most tokens, with a non-ℓ2 objective (its cotangent runs inside the kernel)."""
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(7, 10, 4, 1)
+        huber = HuberObjective(delta=0.3)
+        seq = SequentialRule(chunk_size=4, max_grad_norm=0.05)
+        fused = FusedRule(chunk_size=4, max_grad_norm=0.05)
+        y_s, s_s = run(seq, model, p0, q, k, v, gates, objective=huber)
+        y_f, s_f = run(fused, model, p0, q, k, v, gates, objective=huber)
+        _, free = run(FusedRule(chunk_size=4), model, p0, q, k, v, gates, objective=huber)
+        assert max_rel_err(y_s, y_f) < TOL
+        assert max_rel_err(tuple(s_s), tuple(s_f)) < TOL
+        assert max_rel_err(free.memory, s_f.memory) > 1e-3  # the clamp binds
+
+
+def test_fused_float32_and_bf16_inputs():
+    """float32: ≤ 1e-5 relative to sequential. bf16 inputs with float32 state: the state stays float32 and agrees
+    with momentum_scan (the same bf16 products) to bf16 precision."""
+    model, p0, q, k, v, gates = random_problem(11, 19, 16, 1, dtype=jnp.float32)
+    fused = FusedRule(chunk_size=16)  # D and b ≥ 16: the kernel's matmul path (smaller tiles broadcast and sum)
+    y_s, s_s = run(SequentialRule(chunk_size=16), model, p0, q, k, v, gates)
+    y_f, s_f = run(fused, model, p0, q, k, v, gates)
+    assert max_rel_err(y_s, y_f) < 1e-5
+    assert max_rel_err(tuple(s_s), tuple(s_f)) < 1e-5
+    bf = lambda x: x.astype(jnp.bfloat16)  # noqa: E731
+    args = (bf(q), bf(k), bf(v), jax.tree.map(bf, gates))
+    y_m, s_m = run(MomentumScanRule(chunk_size=16), model, p0, *args)
+    y_b, s_b = run(fused, model, p0, *args)
+    assert y_b.dtype == jnp.bfloat16 and all(x.dtype == jnp.float32 for x in jax.tree.leaves(s_b.memory))
+    assert max_rel_err(y_m.astype(jnp.float32), y_b.astype(jnp.float32)) < 2e-2
+    assert max_rel_err(tuple(s_m)[:3], tuple(s_b)[:3]) < 2e-2
+    assert max_rel_err(tuple(s_s)[:3], tuple(s_b)[:3]) < 5e-2  # and stays near the float32 reference
+
+
+@SLOW
+def test_fused_trains_a_variant_with_the_reference_gradients():
+    """LMM with the fused rule: the outer gradients equal momentum_scan's (float32, ≤ 1e-4 for a whole model), and
+    two optimiser steps lower the loss."""
+    memory = lambda rule: {  # noqa: E731
+        "num_heads": 2,
+        "rule": {"name": rule, "chunk_size": 4},
+        "model": {"name": "mlp", "depth": 1},
+    }
+    toks = jnp.tile(jnp.array([3, 1, 4, 1, 5, 9, 2, 6]), 2)[None]
+    inputs, targets = toks[:, :-1], toks[:, 1:]
+    loss_fn = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(inputs), targets).mean()  # noqa: E731
+    ref, fused = tiny("lmm", layers=1, memory=memory("momentum_scan")), tiny("lmm", layers=1, memory=memory("fused"))
+    g_ref = nnx.jit(nnx.grad(loss_fn))(ref)
+    opt = nnx.Optimizer(fused, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, opt):
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        opt.update(model, grads)
+        return loss, grads
+
+    loss0, g_fused = step(fused, opt)
+    leaves = lambda g: [x[...] for _, x in nnx.to_flat_state(g)]  # noqa: E731
+    assert max_rel_err(leaves(g_ref), leaves(g_fused)) < 1e-4
+    loss1, _ = step(fused, opt)
+    assert float(loss1) < float(loss0)
+
+
+def test_fused_refuses_unsupported_models_and_options():
+    """A depth-2 memory: one clear error at build time naming the model and pointing to momentum_scan; read: token
+    is refused by the config."""
+    rule, model = make_config("update_rule", "fused"), make_config("memory_model", "mlp")
+    cfg = NeuralMemoryConfig(num_heads=2, rule=rule, model=model)
+    with pytest.raises(FusedUnsupportedError, match=r"MLPMemory \(depth 2\).*momentum_scan"):
+        NeuralMemory(cfg, d_model=8, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="read: chunk only"):
+        FusedConfig(read="token")
+    with pytest.raises(ValueError, match="read: chunk only"):
+        FusedRule(read="token")
+    rule = get_registry().build(make_config("update_rule", "fused", chunk_size=4))  # passes the contract check
+    assert isinstance(rule, FusedRule) and rule.chunk_size == 4
+
+
+def test_fused_kernel_lowers_for_gpu_through_triton():
+    """The compiled path (``interpret: false``) passes Pallas' Triton lowering for CUDA, checked here without a GPU:
+    batched over heads (the grid), a length that is not a whole number of chunks, per-channel α and the clamp."""
+    for D, chunk in ((16, 16), (8, 4)):  # tl.dot tiles, and tiles below its minimum of 16 (broadcast and sum)
+        model, p0, q, k, v, gates = random_problem(0, 40, D, 1, C=D, dtype=jnp.float32)
+        rule = FusedRule(chunk_size=chunk, interpret=False, max_grad_norm=1.0)
+        heads = jax.vmap(lambda p0, *a, r=rule, m=model: r(m, r.init_state(p0), *a), in_axes=(None, 0, 0, 0, None))
+        lowered = jax.jit(heads).trace(p0, q[None], k[None], v[None], gates).lower(lowering_platforms=("cuda",))
+        assert "triton" in lowered.as_text().lower()
