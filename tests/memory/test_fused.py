@@ -68,7 +68,7 @@ def test_fused_equals_sequential_outputs_state_and_gradients(chunk):
     T = 19  # never a multiple of the chunk
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(chunk, T, 4, 1)
-        cfg = UpdateRuleConfig(chunk_size=chunk)
+        cfg = UpdateRuleConfig(chunk_size=chunk, read="chunk")
         seq, fused = SequentialRule(cfg), FusedRule(chunk_size=chunk)
         y_s, s_s = run(seq, model, p0, q, k, v, gates)
         for aligned in (True, False):
@@ -97,7 +97,7 @@ def test_fused_split_anywhere_equals_sequential(chunk, T, split_frac, per_channe
     D = 4
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(seed, T, D, 1, C=D if per_channel else 1)
-        seq = SequentialRule(chunk_size=chunk, max_grad_norm=clip)
+        seq = SequentialRule(chunk_size=chunk, max_grad_norm=clip, read="chunk")
         fused = FusedRule(chunk_size=chunk, max_grad_norm=clip)
         y_s, s_s = run(seq, model, p0, q, k, v, gates)
         a = int(split_frac * T)
@@ -112,7 +112,7 @@ def test_fused_surprise_clamp_and_objective_match_sequential():
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(7, 10, 4, 1)
         huber = HuberObjective(delta=0.3)
-        seq = SequentialRule(chunk_size=4, max_grad_norm=0.05)
+        seq = SequentialRule(chunk_size=4, max_grad_norm=0.05, read="chunk")
         fused = FusedRule(chunk_size=4, max_grad_norm=0.05)
         y_s, s_s = run(seq, model, p0, q, k, v, gates, objective=huber)
         y_f, s_f = run(fused, model, p0, q, k, v, gates, objective=huber)
@@ -127,13 +127,13 @@ def test_fused_float32_and_bf16_inputs():
     with momentum_scan (the same bf16 products) to bf16 precision."""
     model, p0, q, k, v, gates = random_problem(11, 19, 16, 1, dtype=jnp.float32)
     fused = FusedRule(chunk_size=16)  # D and b ≥ 16: the kernel's matmul path (smaller tiles broadcast and sum)
-    y_s, s_s = run(SequentialRule(chunk_size=16), model, p0, q, k, v, gates)
+    y_s, s_s = run(SequentialRule(chunk_size=16, read="chunk"), model, p0, q, k, v, gates)
     y_f, s_f = run(fused, model, p0, q, k, v, gates)
     assert max_rel_err(y_s, y_f) < 1e-5
     assert max_rel_err(tuple(s_s), tuple(s_f)) < 1e-5
     bf = lambda x: x.astype(jnp.bfloat16)  # noqa: E731
     args = (bf(q), bf(k), bf(v), jax.tree.map(bf, gates))
-    y_m, s_m = run(MomentumScanRule(chunk_size=16), model, p0, *args)
+    y_m, s_m = run(MomentumScanRule(chunk_size=16, read="chunk"), model, p0, *args)
     y_b, s_b = run(fused, model, p0, *args)
     assert y_b.dtype == jnp.bfloat16 and all(x.dtype == jnp.float32 for x in jax.tree.leaves(s_b.memory))
     assert max_rel_err(y_m.astype(jnp.float32), y_b.astype(jnp.float32)) < 2e-2
@@ -147,7 +147,7 @@ def test_fused_trains_a_variant_with_the_reference_gradients():
     two optimiser steps lower the loss."""
     memory = lambda rule: {  # noqa: E731
         "num_heads": 2,
-        "rule": {"name": rule, "chunk_size": 4},
+        "rule": {"name": rule, "chunk_size": 4, "read": "chunk"},
         "model": {"name": "mlp", "depth": 1},
     }
     toks = jnp.tile(jnp.array([3, 1, 4, 1, 5, 9, 2, 6]), 2)[None]

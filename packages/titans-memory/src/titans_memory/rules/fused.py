@@ -26,6 +26,7 @@ Backend: ``interpret`` None (default) picks the Pallas interpreter on CPU and th
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,10 @@ class FusedUnsupportedError(TitansUserError, ValueError):
 class FusedConfig(UpdateRuleConfig):
     """Options of the ``fused`` rule: those of every rule, plus the kernel's execution mode."""
 
+    # The kernel implements the chunk-start read only, so this rule's default differs from the other rules' (token).
+    read: Literal["chunk", "token"] = Field(
+        "chunk", description="chunk only: token t reads M_{t'}, the chunk-start weights (read-before-write, Eq 15)"
+    )
     interpret: bool | None = Field(
         None,
         description="run the Pallas kernel in interpret mode; default: interpret on CPU, compiled elsewhere",
