@@ -70,7 +70,7 @@ def _memory(memory_section: dict) -> NeuralMemory:
     return NeuralMemory(config, d_model=16, rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("name", MEMORIES)
+@pytest.mark.parametrize("name", [pytest.param("yaad", marks=pytest.mark.slow), "moneta", "memora"])
 def test_neural_memory_runs_each_memory_causally_and_a_split_sequence_equals_the_whole(name):
     memory = _memory(MEMORIES[name])
     x = jax.random.normal(jax.random.key(1), (2, 21, 16))
@@ -89,7 +89,7 @@ def test_yaad_delta_is_a_learned_per_token_gate():
     x = jax.random.normal(jax.random.key(2), (1, 5, 16))
     delta = memory._gates(x).objective_T["delta"]
     assert delta.shape == (1, 2, 5)
-    np.testing.assert_allclose(delta, 1.0, rtol=0.1)  # a fresh model: δ ≈ init_delta, but not constant
+    np.testing.assert_allclose(delta, 1.0, rtol=0.3)  # a fresh model: δ ≈ init_delta, but not constant
     assert float(jnp.std(delta)) > 0
 
     def loss(module):
@@ -100,7 +100,7 @@ def test_yaad_delta_is_a_learned_per_token_gate():
     assert isinstance(memory.objective, YaadObjective)
     for section, cls in ((MEMORIES["moneta"], MonetaRule), (MEMORIES["memora"], MemoraRule)):
         plain = _memory(section)
-        assert isinstance(plain.update_rule, cls) and len(plain.gate_objective) == 0
+        assert isinstance(plain.update_rule, cls) and plain.gate_objective is None
 
 
 def _readme_spec_blocks() -> list[dict]:

@@ -58,7 +58,7 @@ def test_chunk_parallel_path_equals_token_path_with_an_mlp_incl_outer_gradients(
 
 
 @pytest.mark.parametrize("name", RULES)
-@pytest.mark.parametrize("a", [4, 6])
+@pytest.mark.parametrize("a", [pytest.param(4, marks=pytest.mark.slow), 6])
 def test_split_state_equals_the_whole_sequence(name, a):
     """x[:a] from a fresh state, then x[a:] from the carried state (mid-chunk for a = 3, 6) = x at once."""
     cls, objective, _, _ = RULES[name]

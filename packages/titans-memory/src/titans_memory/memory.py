@@ -142,27 +142,6 @@ class NeuralMemory(nnx.Module):
         self.gate_theta = gate(H, cfg.init_lr / cfg.max_lr)
         self.gate_eta = gate(H, cfg.init_momentum)
         self.gate_alpha = gate(H * C, cfg.init_forget)
-        # the objective's per-token parameters (Objective.token_params, e.g. Yaad's δ_t): softplus gates; none for
-        # the built-in objectives, so their models (and their initialisation) are unchanged
-        token_params = dict(getattr(self.objective, "token_params", None) or {})
-        for name, init in token_params.items():
-            if not init > 0:
-                raise ValueError(f"objective token parameter {name!r} must start > 0, got {init}")
-        self.gate_objective = nnx.Dict(
-            {
-                name: linear(
-                    d_model,
-                    H,
-                    "embed",
-                    None,
-                    rngs=rngs,
-                    use_bias=True,
-                    kernel_init=small,
-                    bias_init=nnx.initializers.constant(_softplus_inverse(init)),
-                )
-                for name, init in token_params.items()
-            }
-        )
         self.out_norm = RMSNorm(Dh)
         self.out_gate = linear(d_model, HD, "embed", "heads", rngs=rngs) if cfg.output_gate else None
         self.out_proj = linear(HD, d_model, "heads", "embed", rngs=rngs)
@@ -172,6 +151,29 @@ class NeuralMemory(nnx.Module):
         self.memory_init = nnx.data(
             jax.tree.map(lambda x: wrap(x, out_sharding=(None,) * x.ndim, eager_sharding=False), params0)
         )
+        # the objective's per-token parameters (Objective.token_params, e.g. Yaad's δ_t): softplus gates, made last so
+        # that everything above is initialised as without them; none for the built-in objectives
+        token_params = dict(getattr(self.objective, "token_params", None) or {})
+        for name, init in token_params.items():
+            if not init > 0:
+                raise ValueError(f"objective token parameter {name!r} must start > 0, got {init}")
+        self.gate_objective = None  # (an attribute, not an empty dict: the model's state is exactly as before)
+        if token_params:
+            self.gate_objective = nnx.Dict(
+                {
+                    name: linear(
+                        d_model,
+                        H,
+                        "embed",
+                        None,
+                        rngs=rngs,
+                        use_bias=True,
+                        kernel_init=small,
+                        bias_init=nnx.initializers.constant(_softplus_inverse(init)),
+                    )
+                    for name, init in token_params.items()
+                }
+            )
 
     # -- state ---------------------------------------------------------------------------------------------------
     def initial_params(self):
@@ -217,7 +219,7 @@ class NeuralMemory(nnx.Module):
         eta = jax.nn.sigmoid(to_heads(self.gate_eta(x_BxTxD)))[..., 0]
         alpha = jax.nn.sigmoid(to_heads(self.gate_alpha(x_BxTxD)))
         objective_T = {
-            name: jax.nn.softplus(to_heads(gate(x_BxTxD)))[..., 0] for name, gate in self.gate_objective.items()
+            name: jax.nn.softplus(to_heads(gate(x_BxTxD)))[..., 0] for name, gate in (self.gate_objective or {}).items()
         }
         return Gates(theta, eta, alpha, objective_T)  # B×H×T, B×H×T, B×H×T×C, name → B×H×T
 
