@@ -157,23 +157,21 @@ class NeuralMemory(nnx.Module):
         for name, init in token_params.items():
             if not init > 0:
                 raise ValueError(f"objective token parameter {name!r} must start > 0, got {init}")
-        self.gate_objective = None  # (an attribute, not an empty dict: the model's state is exactly as before)
-        if token_params:
-            self.gate_objective = nnx.Dict(
-                {
-                    name: linear(
-                        d_model,
-                        H,
-                        "embed",
-                        None,
-                        rngs=rngs,
-                        use_bias=True,
-                        kernel_init=small,
-                        bias_init=nnx.initializers.constant(_softplus_inverse(init)),
-                    )
-                    for name, init in token_params.items()
-                }
+        gates = {
+            name: linear(
+                d_model,
+                H,
+                "embed",
+                None,
+                rngs=rngs,
+                use_bias=True,
+                kernel_init=small,
+                bias_init=nnx.initializers.constant(_softplus_inverse(init)),
             )
+            for name, init in token_params.items()
+        }
+        # None, not an empty dict, without token parameters: the model's state is exactly as before
+        self.gate_objective = nnx.Dict(gates) if gates else None
 
     # -- state ---------------------------------------------------------------------------------------------------
     def initial_params(self):
