@@ -74,6 +74,8 @@ def main() -> None:
             "overrides": overrides,
         }
         print(label, json.dumps(results[label]), flush=True)
+        if (out / "mqar.json").exists():  # merge: another invocation (--only) may have written meanwhile
+            results = {**json.loads((out / "mqar.json").read_text()), label: results[label]}
         (out / "mqar.json").write_text(json.dumps(results, indent=1))
     rows = [
         "| memory | steps | val accuracy | val loss | final train loss | tokens/s (median) |",

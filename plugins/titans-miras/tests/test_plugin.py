@@ -126,6 +126,7 @@ def test_the_readme_spec_snippets_validate_as_training_specs():
 
 
 def _tiny_spec(tmp_path: Path, memory: dict, steps: int) -> dict:
+    """A tiny LMM on MQAR; batch 8 divides the 8 devices that tests/conftest.py simulates in the suite."""
     return {
         "model": {
             "name": "lmm",
@@ -142,7 +143,7 @@ def _tiny_spec(tmp_path: Path, memory: dict, steps: int) -> dict:
         },
         "optimizer": {"lr": 3e-3},
         "schedule": {"warmup_steps": 1},
-        "trainer": {"steps": steps, "batch_size": 4, "eval_every": steps, "eval_batches": 1, "log_every": 1},
+        "trainer": {"steps": steps, "batch_size": 8, "eval_every": steps, "eval_batches": 1, "log_every": 1},
         "checkpoint": {"every": steps, "keep": 1},
         "output": {"dir": str(tmp_path / "run")},
         "sample": {"max_new_tokens": 0},
