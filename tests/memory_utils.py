@@ -24,7 +24,7 @@ def random_problem(seed: int, T: int, D: int, depth: int, C: int = 1, dtype=jnp.
 
 
 def slice_gates(g: Gates, a: int, b: int) -> Gates:
-    return Gates(*(x[a:b] for x in g))
+    return jax.tree.map(lambda x: x[a:b], g)
 
 
 def max_rel_err(a, b) -> float:

@@ -18,6 +18,8 @@ from titans_memory import (
     FusedRule,
     FusedUnsupportedError,
     HuberObjective,
+    MLPMemory,
+    MLPMemoryConfig,
     MomentumScanRule,
     NeuralMemory,
     NeuralMemoryConfig,
@@ -183,6 +185,12 @@ def test_fused_refuses_unsupported_models_and_options():
         FusedRule(read="token")
     rule = get_registry().build(make_config("update_rule", "fused", chunk_size=4))  # passes the contract check
     assert isinstance(rule, FusedRule) and rule.chunk_size == 4
+
+    class PerTokenDelta:  # an objective with per-token parameters (as yaad's δ_t): the kernel does not pass them
+        token_params = {"delta": 1.0}
+
+    with pytest.raises(FusedUnsupportedError, match=r"PerTokenDelta has \['delta'\].*momentum_scan"):
+        rule.check_model(MLPMemory(MLPMemoryConfig(depth=1)), PerTokenDelta())
 
 
 def test_fused_kernel_lowers_for_gpu_through_triton():

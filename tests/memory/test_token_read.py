@@ -177,7 +177,7 @@ def test_chunk_one_token_read_is_chunk_read_shifted_by_one_token(depth):
         y_tok, s_tok = run(MomentumScanRule(chunk_size=1, read="token"), model, p0, q, k, v, gates)
         pad = lambda x: jnp.concatenate([x, x[-1:]])  # noqa: E731  (the extra token's write is never read)
         q_late = jnp.concatenate([q[:1], q])  # position t + 1 reads q_t
-        late = (q_late, pad(k), pad(v), Gates(*map(pad, gates)))
+        late = (q_late, pad(k), pad(v), jax.tree.map(pad, gates))
         y_chk, _ = run(MomentumScanRule(chunk_size=1, read="chunk"), model, p0, *late)
         assert max_rel_err(y_tok, y_chk[1:]) < TOL
         y_plain, s_chk = run(MomentumScanRule(chunk_size=1, read="chunk"), model, p0, q, k, v, gates)

@@ -116,20 +116,34 @@ def _wrong_shape(out: Any, want: tuple[int, ...]) -> Any:
 
 
 def check_objective(objective: Any) -> list[str]:
-    """``Objective``: loss(pred_TxD, v_TxD) → T; cotangent(pred_TxD, v_TxD) → T×D."""
+    """``Objective``: loss(pred_TxD, v_TxD) → T; cotangent(pred_TxD, v_TxD) → T×D; with ``token_params`` (a dict
+    name → fresh value > 0) both also take those names as keywords, each of shape T."""
     problems = _missing_methods(objective, {"loss": "loss(pred_TxD, v_TxD)", "cotangent": "cotangent(pred_TxD, v_TxD)"})
     if problems:
         return problems
     T, D = PROBE_T, PROBE_D
+    token_params = getattr(objective, "token_params", None)
+    if token_params is None:
+        token_params = {}
+    elif not (
+        isinstance(token_params, dict)
+        and all(isinstance(n, str) and n.isidentifier() for n in token_params)
+        and all(isinstance(x, int | float) and not isinstance(x, bool) and x > 0 for x in token_params.values())
+    ):
+        return [f"token_params must be a dict of parameter names to values > 0, got {token_params!r}"]
+    extra = {name: _abstract((T,)) for name in token_params}  # what NeuralMemory passes: one value per token
+    args = ", ".join(["pred_TxD", "v_TxD"] + [f"{n}=<T>" for n in token_params])
     for method, want in (("loss", (T,)), ("cotangent", (T, D))):
         try:
-            out = jax.eval_shape(getattr(objective, method), _abstract((T, D)), _abstract((T, D)))
+            out = jax.eval_shape(
+                lambda p, v, e, m=method: getattr(objective, m)(p, v, **e), _abstract((T, D)), _abstract((T, D)), extra
+            )
         except Exception as exc:
-            problems.append(f"{method}(pred_TxD, v_TxD) raised {_short(exc)}")
+            problems.append(f"{method}({args}) raised {_short(exc)}")
             continue
         got = _wrong_shape(out, want)
         if got is not None:
-            problems.append(f"{method}(pred_TxD, v_TxD) must return shape {want}, got {got}")
+            problems.append(f"{method}({args}) must return shape {want}, got {got}")
     return problems
 
 

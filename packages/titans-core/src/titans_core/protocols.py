@@ -32,11 +32,16 @@ class Gates(NamedTuple):
     """Per-token gates of one head (paper Eq 13–14): θ step size, η surprise decay (momentum), α forgetting.
 
     ``alpha_TxC`` has C = 1 (one α per token and head) or C = head width (per-channel α, matrix memory only).
+    ``objective_T`` holds the objective's per-token parameters (``Objective.token_params``), name → shape T
+    (e.g. Yaad's δ_t); empty for objectives without any. A rule passes them, sliced like the other gates, as
+    keywords to the objective's ``loss`` and ``cotangent``. Build gates for slicing or padding with
+    ``jax.tree.map`` (it reaches into this dict) rather than by iterating the tuple.
     """
 
     theta_T: jax.Array
     eta_T: jax.Array
     alpha_TxC: jax.Array
+    objective_T: dict[str, jax.Array] = {}  # never mutated; {}: no per-token parameters
 
 
 class RuleState(NamedTuple):
@@ -93,6 +98,13 @@ class Objective(Protocol):
     ``cotangent(pred_TxD, v_TxD)`` is ∂ℓ_t/∂pred_t (T×D). The sequential rule differentiates ``loss``; the
     chunked rule only needs ``cotangent`` (the gradient of ℓ with respect to M's parameters is its
     vector–Jacobian product through M), so the two must agree: cotangent = ∇_pred Σ_t loss.
+
+    Optional, data-dependent parameters (e.g. MIRAS' Yaad threshold δ_t): an objective may declare
+    ``token_params``, a dict name → value of a fresh model (> 0). The neural memory then computes, per token
+    and head, p_t = softplus(x_t w_p + b_p) (w_p small, b_p such that p = that value; learned like the gates θ,
+    η, α), carries them in ``Gates.objective_T`` and every rule calls ``loss(pred_TxD, v_TxD, **params_T)``
+    and ``cotangent(pred_TxD, v_TxD, **params_T)``, each parameter of shape T. Without ``token_params``
+    nothing changes: no extra weights, and the two methods are called with (pred, v) only.
     """
 
     def loss(self, pred_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array: ...

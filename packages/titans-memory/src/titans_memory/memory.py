@@ -8,7 +8,8 @@ Drop it into any Flax NNX model::
 
 Per token and head: k_t = x_t W_K, v_t = x_t W_V, q_t = x_t W_Q (Eq 11, 15), each followed by a causal depthwise
 convolution (kernel 4) and SiLU, with q and k ℓ2-normalised (the revision, §4.4); data-dependent gates
-θ_t = max_lr·σ(x_t w_θ), η_t = σ(x_t w_η), α_t = σ(x_t w_α); the update rule evolves the memory (Eq 13–14, 16) by
+θ_t = max_lr·σ(x_t w_θ), η_t = σ(x_t w_η), α_t = σ(x_t w_α) (and softplus(x_t w_p) for each per-token parameter p the
+objective declares in ``token_params``, e.g. Yaad's δ_t); the update rule evolves the memory (Eq 13–14, 16) by
 gradients of the objective (the inner loss; ℓ2 of Eq 12 by default) and reads y_t = M*(q_t) (Eq 15); the
 output is RMSNorm(y) ⊙ σ(x W_g), projected back to the model width.
 
@@ -81,6 +82,11 @@ def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
+def _softplus_inverse(y: float) -> float:
+    """x with softplus(x) = y > 0."""
+    return y + math.log(-math.expm1(-y))
+
+
 class FixedInit(nnx.Variable):
     """M_0 when it is not learned (``learn_init=False``): a deterministic, seeded init that the optimiser skips."""
 
@@ -149,6 +155,27 @@ class NeuralMemory(nnx.Module):
         self.memory_init = nnx.data(
             jax.tree.map(lambda x: wrap(x, out_sharding=(None,) * x.ndim, eager_sharding=False), params0)
         )
+        # the objective's per-token parameters (Objective.token_params, e.g. Yaad's δ_t): softplus gates, made last so
+        # that everything above is initialised as without them; none for the built-in objectives
+        token_params = dict(getattr(self.objective, "token_params", None) or {})
+        for name, init in token_params.items():
+            if not init > 0:
+                raise ValueError(f"objective token parameter {name!r} must start > 0, got {init}")
+        gates = {
+            name: linear(
+                d_model,
+                H,
+                "embed",
+                None,
+                rngs=rngs,
+                use_bias=True,
+                kernel_init=small,
+                bias_init=nnx.initializers.constant(_softplus_inverse(init)),
+            )
+            for name, init in token_params.items()
+        }
+        # None, not an empty dict, without token parameters: the model's state is exactly as before
+        self.gate_objective = nnx.Dict(gates) if gates else None
 
     # -- state ---------------------------------------------------------------------------------------------------
     def initial_params(self):
@@ -193,7 +220,10 @@ class NeuralMemory(nnx.Module):
         theta = self.config.max_lr * jax.nn.sigmoid(to_heads(self.gate_theta(x_BxTxD)))[..., 0]
         eta = jax.nn.sigmoid(to_heads(self.gate_eta(x_BxTxD)))[..., 0]
         alpha = jax.nn.sigmoid(to_heads(self.gate_alpha(x_BxTxD)))
-        return Gates(theta, eta, alpha)  # B×H×T, B×H×T, B×H×T×C
+        objective_T = {
+            name: jax.nn.softplus(to_heads(gate(x_BxTxD)))[..., 0] for name, gate in (self.gate_objective or {}).items()
+        }
+        return Gates(theta, eta, alpha, objective_T)  # B×H×T, B×H×T, B×H×T×C, name → B×H×T
 
     def _read_out(self, x_BxTxD, y_BxHxTxDh):
         B, H, T, Dh = y_BxHxTxDh.shape

@@ -17,8 +17,9 @@ for any objective. Per token, with r = M(k) − v ∈ R^D:
   cotangent p·|r|^{p−1}·sign(r).
 - ``dot``: ℓ = −⟨M(k), v⟩ (the linear-attention / Hebbian bias), cotangent −v.
 
-Decisions where the papers leave room: Huber's δ is a fixed option (Yaad's data-dependent δ_t is not
-implemented); the ℓ1 branch of Yaad is offset by −δ² so that ℓ is continuous along the axes.
+Decisions where the papers leave room: Huber's δ is a fixed option here (Yaad's data-dependent δ_t is the
+``yaad`` objective of plugins/titans-miras, through ``Objective.token_params``); the ℓ1 branch of Yaad is offset
+by −δ² so that ℓ is continuous along the axes.
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ def _max_rel_err(a: Any, b: Any) -> float:
     return max(errs)
 
 
-def random_problem(seed: int, T: int, D: int, model: MemoryModel, C: int = 1):
-    """(M_0, q, k, v, gates) in float64: random inputs (unit-norm keys) and gates in their valid ranges."""
+def random_problem(seed: int, T: int, D: int, model: MemoryModel, C: int = 1, objective: Objective | None = None):
+    """(M_0, q, k, v, gates) in float64: random inputs (unit-norm keys) and gates in their valid ranges; with an
+    objective that declares ``token_params``, ``gates.objective_T`` holds random values for them."""
     ks = jax.random.split(jax.random.key(seed), 8)
     p0 = jax.tree.map(lambda x: x.astype(jnp.float64), model.init(ks[0], D))
     q, k, v = (jax.random.normal(ks[i], (T, D), jnp.float64) for i in (1, 2, 3))
@@ -42,27 +43,44 @@ def random_problem(seed: int, T: int, D: int, model: MemoryModel, C: int = 1):
         0.1 * jax.random.uniform(ks[4], (T,), jnp.float64),
         jax.random.uniform(ks[5], (T,), jnp.float64),
         0.3 * jax.random.uniform(ks[6], (T, C), jnp.float64),
+        random_token_params(ks[7], T, objective),
     )
     return p0, q, k, v, gates
 
 
+def random_token_params(key: jax.Array, T: int, objective: Objective | None) -> dict[str, jax.Array]:
+    """Random per-token values (float64, shape T) of the objective's ``token_params``: each its fresh value times
+    a factor in [e^−1, e]; {} for an objective without any."""
+    names = dict(getattr(objective, "token_params", None) or {})
+    keys = jax.random.split(key, max(1, len(names)))
+    return {
+        name: init * jnp.exp(jax.random.uniform(kk, (T,), jnp.float64, -1.0, 1.0))
+        for kk, (name, init) in zip(keys, sorted(names.items()), strict=False)
+    }
+
+
 def check_objective(objective: Objective, *, T: int = 7, D: int = 5, seed: int = 0, scale: float = 1.0) -> None:
     """``cotangent`` equals the gradient of Σ_t ``loss`` (float64), and so does its own derivative (the outer
-    loop of training differentiates through the cotangent). ``scale`` sets the size of the residuals."""
+    loop of training differentiates through the cotangent, also into the per-token parameters of an objective
+    with ``token_params``). ``scale`` sets the size of the residuals."""
     with jax.enable_x64(True):
-        kp, kv, kw = jax.random.split(jax.random.key(seed), 3)
+        kp, kv, kw, kt = jax.random.split(jax.random.key(seed), 4)
         pred = scale * jax.random.normal(kp, (T, D), jnp.float64)
         v = scale * jax.random.normal(kv, (T, D), jnp.float64)
         w = jax.random.normal(kw, (T, D), jnp.float64)
-        loss = objective.loss(pred, v)
+        tp = random_token_params(kt, T, objective)
+        loss = objective.loss(pred, v, **tp)
         assert loss.shape == (T,), f"loss must have shape ({T},), got {loss.shape}"
-        auto = jax.grad(lambda p, v: jnp.sum(objective.loss(p, v)), argnums=(0, 1))
-        by_hand = objective.cotangent(pred, v)
-        err = _max_rel_err(auto(pred, v)[0], by_hand)
+        auto = jax.grad(lambda p, v, tp: jnp.sum(objective.loss(p, v, **tp)), argnums=(0, 1))
+        by_hand = objective.cotangent(pred, v, **tp)
+        err = _max_rel_err(auto(pred, v, tp)[0], by_hand)
         assert err < F64_TOL, f"cotangent differs from the gradient of loss (relative error {err:.2e})"
-        # second order: ⟨w, cotangent⟩ and ⟨w, ∇loss⟩ have the same gradient with respect to pred and v
-        outer = lambda f: jax.grad(lambda p, v: jnp.sum(w * f(p, v)), argnums=(0, 1))(pred, v)  # noqa: E731
-        err = _max_rel_err(outer(lambda p, v: auto(p, v)[0]), outer(objective.cotangent))
+        # second order: ⟨w, cotangent⟩ and ⟨w, ∇loss⟩ have the same gradient with respect to pred, v and the
+        # per-token parameters
+        outer = lambda f: jax.grad(lambda p, v, tp: jnp.sum(w * f(p, v, tp)), argnums=(0, 1, 2))(pred, v, tp)  # noqa: E731
+        err = _max_rel_err(
+            outer(lambda p, v, tp: auto(p, v, tp)[0]), outer(lambda p, v, tp: objective.cotangent(p, v, **tp))
+        )
         assert err < F64_TOL, f"the derivative of cotangent differs from loss's (relative error {err:.2e})"
 
 
@@ -86,7 +104,7 @@ def check_rules_agree(
     model = model if model is not None else MLPMemory(MLPMemoryConfig(depth=2, expansion=2.0))
     ref, fast = rules if rules is not None else (SequentialRule(chunk_size=4), MomentumScanRule(chunk_size=4))
     with jax.enable_x64(True):
-        p0, q, k, v, gates = random_problem(seed, T, D, model)
+        p0, q, k, v, gates = random_problem(seed, T, D, model, objective=objective)
         if zero_momentum:
             gates = gates._replace(eta_T=jnp.zeros_like(gates.eta_T))
 

@@ -66,17 +66,30 @@ class RuleBase:
 
 
 def assoc_loss(
-    model: MemoryModel, params: PyTree, k_TxD: jax.Array, v_TxD: jax.Array, objective: Objective | None = None
+    model: MemoryModel,
+    params: PyTree,
+    k_TxD: jax.Array,
+    v_TxD: jax.Array,
+    objective: Objective | None = None,
+    objective_T: dict[str, jax.Array] | None = None,
 ) -> jax.Array:
-    """ℓ(M; x) = Σ_t ℓ(M(k_t), v_t) of the objective; by default ℓ2: Σ_t ‖M(k_t) − v_t‖² (Eq 12, no ½)."""
-    return jnp.sum(resolve(objective).loss(model.apply(params, k_TxD), v_TxD))
+    """ℓ(M; x) = Σ_t ℓ(M(k_t), v_t) of the objective; by default ℓ2: Σ_t ‖M(k_t) − v_t‖² (Eq 12, no ½).
+    ``objective_T``: the objective's per-token parameters (``Gates.objective_T``), each of shape T."""
+    return jnp.sum(resolve(objective).loss(model.apply(params, k_TxD), v_TxD, **(objective_T or {})))
 
 
 def token_grad(
-    model: MemoryModel, params: PyTree, k_D: jax.Array, v_D: jax.Array, objective: Objective | None = None
+    model: MemoryModel,
+    params: PyTree,
+    k_D: jax.Array,
+    v_D: jax.Array,
+    objective: Objective | None = None,
+    objective_1: dict[str, jax.Array] | None = None,
 ) -> PyTree:
-    """u_t = ∇ℓ(M; x_t) for one token (Eq 12–13), by automatic differentiation of the objective's loss."""
-    return jax.grad(assoc_loss, argnums=1)(model, params, k_D[None], v_D[None], objective)
+    """u_t = ∇ℓ(M; x_t) for one token (Eq 12–13), by automatic differentiation of the objective's loss;
+    ``objective_1``: the objective's per-token parameters for this token (scalars)."""
+    per_token = {name: x[None] for name, x in (objective_1 or {}).items()}
+    return jax.grad(assoc_loss, argnums=1)(model, params, k_D[None], v_D[None], objective, per_token)
 
 
 def tree_norm(tree: PyTree) -> jax.Array:

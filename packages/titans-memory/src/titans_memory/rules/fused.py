@@ -85,7 +85,12 @@ class FusedRule(RuleBase):
     def check_model(self, model: MemoryModel, objective: Objective | None = None) -> None:
         """Build-time check (NeuralMemory calls it): raise :class:`FusedUnsupportedError` for a model the kernel
         does not implement."""
-        del objective  # every objective's cotangent is traced inside the kernel
+        if objective is not None and getattr(objective, "token_params", None):  # e.g. yaad's per-token δ_t
+            raise FusedUnsupportedError(
+                f"update_rule fused does not pass per-token objective parameters; the objective "
+                f"{type(objective).__name__} has {sorted(objective.token_params)}: use update_rule momentum_scan"
+            )
+        # every other objective's cotangent is elementwise jnp code, traced inside the kernel
         if matrix_param(model) is None:
             name = type(model).__name__
             cfg = getattr(model, "config", None)

@@ -116,11 +116,11 @@ def _grouped_scan(body, carry, xs):
     chunk = jax.checkpoint(body)
     if n_groups <= 1:
         return jax.lax.scan(chunk, carry, xs)
-    grouped = tuple(x[: n_groups * G].reshape((n_groups, G) + x.shape[1:]) for x in xs)
+    grouped = jax.tree.map(lambda x: x[: n_groups * G].reshape((n_groups, G) + x.shape[1:]), xs)
     carry, y = jax.lax.scan(jax.checkpoint(lambda c, group: jax.lax.scan(chunk, c, group)), carry, grouped)
     y = y.reshape((n_groups * G,) + y.shape[2:])
     if rest:
-        carry, y_rest = jax.lax.scan(chunk, carry, tuple(x[n_groups * G :] for x in xs))
+        carry, y_rest = jax.lax.scan(chunk, carry, jax.tree.map(lambda x: x[n_groups * G :], xs))
         y = jnp.concatenate([y, y_rest])
     return carry, y
 
@@ -131,14 +131,14 @@ class MomentumScanRule(RuleBase):
     def _update(self, model: MemoryModel, objective: Objective, start, memory, surprise, inp):
         """One chunk: takes its gradients at ``start`` = M_{t'} (Eq 16) and carries (M, S) to its end; reads
         M_{t'} (``read: chunk``) or, for each token t, M_t (``read: token``, rules/token_read.py) (Eq 15)."""
-        q_bxD, k_bxD, v_bxD, theta_b, eta_b, alpha_bxC, mask_b = inp
+        q_bxD, k_bxD, v_bxD, theta_b, eta_b, alpha_bxC, objective_b, mask_b = inp
         token_read = self.config.read == "token"
         # y = M_{t'}(q) (read-before-write, Eq 15; read: token defers it) and M_{t'}(k) linearised (Eq 12, 16)
         if token_read:
             pred_bxD, grad_sums, grads_and_read = linearize_for_token_read(model, start, q_bxD, k_bxD)
         else:
             y_bxD, pred_bxD, grad_sums = read_and_linearize(model, start, q_bxD, k_bxD)
-        resid_bxD = objective.cotangent(pred_bxD, v_bxD)  # ∂ℓ_i/∂M(k_i); ℓ2: 2(M(k) − v)
+        resid_bxD = objective.cotangent(pred_bxD, v_bxD, **objective_b)  # ∂ℓ_i/∂M(k_i); ℓ2: 2(M(k) − v)
         if self.config.max_grad_norm is not None:  # per-token ‖u_i‖, only when the clamp is on
             one_hot = jnp.eye(k_bxD.shape[0], dtype=resid_bxD.dtype)[:, :, None]
             norms = jax.vmap(lambda w: tree_norm(grad_sums(resid_bxD, w)[0]))(one_hot)
@@ -168,7 +168,7 @@ class MomentumScanRule(RuleBase):
     ) -> tuple[jax.Array, RuleState]:
         """``aligned=True`` promises state.pos == 0 (a chunk boundary): the chunk boundaries are known at trace
         time. ``objective``: the inner loss whose cotangent drives the update (default ℓ2, Eq 12)."""
-        xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC)
+        xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC, gates.objective_T)
         run = self._aligned if aligned else self._general
         return run(model, resolve(objective), state, xs)
 
@@ -186,12 +186,12 @@ class MomentumScanRule(RuleBase):
             return (memory, surprise), y
 
         if n_full:
-            whole = tuple(x[: n_full * b].reshape((n_full, b) + x.shape[1:]) for x in xs)
+            whole = jax.tree.map(lambda x: x[: n_full * b].reshape((n_full, b) + x.shape[1:]), xs)
             (memory, surprise), y = _grouped_scan(body, (memory, surprise), whole)
             ys.append(y.reshape((n_full * b,) + y.shape[2:]))
         start = memory
         if tail:
-            rest = tuple(x[n_full * b :] for x in xs) + (jnp.ones(tail, xs[0].dtype),)
+            rest = jax.tree.map(lambda x: x[n_full * b :], xs) + (jnp.ones(tail, xs[0].dtype),)
             y, memory, surprise = self._update(model, objective, start, memory, surprise, rest)
             ys.append(y)
         y_TxD = jnp.concatenate(ys) if ys else jnp.zeros_like(xs[0])  # (T = 0 leaves the state as it was)
@@ -211,8 +211,9 @@ class MomentumScanRule(RuleBase):
         slots = jnp.arange(L)
         mask = ((slots >= offset) & (slots < offset + T)).astype(xs[0].dtype)
         fills = (0.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # padding is the identity: θ = 0, η = 1, α = 0
-        padded = tuple(place(x, f) for x, f in zip(xs, fills, strict=True)) + (mask,)
-        padded = tuple(x.reshape((n_chunks, b) + x.shape[1:]) for x in padded)
+        padded = tuple(place(x, f) for x, f in zip(xs[:6], fills, strict=True))
+        padded += (jax.tree.map(lambda x: place(x, 1.0), xs[6]), mask)  # objective parameters: any finite value
+        padded = jax.tree.map(lambda x: x.reshape((n_chunks, b) + x.shape[1:]), padded)
         closes = (jnp.arange(1, n_chunks + 1) * b) <= offset + T
 
         def body(carry, inp):

@@ -49,8 +49,8 @@ class SequentialRule(RuleBase):
         b = self.chunk_size
 
         def step(carry: RuleState, inp):
-            q, k, v, theta, eta, alpha = inp
-            u = token_grad(model, carry.start, k, v, objective)
+            q, k, v, theta, eta, alpha, objective_1 = inp
+            u = token_grad(model, carry.start, k, v, objective, objective_1)
             theta = theta * clip_scale(tree_norm(u), self.config.max_grad_norm)
             surprise = jax.tree.map(lambda s, g: eta * s - theta * g, carry.surprise, u)
             memory = jax.tree.map(jnp.add, decay(carry.memory, 1.0 - alpha), surprise)
@@ -60,6 +60,6 @@ class SequentialRule(RuleBase):
             start = jax.tree.map(lambda m, s: jnp.where(closes, m, s), memory, carry.start)
             return RuleState(start, memory, surprise, jnp.where(closes, 0, pos)), y
 
-        xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC)
+        xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC, gates.objective_T)
         state, y_TxD = jax.lax.scan(step, state, xs)
         return y_TxD, state

@@ -1,0 +1,74 @@
+"""Yaad: the Huber objective with a per-token threshold δ_t, in both Titans rules (float64 references)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from titans_memory import MLPMemory, MLPMemoryConfig, MomentumScanRule, SequentialRule
+from titans_memory.testing import check_objective, check_rules_agree, random_problem
+from titans_miras import YaadConfig, YaadObjective
+from titans_miras import reference as ref
+
+TOL = 1e-10
+
+
+def test_loss_values_switch_per_token_on_its_own_delta():
+    pred = jnp.array([[3.0, 4.0], [3.0, 4.0], [0.5, -2.0]])
+    v = jnp.zeros((3, 2))
+    delta = jnp.array([5.0, 1.0, 1.0])  # ‖r‖ = 5, 5, 2.06
+    yaad = YaadObjective()
+    np.testing.assert_allclose(yaad.loss(pred, v, delta=delta), [25.0, 2 * 7 - 1, 2 * 2.5 - 1])
+    np.testing.assert_allclose(yaad.cotangent(pred, v, delta=delta)[:2], [[6.0, 8.0], [2.0, 2.0]])
+    elementwise = YaadObjective(form="elementwise")  # per coordinate: |0.5| ≤ 1 quadratic, |−2| > 1 linear
+    np.testing.assert_allclose(elementwise.loss(pred, v, delta=delta)[2], 0.25 + 2 * 2 - 1)
+    assert yaad.token_params == {"delta": 1.0}
+    assert YaadObjective(YaadConfig(init_delta=0.3)).token_params == {"delta": 0.3}
+
+
+@pytest.mark.parametrize("form,scale", [("yaad", 0.3), ("yaad", 3.0), ("elementwise", 1.0)])
+def test_cotangent_is_the_gradient_including_into_delta(form, scale):
+    check_objective(YaadObjective(form=form), scale=scale)
+
+
+@pytest.mark.parametrize("b", [pytest.param(1, marks=pytest.mark.slow), 4])
+def test_both_rules_equal_the_numpy_reference_with_per_token_delta(b):
+    """Linear memory, Eq 13–14 with the Yaad cotangent written in numpy; δ_t varies across tokens so that some
+    tokens take the ℓ2 branch and some the ℓ1 branch."""
+    model = MLPMemory(MLPMemoryConfig(depth=1))
+    yaad = YaadObjective(init_delta=1.5)
+    with jax.enable_x64(True):
+        p0, q, k, v, gates = random_problem(1, 11, 5, model, objective=yaad)
+        delta = np.asarray(gates.objective_T["delta"])
+        r = np.asarray(k) @ np.asarray(p0["w0"]) - np.asarray(v)
+        assert (np.linalg.norm(r, axis=-1) <= delta).any() and (np.linalg.norm(r, axis=-1) > delta).any()
+        args = (np.asarray(x) for x in (q, k, v, gates.theta_T, gates.eta_T, gates.alpha_TxC))
+        y_ref, start_ref, m_ref, s_ref = ref.titans_reference(np.asarray(p0["w0"]), *args, ref.yaad_cotangent(delta), b)
+        for rule in (SequentialRule(chunk_size=b), MomentumScanRule(chunk_size=b)):
+            y, st = rule(model, rule.init_state(p0), q, k, v, gates, aligned=True, objective=yaad)
+            for got, want in (
+                (y, y_ref),
+                (st.memory["w0"], m_ref),
+                (st.surprise["w0"], s_ref),
+                (st.start["w0"], start_ref),
+            ):
+                np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=TOL)
+
+
+@pytest.mark.slow
+def test_momentum_scan_equals_sequential_with_an_mlp_incl_outer_gradients_into_delta():
+    """check_rules_agree differentiates both rules with respect to all gates, Gates.objective_T (δ_t) included."""
+    check_rules_agree(objective=YaadObjective(init_delta=0.7), T=9, D=4)
+
+
+def test_delta_changes_the_update():
+    model = MLPMemory(MLPMemoryConfig(depth=1))
+    yaad, rule = YaadObjective(), MomentumScanRule(chunk_size=4)
+    with jax.enable_x64(True):
+        p0, q, k, v, gates = random_problem(2, 8, 4, model, objective=yaad)
+        small = gates._replace(objective_T={"delta": jnp.full((8,), 1e-3)})
+        big = gates._replace(objective_T={"delta": jnp.full((8,), 1e3)})
+        _, s_small = rule(model, rule.init_state(p0), q, k, v, small, aligned=True, objective=yaad)
+        _, s_big = rule(model, rule.init_state(p0), q, k, v, big, aligned=True, objective=yaad)
+        assert float(jnp.max(jnp.abs(s_small.memory["w0"] - s_big.memory["w0"]))) > 1e-3
