@@ -219,7 +219,9 @@ class OmegaRule:
         O_b = jax.vmap(lambda s: orthogonalize_tree(s, self.config.ns_steps))(S_b)
         coef_bxC = R_keep_bxC * (mask_b * theta_b)[:, None]
         new_memory = jax.tree.map(
-            lambda m, o: m + jnp.sum(coef_bxC.reshape(coef_bxC.shape[:1] + (1,) * (o.ndim - 2) + coef_bxC.shape[1:]) * o, 0),
+            lambda m, o: (
+                m + jnp.sum(coef_bxC.reshape(coef_bxC.shape[:1] + (1,) * (o.ndim - 2) + coef_bxC.shape[1:]) * o, 0)
+            ),
             _decay(memory, keep_M_C),
             O_b,
         )

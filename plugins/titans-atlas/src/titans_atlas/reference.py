@@ -41,8 +41,14 @@ def omega_reference(
     objective = objective if objective is not None else L2Objective()
     c, b, T = config.context, config.chunk_size, q_TxD.shape[0]
 
-    def token_grad(params, k_D, v_D):  # ∇ℓ(M; k, v)
-        return jax.grad(lambda p: jnp.sum(objective.loss(model.apply(p, k_D[None]), v_D[None])))(params)
+    def window_loss(params, t):  # Σ_i w_{t,i} ℓ(M; k_i, v_i) over the window of token t
+        i = slice(max(0, t - c + 1), t + 1)
+        w_W = (
+            gates.theta_T[i] if config.gamma == "theta" else jnp.broadcast_to(gates.theta_T[t], gates.theta_T[i].shape)
+        )
+        if config.normalize:
+            w_W = w_W / c
+        return jnp.sum(w_W * objective.loss(model.apply(params, k_TxD[i]), v_TxD[i]))
 
     memory, start = params0, params0
     surprise = jax.tree.map(jnp.zeros_like, params0)
@@ -51,19 +57,15 @@ def omega_reference(
         if t % b == 0:
             start = memory
         ys.append(model.apply(start, q_TxD[t][None])[0])
-        g = jax.tree.map(jnp.zeros_like, params0)
-        for i in range(max(0, t - c + 1), t + 1):
-            w = gates.theta_T[i] if config.gamma == "theta" else gates.theta_T[t]
-            if config.normalize:
-                w = w / c
-            g = jax.tree.map(lambda acc, u, w=w: acc + w * u, g, token_grad(start, k_TxD[i], v_TxD[i]))
-        surprise = jax.tree.map(lambda s, g_: gates.eta_T[t] * s - g_, surprise, g)
+        g = jax.grad(lambda p, t=t: window_loss(p, t))(start)  # the gradient of the window loss at M_{t'}
+        eta, theta = gates.eta_T[t], gates.theta_T[t]
+        surprise = jax.tree.map(lambda s, g_, eta=eta: eta * s - g_, surprise, g)
         keep_C = 1.0 - gates.alpha_TxC[t]
         if config.orthogonalize:
-            step = jax.tree.map(lambda o: gates.theta_T[t] * o, orthogonalize_tree(surprise, config.ns_steps))
+            step = jax.tree.map(lambda o, theta=theta: theta * o, orthogonalize_tree(surprise, config.ns_steps))
         else:
             step = surprise
-        memory = jax.tree.map(lambda m, s: keep_C * m + s, memory, step)
+        memory = jax.tree.map(lambda m, s, keep_C=keep_C: keep_C * m + s, memory, step)
         if (t + 1) % b == 0:
             start = memory
     pos = jnp.asarray(T % b, jnp.int32)
