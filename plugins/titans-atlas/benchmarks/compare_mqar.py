@@ -60,11 +60,14 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "atlas_compare")
     parser.add_argument("--rules", default=",".join(RULES), help="comma-separated subset of: " + ", ".join(RULES))
     args = parser.parse_args()
-    rows = []
+    results = HERE / "mqar_results.json"
+    rows = json.loads(results.read_text()) if results.exists() else []  # rules not run this time are kept
     for name in args.rules.split(","):
-        rows.append(run(name, RULES[name], args.steps, args.runs))
-        print(json.dumps(rows[-1]), flush=True)
-    (HERE / "mqar_results.json").write_text(json.dumps(rows, indent=2) + "\n")
+        row = run(name, RULES[name], args.steps, args.runs)
+        rows = [r for r in rows if r["rule"] != name] + [row]
+        rows.sort(key=lambda r: list(RULES).index(r["rule"]))
+        results.write_text(json.dumps(rows, indent=2) + "\n")
+        print(json.dumps(row), flush=True)
     lines = ["| rule | steps | accuracy | val loss | tokens/s (median) | wall s |", "|---|---|---|---|---|---|"]
     lines += [
         f"| {r['rule']} | {r['steps']} | {100 * r['accuracy']:.1f}% | {r['val_loss']:.3f} | {r['tokens_per_s']:.0f} "

@@ -32,9 +32,9 @@ def _slice(gates: Gates, s: slice) -> Gates:
 
 CASES = [  # (model, T, C, config): windows inside a chunk, across chunks, longer than a chunk; both γ; per-channel α
     (LINEAR, 9, 3, dict(context=3, chunk_size=4)),
-    (MLP, 7, 1, dict(context=6, chunk_size=2, gamma="uniform", normalize=False)),
+    pytest.param(MLP, 7, 1, dict(context=6, chunk_size=2, gamma="uniform", normalize=False), marks=pytest.mark.slow),
     (LINEAR, 7, 1, dict(context=2, chunk_size=3, orthogonalize=True)),
-    (MLP, 6, 1, dict(context=3, chunk_size=4, orthogonalize=True)),
+    pytest.param(MLP, 6, 1, dict(context=3, chunk_size=4, orthogonalize=True), marks=pytest.mark.slow),
 ]
 
 

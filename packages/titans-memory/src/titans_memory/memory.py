@@ -156,7 +156,8 @@ class NeuralMemory(nnx.Module):
         p0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch_size,) + x.shape), self.initial_params())
         rule = self.update_rule.init_state(p0)._replace(pos=jnp.zeros((), jnp.int32))
         if hasattr(self.update_rule, "init_extra"):  # e.g. a sliding window of past tokens (RuleState.extra)
-            rule = rule._replace(extra=self.update_rule.init_extra(p0, self.head_dim))
+            dtype = jax.tree.leaves(p0)[0].dtype
+            rule = rule._replace(extra=self.update_rule.init_extra((batch_size, self.num_heads), self.head_dim, dtype))
         conv = {}
         if self.conv_q is not None:
             conv = {
