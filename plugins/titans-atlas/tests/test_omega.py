@@ -69,29 +69,29 @@ def test_outer_gradients_equal_the_reference(orthogonalize):
         assert float(jnp.abs(g_fast[0]["phi"]).max()) > 0
 
 
-def test_context_one_is_titans_momentum_rule():
-    for gamma in ("theta", "uniform"):
-        rule = OmegaRule(OmegaRuleConfig(context=1, chunk_size=3, gamma=gamma))
-        check_rules_agree(rules=(SequentialRule(chunk_size=3), rule), model=LINEAR, T=7, D=3)
+@pytest.mark.parametrize("gamma", ["theta", pytest.param("uniform", marks=pytest.mark.slow)])
+def test_context_one_is_titans_momentum_rule(gamma):
+    rule = OmegaRule(OmegaRuleConfig(context=1, chunk_size=3, gamma=gamma))
+    check_rules_agree(rules=(SequentialRule(chunk_size=3), rule), model=LINEAR, T=7, D=3)
 
 
-def test_split_state_equals_the_whole_sequence_and_decoding_token_by_token():
-    for orthogonalize in (False, True):
-        rule = OmegaRule(OmegaRuleConfig(context=4, chunk_size=3, orthogonalize=orthogonalize))
-        with jax.enable_x64(True):
-            p0, q, k, v, gates = random_problem(3, 8, 3, LINEAR)
-            call = jax.jit(lambda st, *a, rule=rule: rule(LINEAR, st, *a))
-            y, whole = jax.jit(lambda *a, rule=rule: _fast(rule, LINEAR, *a))(p0, q, k, v, gates)
-            for pieces in (
-                [0, 2, 8],
-                [0, 4, 5, 8],
-                list(range(9)),
-            ):  # splits mid-chunk, shorter than the window, 1 by 1
-                state, ys = rule.init_state(p0), []
-                for a, b in zip(pieces[:-1], pieces[1:], strict=True):
-                    y_piece, state = call(state, q[a:b], k[a:b], v[a:b], _slice(gates, slice(a, b)))
-                    ys.append(y_piece)
-                assert _err(y, jnp.concatenate(ys)) < TOL and _err(whole, state) < TOL, pieces
+@pytest.mark.parametrize("orthogonalize", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_split_state_equals_the_whole_sequence_and_decoding_token_by_token(orthogonalize):
+    rule = OmegaRule(OmegaRuleConfig(context=4, chunk_size=3, orthogonalize=orthogonalize))
+    with jax.enable_x64(True):
+        p0, q, k, v, gates = random_problem(3, 8, 3, LINEAR)
+        call = jax.jit(lambda st, *a, rule=rule: rule(LINEAR, st, *a))
+        y, whole = jax.jit(lambda *a, rule=rule: _fast(rule, LINEAR, *a))(p0, q, k, v, gates)
+        for pieces in (
+            [0, 2, 8],
+            [0, 4, 5, 8],
+            list(range(9)),
+        ):  # splits mid-chunk, shorter than the window, 1 by 1
+            state, ys = rule.init_state(p0), []
+            for a, b in zip(pieces[:-1], pieces[1:], strict=True):
+                y_piece, state = call(state, q[a:b], k[a:b], v[a:b], _slice(gates, slice(a, b)))
+                ys.append(y_piece)
+            assert _err(y, jnp.concatenate(ys)) < TOL and _err(whole, state) < TOL, pieces
 
 
 def test_reads_are_causal_and_the_window_reaches_back():
@@ -110,6 +110,7 @@ def test_reads_are_causal_and_the_window_reaches_back():
         assert state.extra["k"].shape == (2, 3) and jnp.array_equal(state.extra["k"], k[-2:])
 
 
+@pytest.mark.slow
 def test_omega_and_atlas_inside_neural_memory_pass_the_contract_and_continue_pieces():
     reset_registry(Registry.from_entry_points())  # the installed plugins, this one included
     try:
