@@ -19,13 +19,27 @@ from titans_memory import NeuralMemory, NeuralMemoryConfig
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_the_readme_spec_snippet_validates_and_runs():
+def _readme_memory_config() -> NeuralMemoryConfig:
     blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     spec = yaml.safe_load(next(b for b in blocks if "atlas" in b))
+    return NeuralMemoryConfig.model_validate({**spec["model"]["memory"], "num_heads": 2})
+
+
+def test_the_readme_spec_snippet_validates():
     reset_registry(Registry.from_entry_points())
     try:
-        config = NeuralMemoryConfig.model_validate({**spec["model"]["memory"], "num_heads": 2})
+        config = _readme_memory_config()
         assert (config.rule.name, config.model.name, config.model.inner.name) == ("atlas", "poly", "mlp")
+        assert (config.rule.context, config.rule.orthogonalize, config.model.degree) == (4, True, 3)
+    finally:
+        reset_registry()
+
+
+@pytest.mark.slow
+def test_the_readme_spec_snippet_runs():
+    reset_registry(Registry.from_entry_points())
+    try:
+        config = _readme_memory_config()
         memory = NeuralMemory(config, d_model=8, rngs=nnx.Rngs(0))
         y, state = memory(jnp.ones((1, 5, 8)))
         assert y.shape == (1, 5, 8) and bool(jnp.all(jnp.isfinite(y)))
