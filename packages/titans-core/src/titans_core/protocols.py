@@ -52,8 +52,9 @@ class RuleState(NamedTuple):
 
     ``extra`` is whatever else a rule must carry from one piece of a sequence to the next (e.g. the last tokens of
     a sliding window); ``()`` for the built-in rules. Its leaves carry the same leading batch axes as the
-    parameters. A rule that needs it may define ``init_extra(batch_shape, dim, dtype)`` (``batch_shape``: B×H, ``dim``: the head width), which
-    ``NeuralMemory.init_state`` calls, so that the state has one structure from the first token on.
+    parameters. A rule that needs it may define ``init_extra(batch_shape, dim, dtype)`` (``batch_shape``: B×H,
+    ``dim``: the head width), which ``NeuralMemory.init_state`` calls, so that the state has one structure from the
+    first token on.
     """
 
     start: PyTree
