@@ -54,12 +54,19 @@ class RuleState(NamedTuple):
     last token seen; ``start``, ``memory`` and ``surprise`` have the pytree structure of the memory model's
     parameters. ``pos`` (int32 scalar) counts the tokens seen in the current, unfinished chunk (0 ≤ pos <
     chunk_size). When a chunk completes, start := memory.
+
+    ``extra`` is whatever else a rule must carry from one piece of a sequence to the next (e.g. the last tokens of
+    a sliding window); ``()`` for the built-in rules. Its leaves carry the same leading batch axes as the
+    parameters. A rule that needs it may define ``init_extra(batch_shape, dim, dtype)`` (``batch_shape``: B×H,
+    ``dim``: the head width), which ``NeuralMemory.init_state`` calls, so that the state has one structure from the
+    first token on.
     """
 
     start: PyTree
     memory: PyTree
     surprise: PyTree
     pos: jax.Array
+    extra: PyTree = ()
 
 
 def init_rule_state(params0: PyTree) -> RuleState:

@@ -92,7 +92,7 @@ class FixedInit(nnx.Variable):
 
 
 def _rule_axes(state: RuleState):
-    return RuleState(0, 0, 0, None)
+    return RuleState(0, 0, 0, None, 0)
 
 
 class NeuralMemory(nnx.Module):
@@ -186,6 +186,9 @@ class NeuralMemory(nnx.Module):
     def init_state(self, batch_size: int) -> MemoryState:
         p0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch_size,) + x.shape), self.initial_params())
         rule = self.update_rule.init_state(p0)._replace(pos=jnp.zeros((), jnp.int32))
+        if hasattr(self.update_rule, "init_extra"):  # e.g. a sliding window of past tokens (RuleState.extra)
+            dtype = jax.tree.leaves(p0)[0].dtype
+            rule = rule._replace(extra=self.update_rule.init_extra((batch_size, self.num_heads), self.head_dim, dtype))
         conv = {}
         if self.conv_q is not None:
             conv = {
