@@ -23,7 +23,7 @@ from numbers import Integral
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from titans_core.layers import linear, rope
+from titans_core.layers import head_width, linear, persistent_param, rope
 
 from titans_attention.attention_cache import (
     Part,
@@ -179,11 +179,7 @@ class _HeadsAttention(nnx.Module):
     ):
         _check_positive("d_model", d_model)
         _check_positive("num_heads", num_heads)
-        if d_model % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
-        head_dim = d_model // num_heads
-        if head_dim % 2:
-            raise ValueError(f"the head width d_model // num_heads = {head_dim} must be even for rotary embeddings")
+        head_dim = head_width(d_model, num_heads, even=True)
         if not isinstance(num_persistent, Integral) or num_persistent < 0:
             raise ValueError(f"num_persistent must be an integer ≥ 0, got {num_persistent!r}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
@@ -192,17 +188,9 @@ class _HeadsAttention(nnx.Module):
         self.k_proj = linear(d_model, d_model, "embed", "heads", rngs=rngs)
         self.v_proj = linear(d_model, d_model, "embed", "heads", rngs=rngs)
         self.o_proj = linear(d_model, d_model, "heads", "embed", rngs=rngs)
-        shape = (num_persistent, num_heads, head_dim)
-        meta = {"out_sharding": (None, "heads", None), "eager_sharding": False}
-
-        # no zero-size parameters when num_persistent == 0 (orbax cannot checkpoint empty arrays)
-        def persistent() -> nnx.Param | None:
-            if not num_persistent:
-                return None
-            return nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32), **meta)
-
-        self.persistent_k_PxHxDh = persistent()
-        self.persistent_v_PxHxDh = persistent()
+        shape, axes = (num_persistent, num_heads, head_dim), (None, "heads", None)
+        self.persistent_k_PxHxDh = persistent_param(rngs, shape, axes, jnp.float32)
+        self.persistent_v_PxHxDh = persistent_param(rngs, shape, axes, jnp.float32)
 
     def _check_x(self, x_BxTxD: jax.Array, name: str = "x_BxTxD") -> None:
         if x_BxTxD.ndim != 3 or x_BxTxD.shape[-1] != self.d_model:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from titans_core.layers import RMSNorm
+from titans_core.layers import RMSNorm, persistent_param
 from titans_memory import MemoryState, NeuralMemory, NeuralMemoryConfig
 
 from titans_attention.attention import SegmentAttention, SegmentCache, SlidingWindowAttention
@@ -70,16 +70,7 @@ class MemoryMixer(nnx.Module):
     def __init__(self, d_model: int, config: NeuralMemoryConfig, num_persistent: int, warm: bool, *, rngs):
         self.memory = NeuralMemory(config, d_model=d_model, rngs=rngs)
         self.num_persistent = num_persistent if warm else 0
-        # no zero-size parameter when there are no persistent tokens (orbax cannot checkpoint empty arrays)
-        self.persistent_PxD = (
-            nnx.Param(
-                0.02 * jax.random.normal(rngs.params(), (self.num_persistent, d_model)),
-                out_sharding=(None, "embed"),
-                eager_sharding=False,
-            )
-            if self.num_persistent
-            else None
-        )
+        self.persistent_PxD = persistent_param(rngs, (self.num_persistent, d_model), (None, "embed"))
 
     def init_cache(self, batch_size: int) -> MemoryState:
         state = self.memory.init_state(batch_size)

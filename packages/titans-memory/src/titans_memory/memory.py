@@ -33,7 +33,7 @@ from flax import nnx
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
 from titans_core.contracts import check_contract
-from titans_core.layers import CausalDepthwiseConv, RMSNorm, linear
+from titans_core.layers import CausalDepthwiseConv, RMSNorm, head_width, linear
 from titans_core.protocols import MemoryModel, Objective, UpdateRule
 from titans_core.registry import get_registry
 from titans_core.spec import ComponentRef, component_field
@@ -104,9 +104,7 @@ class NeuralMemory(nnx.Module):
     ):
         cfg = config or NeuralMemoryConfig()
         H = cfg.num_heads
-        Dh = cfg.head_dim or d_model // H
-        if cfg.head_dim is None and d_model % H:
-            raise ValueError(f"num_heads ({H}) must divide d_model ({d_model}) when head_dim is not set")
+        Dh = cfg.head_dim or head_width(d_model, H, suffix=" when head_dim is not set")
         self.config, self.d_model, self.num_heads, self.head_dim = cfg, d_model, H, Dh
         self.memory_model = _component("memory_model", memory_model, cfg.model)
         self.update_rule = _component("update_rule", update_rule, cfg.rule)
