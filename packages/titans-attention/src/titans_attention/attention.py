@@ -68,6 +68,7 @@ def _persistent_parts(q: jax.Array, pk: jax.Array | None, pv: jax.Array | None) 
         raise ValueError("persistent_k_PxHxDh and persistent_v_PxHxDh must be given together")
     if pk is None:
         return []
+    assert pv is not None  # checked above: given together
     want = (pk.shape[0],) + q.shape[2:]
     if pk.shape != want or pv.shape != want:
         raise ValueError(
@@ -154,6 +155,7 @@ def segment_causal_attention(
     causal_CxC = jnp.tril(jnp.ones((C, C), bool))
     parts.append((_blocks(k_BxTxHxDh, N, C), _blocks(v_BxTxHxDh, N, C), causal_CxC))
     if prefix_k_BxTxHxDh is not None:
+        assert prefix_v_BxTxHxDh is not None  # checked above: given together
         if prefix_k_BxTxHxDh.shape != q_BxTxHxDh.shape or prefix_v_BxTxHxDh.shape != q_BxTxHxDh.shape:
             raise ValueError(
                 f"prefix_k_BxTxHxDh and prefix_v_BxTxHxDh must have the shape of q {q_BxTxHxDh.shape}, "
@@ -167,6 +169,18 @@ def segment_causal_attention(
 # ---------------------------------------------------------------------------------------------------- modules
 class _HeadsAttention(nnx.Module):
     """Shared parts: q/k/v/o projections (no bias), RoPE, persistent keys/values P x H x Dh ~ N(0, 0.02²)."""
+
+    d_model: int
+    num_heads: int
+    head_dim: int
+    num_persistent: int
+    rope_base: float
+    q_proj: nnx.Linear
+    k_proj: nnx.Linear
+    v_proj: nnx.Linear
+    o_proj: nnx.Linear
+    persistent_k_PxHxDh: nnx.Param | None  # None when num_persistent == 0
+    persistent_v_PxHxDh: nnx.Param | None
 
     def __init__(
         self,
@@ -217,7 +231,7 @@ class _HeadsAttention(nnx.Module):
         return (q, *self._kv(x_BxTxD, pos_BxT))
 
     def _persistent(self) -> dict:
-        if self.num_persistent == 0:
+        if self.persistent_k_PxHxDh is None or self.persistent_v_PxHxDh is None:  # num_persistent == 0
             return {}
         return {
             "persistent_k_PxHxDh": self.persistent_k_PxHxDh[...],

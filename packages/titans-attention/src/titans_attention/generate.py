@@ -3,9 +3,14 @@ from the generated tokens, as at test time). The cost per generated token does n
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+if TYPE_CHECKING:
+    from titans_attention.model import TitansLM
 
 
 def filter_logits(logits_BxV: jax.Array, *, top_k: int | None = None, top_p: float | None = None) -> jax.Array:
@@ -31,7 +36,7 @@ def sample(logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int
 
 
 def generate(
-    model: nnx.Module,
+    model: TitansLM,
     prompt_BxT: jax.Array,
     max_new_tokens: int,
     *,

@@ -74,7 +74,7 @@ class MemoryMixer(nnx.Module):
 
     def init_cache(self, batch_size: int) -> MemoryState:
         state = self.memory.init_state(batch_size)
-        if self.num_persistent:
+        if self.persistent_PxD is not None:  # num_persistent > 0
             p = self.persistent_PxD[...]
             _, state = self.memory(jnp.broadcast_to(p, (batch_size,) + p.shape), state)
         return state
@@ -86,7 +86,7 @@ class MemoryMixer(nnx.Module):
         n = self.num_persistent
         state = self.init_cache(x.shape[0]) if n else None
         record_memory_input(self.memory, x, state)
-        return self.memory(x, state, aligned=n % self.memory.update_rule.chunk_size == 0)
+        return self.memory(x, state, aligned=self.memory.on_chunk_boundary(n))
 
     def decode(self, x, cache: MemoryState):
         return self.memory(x, cache)
@@ -149,7 +149,7 @@ class MACMixer(nnx.Module):
         h, state = self.memory.retrieve(x, state)
         y = self.attn(x, prefix_BxTxD=h, positions=positions)
         # every segment starts on a chunk boundary when the segment is a multiple of the chunk
-        m, state = self.memory(y, state, aligned=self.segment % self.memory.update_rule.chunk_size == 0)
+        m, state = self.memory(y, state, aligned=self.memory.on_chunk_boundary(self.segment))
         return self.gate(y, m), y, state
 
     def __call__(self, x):

@@ -85,7 +85,7 @@ class FixedInit(nnx.Variable):
 
 
 def _rule_axes(state: RuleState):
-    return RuleState(0, 0, 0, None)
+    return RuleState(0, 0, 0, None)  # type: ignore[arg-type]  # vmap in/out axes of each field, not arrays
 
 
 class NeuralMemory(nnx.Module):
@@ -154,13 +154,19 @@ class NeuralMemory(nnx.Module):
         p0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch_size,) + x.shape), self.initial_params())
         rule = self.update_rule.init_state(p0)._replace(pos=jnp.zeros((), jnp.int32))
         conv = {}
-        if self.conv_q is not None:
+        if self.conv_q is not None and self.conv_kv is not None:  # both or neither (conv_kernel > 0)
             conv = {
                 "q": self.conv_q.init_cache(batch_size),
                 "kv": self.conv_kv.init_cache(batch_size),
                 "read_q": self.conv_q.init_cache(batch_size),
             }
         return MemoryState(rule, conv)
+
+    def on_chunk_boundary(self, num_tokens: int) -> bool:
+        """Whether a memory that has written ``num_tokens`` tokens since M_0 — or any multiple of that count — sits
+        on a chunk boundary of its update rule (the promise ``aligned=True`` makes). Callers know token counts
+        statically (persistent tokens, segment lengths); the memory owns what they mean for its rule."""
+        return num_tokens % self.update_rule.chunk_size == 0
 
     # -- projections ---------------------------------------------------------------------------------------------
     def _heads(self, x_BxTxHD: jax.Array) -> jax.Array:
@@ -234,7 +240,7 @@ class NeuralMemory(nnx.Module):
         if state is None:
             state = self.init_state(x_BxTxD.shape[0])
         HD = self.num_heads * self.head_dim
-        q, read_q = self._query(x_BxTxD @ self.qkv.kernel[...][:, :HD], state.conv.get("read_q"))
+        q, read_q = self._query(self.qkv(x_BxTxD)[..., :HD], state.conv.get("read_q"))
         apply = jax.vmap(jax.vmap(self.memory_model.apply))  # over B, H
         y = apply(state.rule.start, q)
         conv = {**state.conv, "read_q": read_q} if state.conv else {}

@@ -114,7 +114,8 @@ class MLPMemory:
         pred, inputs, backprop = self._linearize(params, k_TxD)
 
         def grad_sums(cot_TxD, *weights_TxC):
-            return self._weighted_grads(params, inputs, *backprop(cot_TxD), weights_TxC)
+            deltas, ln_grad = backprop(cot_TxD)
+            return self._weighted_grads(params, inputs, deltas, ln_grad, weights_TxC)
 
         return self.apply(params, q_TxD), pred, grad_sums
 
@@ -189,7 +190,8 @@ class MLPMemory:
         dtype = pred.dtype
 
         def grad_sums(cot_TxD, *weights_TxC):
-            return self._weighted_grads(params, inputs, *backprop(cot_TxD), weights_TxC)
+            deltas, ln_grad = backprop(cot_TxD)
+            return self._weighted_grads(params, inputs, deltas, ln_grad, weights_TxC)
 
         def grads_and_read(cot_TxD, weights, memory, surprise, keep_TxC, s_to_M_TxC, m_TxTxC):
             deltas, ln_grad = backprop(cot_TxD)

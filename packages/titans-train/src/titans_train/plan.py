@@ -34,8 +34,13 @@ def build_model(spec: TrainSpec) -> nnx.Module:
 
 def abstract_model(spec: TrainSpec) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
     """(graphdef, params, other variables) of the model, as shapes only (nothing is computed)."""
-    model = nnx.eval_shape(lambda: build_model(spec))
-    return nnx.split(model, nnx.Param, ...)
+    return split_params(nnx.eval_shape(lambda: build_model(spec)))
+
+
+def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, the nnx.Param variables, every other variable) of ``model``."""
+    graphdef, params, *rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, rest[0]
 
 
 @dataclass
@@ -99,8 +104,8 @@ class Plan:
         spec, tx = self.spec, self.tx
 
         def init() -> State:
-            _, params, rest = nnx.split(build_model(spec), nnx.Param, ...)
-            params = nnx.to_pure_dict(params)
+            _, param_state, rest = split_params(build_model(spec))
+            params = nnx.to_pure_dict(param_state)
             return {
                 "params": params,
                 "opt": tx.init(params),
