@@ -96,7 +96,7 @@ class SlidingWindowCache(NamedTuple):
 
 
 def init_sliding_window_cache(
-    batch_size: int, window: int, num_heads: int, head_dim: int, dtype=jnp.float32
+    batch_size: int, window: int, num_heads: int, head_dim: int, dtype: Any = jnp.float32
 ) -> SlidingWindowCache:
     z = jnp.zeros((batch_size, window, num_heads, head_dim), dtype)
     return SlidingWindowCache(z, z, jnp.zeros((), jnp.int32))
@@ -160,7 +160,9 @@ class SegmentCache(NamedTuple):
     pos: jax.Array  # int32 scalar
 
 
-def init_segment_cache(batch_size: int, segment: int, num_heads: int, head_dim: int, dtype=jnp.float32) -> SegmentCache:
+def init_segment_cache(
+    batch_size: int, segment: int, num_heads: int, head_dim: int, dtype: Any = jnp.float32
+) -> SegmentCache:
     z = jnp.zeros((batch_size, segment, num_heads, head_dim), dtype)
     return SegmentCache(z, z, z, z, jnp.zeros((segment,), bool), jnp.zeros((), jnp.int32))
 

@@ -27,7 +27,9 @@ def filter_logits(logits_BxV: jax.Array, *, top_k: int | None = None, top_p: flo
     return logits_BxV
 
 
-def sample(logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int | None, top_p: float | None):
+def sample(
+    logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int | None, top_p: float | None
+) -> jax.Array:
     """Greedy (argmax) when temperature == 0, else a draw from softmax(filtered logits / temperature)."""
     if temperature == 0:
         return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)

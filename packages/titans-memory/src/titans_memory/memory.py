@@ -38,7 +38,7 @@ from titans_core.protocols import MemoryModel, Objective, UpdateRule
 from titans_core.registry import get_registry
 from titans_core.spec import ComponentRef, component_field
 
-from titans_memory.rules.common import Gates, RuleState
+from titans_memory.rules.common import Gates, PyTree, RuleState
 
 
 class NeuralMemoryConfig(ComponentConfig):
@@ -145,7 +145,7 @@ class NeuralMemory(nnx.Module):
         )
 
     # -- state ---------------------------------------------------------------------------------------------------
-    def initial_params(self):
+    def initial_params(self) -> PyTree:
         """M_0 for every head: the memory model's pytree, leaves H×…."""
         is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
         return jax.tree.map(lambda var: var[...], self.memory_init, is_leaf=is_var)

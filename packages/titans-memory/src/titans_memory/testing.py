@@ -32,7 +32,7 @@ def _max_rel_err(a: Any, b: Any) -> float:
     return max(errs)
 
 
-def random_problem(seed: int, T: int, D: int, model: MemoryModel, C: int = 1):
+def random_problem(seed: int, T: int, D: int, model: MemoryModel, C: int = 1) -> tuple[Any, ...]:
     """(M_0, q, k, v, gates) in float64: random inputs (unit-norm keys) and gates in their valid ranges."""
     ks = jax.random.split(jax.random.key(seed), 8)
     p0 = jax.tree.map(lambda x: x.astype(jnp.float64), model.init(ks[0], D))
