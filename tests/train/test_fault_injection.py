@@ -3,8 +3,8 @@ uninterrupted run — the same final parameters (compared through the final chec
 same losses, and metrics.jsonl with every step once.
 
 Each kill comes a random moment (seeded) after a random step's progress line, so it lands inside a step, a
-checkpoint save (async, in orbax's threads) or a metrics write. Processes share a persistent compilation cache,
-filled by the uninterrupted run, so that restarts do not recompile.
+checkpoint save (async, in orbax's threads) or a metrics write. Processes share a persistent compilation cache
+so that restarts do not recompile.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from train.conftest import losses, metrics, script_env, start_cli, toy_spec, write_spec
+from train.conftest import losses, metrics, run_cli, script_env, start_cli, toy_spec, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -56,20 +56,17 @@ def _final_digest(run_dir: Path) -> dict:
     return json.loads((run_dir / "checkpoints" / str(STEPS) / "digest" / "metadata").read_text())
 
 
-def test_repeated_sigkills_end_like_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_repeated_sigkills_end_like_an_uninterrupted_run(tmp_path: Path, capsys) -> None:
+    straight = tmp_path / "straight"
+    assert run_cli(capsys, [str(write_spec(tmp_path / "straight.yaml", _spec(straight)))]).code == 0
+
+    run_dir = tmp_path / "killed"
+    spec_file = write_spec(tmp_path / "killed.yaml", _spec(run_dir))
     env = script_env(
         JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )
-    # the uninterrupted run is a process of its own too: it fills the compilation cache, so no killed run compiles
-    straight = tmp_path / "straight"
-    uninterrupted = start_cli(tmp_path, [str(write_spec(tmp_path / "straight.yaml", _spec(straight)))], env, "s.log")
-    uninterrupted.communicate(timeout=1800)
-    assert uninterrupted.returncode == 0, (tmp_path / "s.log").read_text()
-
-    run_dir = tmp_path / "killed"
-    spec_file = write_spec(tmp_path / "killed.yaml", _spec(run_dir))
     rng = random.Random(14)
     killed = 0
     for i in range(KILLS):
