@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from titans_train.plan import abstract_model, count_params
+from titans_attention import count_params
+from titans_train.plan import abstract_model
 from titans_train.spec import TrainSpec
 from titans_train.spec_check import load_train_spec
 from titans_train.tasks.mqar import IGNORE_INDEX, mqar_batch

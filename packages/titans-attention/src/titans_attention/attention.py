@@ -23,7 +23,7 @@ from numbers import Integral
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from titans_core.layers import linear, rope
+from titans_core.layers import head_width, linear, persistent_param, rope
 
 from titans_attention.attention_cache import (
     Part,
@@ -68,6 +68,7 @@ def _persistent_parts(q: jax.Array, pk: jax.Array | None, pv: jax.Array | None) 
         raise ValueError("persistent_k_PxHxDh and persistent_v_PxHxDh must be given together")
     if pk is None:
         return []
+    assert pv is not None  # checked above: given together
     want = (pk.shape[0],) + q.shape[2:]
     if pk.shape != want or pv.shape != want:
         raise ValueError(
@@ -154,6 +155,7 @@ def segment_causal_attention(
     causal_CxC = jnp.tril(jnp.ones((C, C), bool))
     parts.append((_blocks(k_BxTxHxDh, N, C), _blocks(v_BxTxHxDh, N, C), causal_CxC))
     if prefix_k_BxTxHxDh is not None:
+        assert prefix_v_BxTxHxDh is not None  # checked above: given together
         if prefix_k_BxTxHxDh.shape != q_BxTxHxDh.shape or prefix_v_BxTxHxDh.shape != q_BxTxHxDh.shape:
             raise ValueError(
                 f"prefix_k_BxTxHxDh and prefix_v_BxTxHxDh must have the shape of q {q_BxTxHxDh.shape}, "
@@ -168,6 +170,18 @@ def segment_causal_attention(
 class _HeadsAttention(nnx.Module):
     """Shared parts: q/k/v/o projections (no bias), RoPE, persistent keys/values P x H x Dh ~ N(0, 0.02²)."""
 
+    d_model: int
+    num_heads: int
+    head_dim: int
+    num_persistent: int
+    rope_base: float
+    q_proj: nnx.Linear
+    k_proj: nnx.Linear
+    v_proj: nnx.Linear
+    o_proj: nnx.Linear
+    persistent_k_PxHxDh: nnx.Param | None  # None when num_persistent == 0
+    persistent_v_PxHxDh: nnx.Param | None
+
     def __init__(
         self,
         d_model: int,
@@ -179,11 +193,7 @@ class _HeadsAttention(nnx.Module):
     ):
         _check_positive("d_model", d_model)
         _check_positive("num_heads", num_heads)
-        if d_model % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
-        head_dim = d_model // num_heads
-        if head_dim % 2:
-            raise ValueError(f"the head width d_model // num_heads = {head_dim} must be even for rotary embeddings")
+        head_dim = head_width(d_model, num_heads, even=True)
         if not isinstance(num_persistent, Integral) or num_persistent < 0:
             raise ValueError(f"num_persistent must be an integer ≥ 0, got {num_persistent!r}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
@@ -192,17 +202,9 @@ class _HeadsAttention(nnx.Module):
         self.k_proj = linear(d_model, d_model, "embed", "heads", rngs=rngs)
         self.v_proj = linear(d_model, d_model, "embed", "heads", rngs=rngs)
         self.o_proj = linear(d_model, d_model, "heads", "embed", rngs=rngs)
-        shape = (num_persistent, num_heads, head_dim)
-        meta = {"out_sharding": (None, "heads", None), "eager_sharding": False}
-
-        # no zero-size parameters when num_persistent == 0 (orbax cannot checkpoint empty arrays)
-        def persistent() -> nnx.Param | None:
-            if not num_persistent:
-                return None
-            return nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32), **meta)
-
-        self.persistent_k_PxHxDh = persistent()
-        self.persistent_v_PxHxDh = persistent()
+        shape, axes = (num_persistent, num_heads, head_dim), (None, "heads", None)
+        self.persistent_k_PxHxDh = persistent_param(rngs, shape, axes, jnp.float32)
+        self.persistent_v_PxHxDh = persistent_param(rngs, shape, axes, jnp.float32)
 
     def _check_x(self, x_BxTxD: jax.Array, name: str = "x_BxTxD") -> None:
         if x_BxTxD.ndim != 3 or x_BxTxD.shape[-1] != self.d_model:
@@ -229,7 +231,7 @@ class _HeadsAttention(nnx.Module):
         return (q, *self._kv(x_BxTxD, pos_BxT))
 
     def _persistent(self) -> dict:
-        if self.num_persistent == 0:
+        if self.persistent_k_PxHxDh is None or self.persistent_v_PxHxDh is None:  # num_persistent == 0
             return {}
         return {
             "persistent_k_PxHxDh": self.persistent_k_PxHxDh[...],

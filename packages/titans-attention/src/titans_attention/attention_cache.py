@@ -13,7 +13,7 @@ whole batch.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,8 @@ def attend(q_BxNxCxHxDh: jax.Array, parts: list[Part]) -> jax.Array:
         logits.append(s_BxNxCxHxL)
         values.append(v32)
     row_max = jax.lax.stop_gradient(jnp.max(jnp.stack([jnp.max(s, axis=-1) for s in logits]), axis=0))[..., None]
-    num, den = 0.0, 0.0
+    num: Any = 0.0  # Σ exp(s − max) v and Σ exp(s − max), accumulated over the parts
+    den: Any = 0.0
     for s, v32 in zip(logits, values, strict=True):
         e = jnp.exp(s - row_max)
         den = den + jnp.sum(e, axis=-1, keepdims=True)
@@ -95,7 +96,7 @@ class SlidingWindowCache(NamedTuple):
 
 
 def init_sliding_window_cache(
-    batch_size: int, window: int, num_heads: int, head_dim: int, dtype=jnp.float32
+    batch_size: int, window: int, num_heads: int, head_dim: int, dtype: Any = jnp.float32
 ) -> SlidingWindowCache:
     z = jnp.zeros((batch_size, window, num_heads, head_dim), dtype)
     return SlidingWindowCache(z, z, jnp.zeros((), jnp.int32))
@@ -127,6 +128,7 @@ def sliding_window_decode(
     m_new = (q_pos[None] <= q_pos[:, None]) & (q_pos[None] > q_pos[:, None] - window)
     parts: list[Part] = []
     if persistent_k_PxHxDh is not None:
+        assert persistent_v_PxHxDh is not None, "persistent_k_PxHxDh and persistent_v_PxHxDh go together"
         parts.append((persistent_k_PxHxDh, persistent_v_PxHxDh, None))
     parts += [(cache.k_BxWxHxDh, cache.v_BxWxHxDh, m_cache), (k_BxTxHxDh, v_BxTxHxDh, m_new)]
     y = attend_flat(q_BxTxHxDh, parts)
@@ -158,7 +160,9 @@ class SegmentCache(NamedTuple):
     pos: jax.Array  # int32 scalar
 
 
-def init_segment_cache(batch_size: int, segment: int, num_heads: int, head_dim: int, dtype=jnp.float32) -> SegmentCache:
+def init_segment_cache(
+    batch_size: int, segment: int, num_heads: int, head_dim: int, dtype: Any = jnp.float32
+) -> SegmentCache:
     z = jnp.zeros((batch_size, segment, num_heads, head_dim), dtype)
     return SegmentCache(z, z, z, z, jnp.zeros((segment,), bool), jnp.zeros((), jnp.int32))
 
@@ -189,10 +193,12 @@ def segment_decode(
     m_new = (q_idx[None] <= q_idx[:, None]) & (q_seg[None] == q_seg[:, None])
     parts: list[Part] = []
     if persistent_k_PxHxDh is not None:
+        assert persistent_v_PxHxDh is not None, "persistent_k_PxHxDh and persistent_v_PxHxDh go together"
         parts.append((persistent_k_PxHxDh, persistent_v_PxHxDh, None))
     parts += [(cache.k_BxSxHxDh, cache.v_BxSxHxDh, m_cache), (k_BxTxHxDh, v_BxTxHxDh, m_new)]
     parts.append((cache.hk_BxSxHxDh, cache.hv_BxSxHxDh, m_cache & cache.has_prefix_S[None]))
     if prefix_k_BxTxHxDh is not None:
+        assert prefix_v_BxTxHxDh is not None, "prefix_k_BxTxHxDh and prefix_v_BxTxHxDh go together"
         parts.append((prefix_k_BxTxHxDh, prefix_v_BxTxHxDh, m_new))
     y = attend_flat(q_BxTxHxDh, parts)
     return y, segment_write(cache, k_BxTxHxDh, v_BxTxHxDh, prefix_k_BxTxHxDh, prefix_v_BxTxHxDh, segment=segment)
@@ -214,8 +220,8 @@ def segment_write(
     slot_abs = pos2 - jnp.mod(pos2, segment) + s
     valid = s < jnp.mod(pos2, segment)
     has_h = prefix_k_BxTxHxDh is not None
-    hk_new = prefix_k_BxTxHxDh if has_h else jnp.zeros_like(k_BxTxHxDh)
-    hv_new = prefix_v_BxTxHxDh if has_h else jnp.zeros_like(v_BxTxHxDh)
+    hk_new = prefix_k_BxTxHxDh if prefix_k_BxTxHxDh is not None else jnp.zeros_like(k_BxTxHxDh)
+    hv_new = prefix_v_BxTxHxDh if prefix_v_BxTxHxDh is not None else jnp.zeros_like(v_BxTxHxDh)
     flags = _write(cache.has_prefix_S[None], jnp.full((1, T), has_h), slot_abs, cache.pos, valid)[0]
     return SegmentCache(
         _write(cache.k_BxSxHxDh, k_BxTxHxDh, slot_abs, cache.pos, valid),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
+from titans_core.layers import head_width
 from titans_memory import NeuralMemoryConfig
 
 
@@ -32,10 +33,7 @@ class VariantConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.d_model % self.num_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must divide d_model ({self.d_model})")
-        if (self.d_model // self.num_heads) % 2:
-            raise ValueError(f"the head width d_model // num_heads = {self.d_model // self.num_heads} must be even")
+        head_width(self.d_model, self.num_heads, even=True)
         chunk = getattr(self.memory.rule, "chunk_size", None)
         mac = getattr(self, "name", None) == "mac"
         if mac and isinstance(chunk, int) and chunk > 0 and self.segment % chunk:
@@ -46,11 +44,8 @@ class VariantConfig(ComponentConfig):
         for i in self.memory_layers or []:
             if not 0 <= i < self.num_layers:
                 raise ValueError(f"memory_layers: layer {i} does not exist (num_layers = {self.num_layers})")
-        if self.memory.head_dim is None and self.d_model % self.memory.num_heads:
-            raise ValueError(
-                f"memory.num_heads ({self.memory.num_heads}) must divide d_model ({self.d_model}) "
-                "when memory.head_dim is not set"
-            )
+        if self.memory.head_dim is None:
+            head_width(self.d_model, self.memory.num_heads, prefix="memory.", suffix=" when memory.head_dim is not set")
         return self
 
     def has_memory(self, layer: int) -> bool:

@@ -3,9 +3,14 @@ from the generated tokens, as at test time). The cost per generated token does n
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+if TYPE_CHECKING:
+    from titans_attention.model import TitansLM
 
 
 def filter_logits(logits_BxV: jax.Array, *, top_k: int | None = None, top_p: float | None = None) -> jax.Array:
@@ -22,7 +27,9 @@ def filter_logits(logits_BxV: jax.Array, *, top_k: int | None = None, top_p: flo
     return logits_BxV
 
 
-def sample(logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int | None, top_p: float | None):
+def sample(
+    logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int | None, top_p: float | None
+) -> jax.Array:
     """Greedy (argmax) when temperature == 0, else a draw from softmax(filtered logits / temperature)."""
     if temperature == 0:
         return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
@@ -31,7 +38,7 @@ def sample(logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int
 
 
 def generate(
-    model: nnx.Module,
+    model: TitansLM,
     prompt_BxT: jax.Array,
     max_new_tokens: int,
     *,

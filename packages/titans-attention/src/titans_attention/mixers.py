@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from titans_core.layers import RMSNorm
+from titans_core.layers import RMSNorm, persistent_param
 from titans_memory import MemoryState, NeuralMemory, NeuralMemoryConfig
 
 from titans_attention.attention import SegmentAttention, SegmentCache, SlidingWindowAttention
@@ -70,20 +70,11 @@ class MemoryMixer(nnx.Module):
     def __init__(self, d_model: int, config: NeuralMemoryConfig, num_persistent: int, warm: bool, *, rngs):
         self.memory = NeuralMemory(config, d_model=d_model, rngs=rngs)
         self.num_persistent = num_persistent if warm else 0
-        # no zero-size parameter when there are no persistent tokens (orbax cannot checkpoint empty arrays)
-        self.persistent_PxD = (
-            nnx.Param(
-                0.02 * jax.random.normal(rngs.params(), (self.num_persistent, d_model)),
-                out_sharding=(None, "embed"),
-                eager_sharding=False,
-            )
-            if self.num_persistent
-            else None
-        )
+        self.persistent_PxD = persistent_param(rngs, (self.num_persistent, d_model), (None, "embed"))
 
     def init_cache(self, batch_size: int) -> MemoryState:
         state = self.memory.init_state(batch_size)
-        if self.num_persistent:
+        if self.persistent_PxD is not None:  # num_persistent > 0
             p = self.persistent_PxD[...]
             _, state = self.memory(jnp.broadcast_to(p, (batch_size,) + p.shape), state)
         return state
@@ -95,7 +86,7 @@ class MemoryMixer(nnx.Module):
         n = self.num_persistent
         state = self.init_cache(x.shape[0]) if n else None
         record_memory_input(self.memory, x, state)
-        return self.memory(x, state, aligned=n % self.memory.update_rule.chunk_size == 0)
+        return self.memory(x, state, aligned=self.memory.on_chunk_boundary(n))
 
     def decode(self, x, cache: MemoryState):
         return self.memory(x, cache)
@@ -159,7 +150,7 @@ class MACMixer(nnx.Module):
         h, state = self.memory.retrieve(x, state)
         y = self.attn(x, prefix_BxTxD=h, positions=positions)
         # every segment starts on a chunk boundary when the segment is a multiple of the chunk
-        m, state = self.memory(y, state, aligned=self.segment % self.memory.update_rule.chunk_size == 0)
+        m, state = self.memory(y, state, aligned=self.memory.on_chunk_boundary(self.segment))
         return self.gate(y, m), y, state
 
     def __call__(self, x):

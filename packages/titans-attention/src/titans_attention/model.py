@@ -8,6 +8,8 @@ MAC, sliding-window attention otherwise).
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -43,7 +45,9 @@ class Block(nnx.Module):
     """x ← x + mixer(RMSNorm(x)) for each mixer, then x ← x + SwiGLU(RMSNorm(x))."""
 
     def __init__(self, variant: str, cfg: VariantConfig, layer: int, *, rngs: nnx.Rngs):
-        self.mixers = nnx.List(_mixers(variant, cfg, layer, rngs))
+        self.mixers: nnx.List[Any] = nnx.List(
+            _mixers(variant, cfg, layer, rngs)
+        )  # __call__, init_cache, prefill, decode
         self.norms = nnx.List([RMSNorm(cfg.d_model, axis="embed") for _ in self.mixers])
         self.ffn_norm = RMSNorm(cfg.d_model, axis="embed")
         self.ffn = SwiGLU(cfg.d_model, cfg.hidden(), rngs=rngs)
@@ -53,18 +57,18 @@ class Block(nnx.Module):
             x = x + mixer(norm(x))
         return x + self.ffn(self.ffn_norm(x))
 
-    def init_cache(self, batch_size: int):
+    def init_cache(self, batch_size: int) -> list[Any]:
         return [m.init_cache(batch_size) for m in self.mixers]
 
     def prefill(self, x):
-        caches = []
+        caches: list[Any] = []
         for norm, mixer in zip(self.norms, self.mixers, strict=True):
             y, c = mixer.prefill(norm(x))
             x, caches = x + y, caches + [c]
         return x + self.ffn(self.ffn_norm(x)), caches
 
     def decode(self, x, caches):
-        new = []
+        new: list[Any] = []
         for norm, mixer, c in zip(self.norms, self.mixers, caches, strict=True):
             y, c = mixer.decode(norm(x), c)
             x, new = x + y, new + [c]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import jax
 from flax import nnx
 
 
-def count_params(model: nnx.Module) -> int:
-    """Number of trainable parameters (nnx.Param leaves, the learned initial memory M_0 included)."""
-    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+def count_params(model_or_params: nnx.Module | nnx.State) -> int:
+    """Number of trainable parameters (nnx.Param leaves, the learned initial memory M_0 included) of a model, or of
+    its parameter state — abstract (shapes only, from ``nnx.eval_shape``) or concrete."""
+    params = model_or_params if isinstance(model_or_params, nnx.State) else nnx.state(model_or_params, nnx.Param)
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
 
 
 def param_report(model: nnx.Module) -> dict[str, int]:

@@ -1,5 +1,7 @@
 """Built-in components of titans-attention, registered through the ``titans`` entry point like any plugin."""
 
+from collections.abc import Callable
+
 from titans_core import hookimpl
 
 from titans_attention.config import VariantConfig
@@ -7,6 +9,6 @@ from titans_attention.variants import FACTORIES
 
 
 @hookimpl
-def register_components(register):
+def register_components(register: Callable[..., None]) -> None:
     for name, factory in FACTORIES.items():
         register("variant", name, VariantConfig, factory)

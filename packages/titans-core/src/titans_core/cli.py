@@ -80,20 +80,28 @@ def run_user_command(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-app = typer.Typer(
-    name="titans-plugins",
-    help="List and inspect the Titans components registered by installed plugins.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
+def make_app(name: str, help: str) -> typer.Typer:
+    """A Titans command-line app: no arguments prints the help; no shell-completion commands; tracebacks of bugs
+    without local variables (user errors never show one, see :func:`run_user_command`)."""
+    return typer.Typer(
+        name=name, help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False
+    )
+
+
+def make_console(*, piped_width: int = 160, stderr: bool = False) -> Console:
+    """A rich console without syntax highlighting; when the output is piped (not a terminal) it is at least
+    ``piped_width`` columns wide, so table rows stay unwrapped in logs and files."""
+    console = Console(highlight=False, stderr=stderr)
+    if not console.is_terminal:
+        console.width = max(console.width, piped_width)
+    return console
+
+
+app = make_app("titans-plugins", "List and inspect the Titans components registered by installed plugins.")
 
 
 def _console() -> Console:
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 200)  # keep rows unwrapped when piped
-    return console
+    return make_console(piped_width=200)
 
 
 def _qualname(obj: Any) -> str:

@@ -75,7 +75,7 @@ def tagged_config_class(kind: str, name: str, config_cls: type[ComponentConfig])
                 # the qualname names the JSON-schema definition: "memory_model:mlp" -> "memory_model_mlp"
                 __qualname__=f"{kind}:{name}",
                 __doc__=config_cls.__doc__,
-                name=(Literal[name], Field(name, description=f"selects the {kind} {name!r}")),  # type: ignore[valid-type]
+                name=(Literal[name], Field(name, description=f"selects the {kind} {name!r}")),  # type: ignore[arg-type]
             )
             tagged.component_kind = kind
             tagged.component_base = config_cls

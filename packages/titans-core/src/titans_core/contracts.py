@@ -181,7 +181,7 @@ def check_update_rule(rule: Any) -> list[str]:
         return problems
     model, objective = _ProbeLinear(), _ProbeL2()
     x = _abstract((T, D))
-    gates = Gates(_abstract((T,)), _abstract((T,)), _abstract((T, 1)))
+    gates = Gates(_abstract((T,)), _abstract((T,)), _abstract((T, 1)))  # type: ignore[arg-type]  # shapes only
     for aligned in (True, False):
         call = f"rule(model, state, q, k, v, gates, aligned={aligned}, objective=...)"
         try:
@@ -215,7 +215,7 @@ def _state_problems(where: str, state: RuleState, params0: Any) -> list[str]:
     want = jax.tree.structure(params0)
     for field in ("start", "memory", "surprise"):
         got = jax.tree.structure(getattr(state, field))
-        if got != want:
+        if got != want:  # type: ignore[operator]  # PyTreeDef compares by structure (jaxlib stub lacks __ne__)
             problems.append(f"{where}: RuleState.{field} must have the structure of the parameters ({want}), got {got}")
     pos = state.pos
     scalar = isinstance(pos, jax.ShapeDtypeStruct) and pos.shape == ()

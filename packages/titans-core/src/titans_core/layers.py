@@ -23,6 +23,30 @@ def sharded(init, *names: str | None):
     return nnx.with_partitioning(init, tuple(names), eager_sharding=False)
 
 
+def head_width(d_model: int, num_heads: int, *, even: bool = False, prefix: str = "", suffix: str = "") -> int:
+    """The per-head width d_model // num_heads; one clear error when num_heads does not divide d_model, or when
+    ``even`` and the width is odd (rotary embeddings rotate pairs of channels). ``prefix`` names the field (e.g.
+    "memory."), ``suffix`` ends the divisibility message (e.g. " when head_dim is not set")."""
+    if d_model % num_heads:
+        raise ValueError(f"{prefix}num_heads ({num_heads}) must divide d_model ({d_model}){suffix}")
+    width = d_model // num_heads
+    if even and width % 2:
+        raise ValueError(f"the head width d_model // num_heads = {width} must be even for rotary embeddings")
+    return width
+
+
+def persistent_param(
+    rngs: nnx.Rngs, shape: tuple[int, ...], out_sharding: tuple[str | None, ...], dtype: jnp.dtype | None = None
+) -> nnx.Param | None:
+    """Learnable persistent tokens (Eq 19) ~ N(0, 0.02²) of ``shape``, whose first axis counts the tokens; None when
+    that count is 0, so a model never holds a zero-size parameter (orbax cannot checkpoint empty arrays). ``dtype``
+    None draws in JAX's default float type."""
+    if not shape[0]:
+        return None
+    w = 0.02 * jax.random.normal(rngs.params(), shape, float if dtype is None else dtype)
+    return nnx.Param(w, out_sharding=out_sharding, eager_sharding=False)
+
+
 def linear(d_in: int, d_out: int, in_axis: str | None, out_axis: str | None, *, rngs: nnx.Rngs, **kw) -> nnx.Linear:
     """nnx.Linear (no bias unless asked) whose kernel carries the logical axes (in_axis, out_axis)."""
     kernel_init = kw.pop("kernel_init", nnx.initializers.lecun_normal())

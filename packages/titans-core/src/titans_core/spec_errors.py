@@ -9,7 +9,6 @@ types.
 from __future__ import annotations
 
 import difflib
-import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -17,26 +16,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ValidationError
 
+from titans_core.component_ref import ComponentRefMarker
 from titans_core.errors import SpecError, SpecProblem, UnknownComponentError
 from titans_core.registry import get_registry
-from titans_core.yaml_lines import Path, YamlDocument
-
-
-def show(value: Any) -> str:
-    """A value as the user wrote it in YAML: ``'abc'``, ``0``, ``1.5``, ``true``, ``null``, ``[1, 2]``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, int | float):
-        return repr(value)
-    try:
-        text = json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+from titans_core.yaml_lines import Path, YamlDocument, dotted, show
 
 
 def _number(value: Any) -> str:
@@ -44,17 +27,6 @@ def _number(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return show(value)
-
-
-def dotted(path: Path) -> str:
-    """``("model", "layers", 2, "memory")`` → ``model.layers[2].memory``."""
-    out = ""
-    for segment in path:
-        if isinstance(segment, int) and not isinstance(segment, bool):
-            out += f"[{segment}]"
-        else:
-            out += f".{segment}" if out else str(segment)
-    return out
 
 
 def data_path(loc: Sequence[Any], data: Any) -> Path:
@@ -83,8 +55,6 @@ def data_path(loc: Sequence[Any], data: Any) -> Path:
 # ---------------------------------------------------------------------------------- which model is at a path
 def _resolve(tp: Any, node: Any) -> Any:
     """Unwrap Annotated/Optional; a ComponentRef becomes the tagged config class ``node['name']`` selects."""
-    from titans_core.spec import ComponentRefMarker
-
     for _ in range(10):
         if isinstance(tp, ComponentRefMarker):
             name = node.get("name") if isinstance(node, Mapping) else getattr(node, "name", None)
@@ -108,8 +78,6 @@ def _resolve(tp: Any, node: Any) -> Any:
 
 def _step(tp: Any, segment: Any, node: Any) -> Any:
     """The declared type one segment below ``tp`` (whose data is ``node``)."""
-    from titans_core.spec import ComponentRefMarker
-
     tp = _resolve(tp, node)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         for name, field in tp.model_fields.items():

@@ -8,6 +8,7 @@ constructs the Python data.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,3 +147,31 @@ def parse_yaml(text: str) -> YamlDocument:
         raise yaml.YAMLError("nested too deeply for a spec") from None
     finally:
         loader.dispose()
+
+
+def show(value: Any) -> str:
+    """A value as the user wrote it in YAML: ``'abc'``, ``0``, ``1.5``, ``true``, ``null``, ``[1, 2]``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def dotted(path: Path) -> str:
+    """``("model", "layers", 2, "memory")`` → ``model.layers[2].memory``."""
+    out = ""
+    for segment in path:
+        if isinstance(segment, int) and not isinstance(segment, bool):
+            out += f"[{segment}]"
+        else:
+            out += f".{segment}" if out else str(segment)
+    return out

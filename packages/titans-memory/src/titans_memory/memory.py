@@ -35,12 +35,12 @@ from flax import nnx
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
 from titans_core.contracts import check_contract
-from titans_core.layers import CausalDepthwiseConv, RMSNorm, linear
+from titans_core.layers import CausalDepthwiseConv, RMSNorm, head_width, linear
 from titans_core.protocols import MemoryModel, Objective, UpdateRule
 from titans_core.registry import get_registry
 from titans_core.spec import ComponentRef, component_field
 
-from titans_memory.rules.common import Gates, RuleState
+from titans_memory.rules.common import Gates, PyTree, RuleState
 
 
 class NeuralMemoryConfig(ComponentConfig):
@@ -92,7 +92,7 @@ class FixedInit(nnx.Variable):
 
 
 def _rule_axes(state: RuleState):
-    return RuleState(0, 0, 0, None, 0)
+    return RuleState(0, 0, 0, None, 0)  # type: ignore[arg-type]  # vmap in/out axes of each field, not arrays
 
 
 class NeuralMemory(nnx.Module):
@@ -111,9 +111,7 @@ class NeuralMemory(nnx.Module):
     ):
         cfg = config or NeuralMemoryConfig()
         H = cfg.num_heads
-        Dh = cfg.head_dim or d_model // H
-        if cfg.head_dim is None and d_model % H:
-            raise ValueError(f"num_heads ({H}) must divide d_model ({d_model}) when head_dim is not set")
+        Dh = cfg.head_dim or head_width(d_model, H, suffix=" when head_dim is not set")
         self.config, self.d_model, self.num_heads, self.head_dim = cfg, d_model, H, Dh
         self.memory_model = _component("memory_model", memory_model, cfg.model)
         self.update_rule = _component("update_rule", update_rule, cfg.rule)
@@ -178,7 +176,7 @@ class NeuralMemory(nnx.Module):
         self.gate_objective = nnx.Dict(gates) if gates else None
 
     # -- state ---------------------------------------------------------------------------------------------------
-    def initial_params(self):
+    def initial_params(self) -> PyTree:
         """M_0 for every head: the memory model's pytree, leaves H×…."""
         is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
         return jax.tree.map(lambda var: var[...], self.memory_init, is_leaf=is_var)
@@ -190,13 +188,19 @@ class NeuralMemory(nnx.Module):
             dtype = jax.tree.leaves(p0)[0].dtype
             rule = rule._replace(extra=self.update_rule.init_extra((batch_size, self.num_heads), self.head_dim, dtype))
         conv = {}
-        if self.conv_q is not None:
+        if self.conv_q is not None and self.conv_kv is not None:  # both or neither (conv_kernel > 0)
             conv = {
                 "q": self.conv_q.init_cache(batch_size),
                 "kv": self.conv_kv.init_cache(batch_size),
                 "read_q": self.conv_q.init_cache(batch_size),
             }
         return MemoryState(rule, conv)
+
+    def on_chunk_boundary(self, num_tokens: int) -> bool:
+        """Whether a memory that has written ``num_tokens`` tokens since M_0 — or any multiple of that count — sits
+        on a chunk boundary of its update rule (the promise ``aligned=True`` makes). Callers know token counts
+        statically (persistent tokens, segment lengths); the memory owns what they mean for its rule."""
+        return num_tokens % self.update_rule.chunk_size == 0
 
     # -- projections ---------------------------------------------------------------------------------------------
     def _heads(self, x_BxTxHD: jax.Array) -> jax.Array:
@@ -273,7 +277,7 @@ class NeuralMemory(nnx.Module):
         if state is None:
             state = self.init_state(x_BxTxD.shape[0])
         HD = self.num_heads * self.head_dim
-        q, read_q = self._query(x_BxTxD @ self.qkv.kernel[...][:, :HD], state.conv.get("read_q"))
+        q, read_q = self._query(self.qkv(x_BxTxD)[..., :HD], state.conv.get("read_q"))
         apply = jax.vmap(jax.vmap(self.memory_model.apply))  # over B, H
         y = apply(state.rule.start, q)
         conv = {**state.conv, "read_q": read_q} if state.conv else {}

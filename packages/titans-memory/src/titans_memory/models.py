@@ -22,6 +22,8 @@ import jax.numpy as jnp
 from pydantic import Field
 from titans_core.config import ComponentConfig
 
+from titans_memory.rules.common import GradsAndRead, GradSums
+
 ACTIVATIONS = {"gelu": jax.nn.gelu, "silu": jax.nn.silu, "relu": jax.nn.relu, "tanh": jnp.tanh}
 
 
@@ -97,7 +99,9 @@ class MLPMemory:
         normed = (h - mu) * rstd
         return x_TxD + params["ln_gain"].astype(x_TxD.dtype) * normed, (inputs, act_grads, (normed, rstd))
 
-    def read_and_linearize(self, params: dict[str, jax.Array], q_TxD: jax.Array, k_TxD: jax.Array):
+    def read_and_linearize(
+        self, params: dict[str, jax.Array], q_TxD: jax.Array, k_TxD: jax.Array
+    ) -> tuple[jax.Array, jax.Array, GradSums]:
         """The read M(q) (Eq 15), the prediction M(k) and a hand-written backward pass for the k rows (Eq 12–13): the
         update rules' fast path.
 
@@ -116,7 +120,8 @@ class MLPMemory:
         pred, inputs, backprop = self._linearize(params, k_TxD)
 
         def grad_sums(cot_TxD, *weights_TxC):
-            return self._weighted_grads(params, inputs, *backprop(cot_TxD), weights_TxC)
+            deltas, ln_grad = backprop(cot_TxD)
+            return self._weighted_grads(params, inputs, deltas, ln_grad, weights_TxC)
 
         return self.apply(params, q_TxD), pred, grad_sums
 
@@ -165,7 +170,9 @@ class MLPMemory:
             out.append({name: x.astype(params[name].dtype) for name, x in g.items()})
         return tuple(out)
 
-    def read_after_updates(self, params: dict[str, jax.Array], q_TxD: jax.Array, k_TxD: jax.Array):
+    def read_after_updates(
+        self, params: dict[str, jax.Array], q_TxD: jax.Array, k_TxD: jax.Array
+    ) -> tuple[jax.Array, GradSums, GradsAndRead]:
         """The ``read: token`` fast path (see rules/token_read.py): (M(k), grad_sums, grads_and_read) at
         ``params`` = M_{t'}. grad_sums is ``read_and_linearize``'s; grads_and_read(cot, weights, memory,
         surprise, keep_TxC, s_to_M_TxC, m_TxTxC) -> (grad_sums(cot, *weights), y_TxD), with y_t = M_t(q_t):
@@ -191,7 +198,8 @@ class MLPMemory:
         dtype = pred.dtype
 
         def grad_sums(cot_TxD, *weights_TxC):
-            return self._weighted_grads(params, inputs, *backprop(cot_TxD), weights_TxC)
+            deltas, ln_grad = backprop(cot_TxD)
+            return self._weighted_grads(params, inputs, deltas, ln_grad, weights_TxC)
 
         def grads_and_read(cot_TxD, weights, memory, surprise, keep_TxC, s_to_M_TxC, m_TxTxC):
             deltas, ln_grad = backprop(cot_TxD)

@@ -1,5 +1,7 @@
 """Built-in components of titans-memory, registered through the ``titans`` entry point like any plugin."""
 
+from collections.abc import Callable
+
 from titans_core import hookimpl
 
 from titans_memory.models import MLPMemory, MLPMemoryConfig
@@ -11,7 +13,7 @@ from titans_memory.rules.sequential import SequentialRule
 
 
 @hookimpl
-def register_components(register):
+def register_components(register: Callable[..., None]) -> None:
     register("memory_model", "mlp", MLPMemoryConfig, MLPMemory)
     register("update_rule", "sequential", UpdateRuleConfig, SequentialRule)
     register("update_rule", "momentum_scan", UpdateRuleConfig, MomentumScanRule)

@@ -32,7 +32,9 @@ def _max_rel_err(a: Any, b: Any) -> float:
     return max(errs)
 
 
-def random_problem(seed: int, T: int, D: int, model: MemoryModel, C: int = 1, objective: Objective | None = None):
+def random_problem(
+    seed: int, T: int, D: int, model: MemoryModel, C: int = 1, objective: Objective | None = None
+) -> tuple[Any, ...]:
     """(M_0, q, k, v, gates) in float64: random inputs (unit-norm keys) and gates in their valid ranges; with an
     objective that declares ``token_params``, ``gates.objective_T`` holds random values for them."""
     ks = jax.random.split(jax.random.key(seed), 8)

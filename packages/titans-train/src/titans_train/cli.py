@@ -7,10 +7,8 @@ Usage::
     titans-train plot RUN_DIR                                           # RUN_DIR/plots/{loss,eval,memory}.png
     titans-train generate RUN_DIR --prompt "def " [--max-new-tokens 200 --temperature 0.8 --top-k 40 ...]
 
-A first argument that is not a command name is taken as a spec file, so ``titans-train SPEC.yaml`` runs
-``train``.
-The whole spec (and the data) is validated before anything is written. Exit status: 0 success; 2 a user error
-—
+A first argument that is not a command name is taken as a spec file, so ``titans-train SPEC.yaml`` runs ``train``.
+The whole spec (and the data) is validated before anything is written. Exit status: 0 success; 2 a user error —
 a bad spec, bad data, an unusable run directory — printed as ``error: …`` without a traceback; 3 the training
 diverged (a non-finite loss; the last good checkpoint is kept); 130 stopped by SIGINT/SIGTERM after saving a
 checkpoint of the step in progress (rerun the command to continue).
@@ -26,7 +24,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from titans_core import spec_json_schema
-from titans_core.cli import print_user_error, run_user_command
+from titans_core.cli import make_app, make_console, print_user_error, run_user_command
 
 from titans_train.errors import DivergedError, RunDirError
 from titans_train.interrupt import Interrupted
@@ -34,24 +32,16 @@ from titans_train.spec import TrainSpec
 
 COMMANDS = ("train", "schema", "plot", "generate")
 
-app = typer.Typer(
-    name="titans-train",
-    help=(
-        "Train Titans models from a spec file.\n\n"
-        "titans-train SPEC.yaml [--set KEY.PATH=VALUE ...] [--dry-run] is short for "
-        "`titans-train train SPEC.yaml ...`; `titans-train --schema` for `titans-train schema`."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
+app = make_app(
+    "titans-train",
+    "Train Titans models from a spec file.\n\n"
+    "titans-train SPEC.yaml [--set KEY.PATH=VALUE ...] [--dry-run] is short for "
+    "`titans-train train SPEC.yaml ...`; `titans-train --schema` for `titans-train schema`.",
 )
 
 
 def _console() -> Console:
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 160)  # keep table rows unwrapped when piped
-    return console
+    return make_console(piped_width=160)
 
 
 @app.command("train")

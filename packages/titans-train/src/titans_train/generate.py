@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 import yaml
 from flax import nnx
@@ -63,7 +64,7 @@ def sample(
 
     out = generate(
         model,
-        prompt_ids[None, :],
+        jnp.asarray(prompt_ids[None, :]),
         max_new_tokens,
         temperature=temperature,
         top_k=top_k,

@@ -173,6 +173,7 @@ def local_rows(sharding: NamedSharding, global_shape: tuple[int, ...]) -> tuple[
     """The rows ``[lo, hi)`` of the micro-batch axis that this process's devices hold (must be contiguous)."""
     rows: set[int] = set()
     for index in sharding.addressable_devices_indices_map(global_shape).values():
+        assert index is not None  # a sharding over a known global shape always gives each device an index
         start, stop, _ = index[1].indices(global_shape[1])
         rows.update(range(start, stop))
     lo, hi = min(rows), max(rows) + 1

@@ -1,9 +1,6 @@
-"""Everything decided before training starts — and before anything is written: the devices and mesh, the
-abstract
-model (shapes only), the shardings of the whole training state, the optimizer, the batch layout of this
-process and
-the data. Any problem is raised here (:class:`~titans_core.SpecError` or
-:class:`~titans_train.errors.DataError`),
+"""Everything decided before training starts — and before anything is written: the devices and mesh, the abstract
+model (shapes only), the shardings of the whole training state, the optimizer, the batch layout of this process and
+the data. Any problem is raised here (:class:`~titans_core.SpecError` or :class:`~titans_train.errors.DataError`),
 so a bad spec or bad data never leaves an output directory behind.
 """
 
@@ -14,10 +11,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
+from titans_attention.params import count_params
 from titans_core import get_registry
 from titans_core.layers import LOGICAL_AXES
 
@@ -37,13 +34,13 @@ def build_model(spec: TrainSpec) -> nnx.Module:
 
 def abstract_model(spec: TrainSpec) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
     """(graphdef, params, other variables) of the model, as shapes only (nothing is computed)."""
-    model = nnx.eval_shape(lambda: build_model(spec))
-    return nnx.split(model, nnx.Param, ...)
+    return split_params(nnx.eval_shape(lambda: build_model(spec)))
 
 
-def count_params(abstract_params: nnx.State) -> int:
-    """Number of trainable parameters (sizes of the nnx.Param leaves)."""
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_params)))
+def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, the nnx.Param variables, every other variable) of ``model``."""
+    graphdef, params, *rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, rest[0]
 
 
 @dataclass
@@ -107,8 +104,8 @@ class Plan:
         spec, tx = self.spec, self.tx
 
         def init() -> State:
-            _, params, rest = nnx.split(build_model(spec), nnx.Param, ...)
-            params = nnx.to_pure_dict(params)
+            _, param_state, rest = split_params(build_model(spec))
+            params = nnx.to_pure_dict(param_state)
             return {
                 "params": params,
                 "opt": tx.init(params),

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 from titans_core import dump_spec
 
+from titans_train.data import Splits, TaskSplits
 from titans_train.plan import Plan
 
 
@@ -23,23 +24,23 @@ def print_dry_run(plan: Plan, console: Console) -> None:
     console.print(Text("\n# plan"))
     t = spec.trainer
     lines = [f"model: {spec.model.name}, {plan.param_count:,} parameters ({len(plan.layouts)} tensors)"]
-    if plan.labelled:
+    if isinstance(plan.splits, TaskSplits):  # plan.labelled
         s = plan.splits
         lines.append(
             f"data: {s.description}; examples of {spec.data.seq_len} tokens with targets on the scored "
             f"positions only: train {len(s.train):,}, validation {len(s.val):,}"
         )
-    elif plan.splits is not None:
-        s = plan.splits
+    elif isinstance(plan.splits, Splits):
+        corpus = plan.splits
         window = spec.data.seq_len + 1
         val = (
-            f"validation {_tokens(s.val.size)} tokens ({(s.val.size - 1) // spec.data.seq_len:,} windows)"
-            if s.val is not None
+            f"validation {_tokens(corpus.val.size)} tokens ({(corpus.val.size - 1) // spec.data.seq_len:,} windows)"
+            if corpus.val is not None
             else "no validation split"
         )
         lines.append(
-            f"data: {s.description}; train {_tokens(s.train.size)} tokens "
-            f"({(s.train.size - 1) // spec.data.seq_len:,} windows of {window}), {val}"
+            f"data: {corpus.description}; train {_tokens(corpus.train.size)} tokens "
+            f"({(corpus.train.size - 1) // spec.data.seq_len:,} windows of {window}), {val}"
         )
     devices = plan.mesh.devices.reshape(-1)
     kinds = sorted({d.platform for d in devices})

@@ -79,7 +79,7 @@ def upgrade_saved_spec(saved: Any) -> Any:
         return saved
     out = copy.deepcopy(saved)
     for path, value in PAST_DEFAULTS.items():
-        node = out
+        node: Any = out
         for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and path[-1] not in node:

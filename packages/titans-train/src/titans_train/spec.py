@@ -42,7 +42,7 @@ MeshAxisName = Literal["fsdp", "tensor"]
 class DataSpec(SpecModel):
     """Where the tokens come from and how they are cut into training windows."""
 
-    source: ComponentRef("data_source") = component_field("data_source", "python_stdlib")
+    source: ComponentRef("data_source") = component_field("data_source", "python_stdlib")  # type: ignore[valid-type]
     seq_len: int = Field(128, ge=1, description="tokens the model sees per window (a window holds seq_len + 1)")
     val_fraction: float = Field(
         0.05, ge=0, lt=1, description="tail fraction of the token stream held out for evaluation (0: none)"
@@ -171,7 +171,7 @@ class SampleSpec(SpecModel):
 class TrainSpec(SpecModel):
     """A whole training run (``titans-train SPEC.yaml``)."""
 
-    model: ComponentRef("variant") = Field(description="the variant to train: {name: mac, ...options}")
+    model: ComponentRef("variant") = Field(description="the variant to train: {name: mac, ...options}")  # type: ignore[valid-type]
     data: DataSpec = Field(default_factory=DataSpec, description="training and validation data")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="AdamW")
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="learning-rate schedule")

@@ -32,7 +32,7 @@ from rich.console import Console
 
 from titans_train import generate as gen
 from titans_train.checkpoint import Checkpoints
-from titans_train.data import TrainBatches, eval_batches
+from titans_train.data import TaskSplits, TrainBatches, eval_batches
 from titans_train.errors import DivergedError
 from titans_train.interrupt import Interrupted, StopOnSignal
 from titans_train.lock import hold_run_dir
@@ -81,7 +81,7 @@ class Trainer:
             "param_count": plan.param_count,
             "data": self.splits.description,
         }
-        if plan.labelled:
+        if isinstance(self.splits, TaskSplits):  # plan.labelled
             facts.update(train_examples=len(self.splits.train), val_examples=len(self.splits.val))
         else:
             facts.update(
@@ -180,7 +180,8 @@ class Trainer:
             while self.step < total:
                 batch = global_batch(next(self.batches), plan.batch_sharding, plan.batch_shape)
                 memory = None  # diagnostics of the parameters this step starts from, on its batch
-                if self.diagnostics is not None and (self.step + 1) % self.diagnostics_every == 0:
+                every = self.diagnostics_every
+                if self.diagnostics is not None and every is not None and (self.step + 1) % every == 0:
                     memory = to_floats(self.diagnostics(self.state, batch))
                     progress.reset_clock()  # not part of the step's throughput
                 self.state, metrics = self.steps.train(self.state, batch)

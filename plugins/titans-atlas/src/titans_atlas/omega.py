@@ -119,10 +119,11 @@ class OmegaRule:
         """Build-time check (NeuralMemory calls it): the window loss calls the objective without per-token
         parameters, so an objective that declares ``token_params`` (e.g. miras' ``yaad``) is refused here."""
         del model
-        if objective is not None and getattr(objective, "token_params", None):
+        token_params = getattr(objective, "token_params", None)
+        if token_params:
             raise TitansUserError(
                 f"update_rule {type(self).__name__} does not pass per-token objective parameters; the objective "
-                f"{type(objective).__name__} has {sorted(objective.token_params)}: use update_rule momentum_scan"
+                f"{type(objective).__name__} has {sorted(token_params)}: use update_rule momentum_scan"
             )
 
     def init_extra(self, batch_shape: tuple[int, ...], dim: int, dtype=jnp.float32) -> PyTree:

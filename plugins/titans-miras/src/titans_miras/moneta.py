@@ -38,6 +38,7 @@ class MonetaRule(RetentionRule):
     """A_t = α_t A_{t−1} − η_t u_t, W_t = A_t / ‖A_t‖_q^{q−2} per leaf (see the module docstring)."""
 
     config_class = MonetaConfig
+    config: MonetaConfig
 
     def init_accumulator(self, params0: PyTree) -> PyTree:
         return params0

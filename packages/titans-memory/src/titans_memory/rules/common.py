@@ -8,6 +8,7 @@ All functions here work on ONE head of ONE sequence; the NeuralMemory module vma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 PyTree = Any
+#: ``grad_sums(cot_TxD, *w_TxC)``: one parameter tree Σ_t w_t ⊙ ∂⟨cot_t, M(k_t)⟩/∂params per weighting w.
+GradSums = Callable[..., tuple[PyTree, ...]]
+#: ``grads_and_read(cot_TxD, weights, memory, surprise, keep_TxC, s_to_M_TxC, m_TxTxC)`` → (grad sums, y_TxD).
+GradsAndRead = Callable[..., tuple[tuple[PyTree, ...], jax.Array]]
 
 
 class UpdateRuleConfig(ComponentConfig):

@@ -26,7 +26,7 @@ Backend: ``interpret`` None (default) picks the Pallas interpreter on CPU and th
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -78,23 +78,26 @@ class FusedRule(RuleBase):
         shared = {field: getattr(cfg, field) for field in UpdateRuleConfig.model_fields if field != "name"}
         if not isinstance(cfg, FusedConfig):
             cfg = FusedConfig(**shared)
-        cfg._chunk_read_only()  # re-check after overrides (model_copy does not validate)
+        if cfg.read != "chunk":  # re-check after overrides (model_copy does not validate)
+            raise ValueError(f"update_rule fused supports read: chunk only, got read: {cfg.read}; use momentum_scan")
         super().__init__(cfg)
+        self.config: FusedConfig = cfg
         self._reference = MomentumScanRule(UpdateRuleConfig(**shared))
 
     def check_model(self, model: MemoryModel, objective: Objective | None = None) -> None:
         """Build-time check (NeuralMemory calls it): raise :class:`FusedUnsupportedError` for a model the kernel
         does not implement."""
-        if objective is not None and getattr(objective, "token_params", None):  # e.g. yaad's per-token δ_t
+        token_params = getattr(objective, "token_params", None)  # e.g. yaad's per-token δ_t
+        if token_params:
             raise FusedUnsupportedError(
                 f"update_rule fused does not pass per-token objective parameters; the objective "
-                f"{type(objective).__name__} has {sorted(objective.token_params)}: use update_rule momentum_scan"
+                f"{type(objective).__name__} has {sorted(token_params)}: use update_rule momentum_scan"
             )
         # every other objective's cotangent is elementwise jnp code, traced inside the kernel
         if matrix_param(model) is None:
             name = type(model).__name__
-            cfg = getattr(model, "config", None)
-            detail = f" (depth {cfg.depth})" if hasattr(cfg, "depth") else ""
+            depth: Any = getattr(getattr(model, "config", None), "depth", None)
+            detail = "" if depth is None else f" (depth {depth})"
             raise FusedUnsupportedError(
                 f"update_rule fused implements the matrix memory only (mlp with depth: 1); the memory model "
                 f"{name}{detail} is not supported: use update_rule momentum_scan"

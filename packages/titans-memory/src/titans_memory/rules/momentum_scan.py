@@ -43,6 +43,8 @@ from titans_core import MemoryModel, Objective
 from titans_memory.objectives import resolve
 from titans_memory.rules.common import (
     Gates,
+    GradSums,
+    PyTree,
     RuleBase,
     RuleState,
     clip_scale,
@@ -65,7 +67,9 @@ def _suffix_products(x_TxC: jax.Array) -> jax.Array:
     return jnp.concatenate([incl[1:], jnp.ones_like(incl[:1])], axis=0)
 
 
-def chunk_coefficients(theta_b, eta_b, alpha_bxC, mask_b):
+def chunk_coefficients(
+    theta_b: jax.Array, eta_b: jax.Array, alpha_bxC: jax.Array, mask_b: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Coefficients that carry (M_0, S_0, u_1..u_b) to the end of one chunk (see module docstring).
 
     Masked (padding) tokens must come with θ = 0, η = 1, α = 0; ``mask_b`` stops them from adding S to M.
@@ -89,7 +93,9 @@ def chunk_coefficients(theta_b, eta_b, alpha_bxC, mask_b):
     return a_b, m_bxC, keep_M_C, keep_S, s_to_M_C
 
 
-def read_and_linearize(model: MemoryModel, params, q_TxD, k_TxD):
+def read_and_linearize(
+    model: MemoryModel, params: PyTree, q_TxD: jax.Array, k_TxD: jax.Array
+) -> tuple[jax.Array, jax.Array, GradSums]:
     """(M(q), M(k), grad_sums) — see ``MLPMemory.read_and_linearize``; models without that fast path use ``jax.vjp``.
 
     grad_sums(cot, *w_TxC) = one tree Σ_t w_t ⊙ ∂⟨cot_t, M(k_t)⟩/∂params per weighting: weighted sums of per-token
@@ -158,9 +164,9 @@ class MomentumScanRule(RuleBase):
         self,
         model: MemoryModel,
         state: RuleState,
-        q_TxD,
-        k_TxD,
-        v_TxD,
+        q_TxD: jax.Array,
+        k_TxD: jax.Array,
+        v_TxD: jax.Array,
         gates: Gates,
         *,
         aligned: bool = False,

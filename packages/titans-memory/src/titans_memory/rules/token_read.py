@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from titans_core import MemoryModel
 
-from titans_memory.rules.common import decay
+from titans_memory.rules.common import GradsAndRead, GradSums, PyTree, decay
 
 
 def _affine_combine(earlier, later):
@@ -46,7 +46,9 @@ def _linear_recurrence(decay_b, drive_b):
     return jax.lax.associative_scan(_affine_combine, (jnp.broadcast_to(decay_b, drive_b.shape), drive_b))[1]
 
 
-def token_coefficients(theta_b, eta_b, alpha_bxC, mask_b):
+def token_coefficients(
+    theta_b: jax.Array, eta_b: jax.Array, alpha_bxC: jax.Array, mask_b: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Coefficients that carry (M_0, S_0, u_1..u_b) to every token t of one chunk (see module docstring).
 
     Masked (padding) tokens must come with θ = 0, η = 1, α = 0 (as for ``chunk_coefficients``).
@@ -64,7 +66,9 @@ def token_coefficients(theta_b, eta_b, alpha_bxC, mask_b):
     return keep_bxC, s_to_M_bxC, m_bxbxC
 
 
-def linearize_for_token_read(model: MemoryModel, params, q_TxD, k_TxD):
+def linearize_for_token_read(
+    model: MemoryModel, params: PyTree, q_TxD: jax.Array, k_TxD: jax.Array
+) -> tuple[jax.Array, GradSums, GradsAndRead]:
     """(M(k), grad_sums, grads_and_read) at ``params`` = M_{t'}: ``read_and_linearize`` for ``read: token``.
 
     grad_sums is ``read_and_linearize``'s. grads_and_read(cot_TxD, weights, memory, surprise, keep_TxC,

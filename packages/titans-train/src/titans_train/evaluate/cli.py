@@ -22,19 +22,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from titans_core import TitansUserError
-from titans_core.cli import run_user_command
+from titans_core.cli import make_app, make_console, run_user_command
 
 from titans_train.evaluate.report import FORMAT, plot_results, print_table, write_json
 from titans_train.evaluate.run import TASKS, EvalOptions, clear_text_cache, evaluate, plan_run
 
-app = typer.Typer(
-    name="titans-eval",
-    help="Evaluate trained Titans runs: held-out LM loss, S-NIAH and MQAR accuracy versus context length.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
+app = make_app(
+    "titans-eval", "Evaluate trained Titans runs: held-out LM loss, S-NIAH and MQAR accuracy versus context length."
 )
 
 
@@ -129,14 +124,14 @@ def main_command(
     )
     for path, flag in ((output, "--output"), (plot, "--plot")):
         check_writable(path, flag)
-    console = Console(highlight=False, stderr=True)
+    console = make_console(piped_width=0, stderr=True)  # progress lines: the terminal's own width
     clear_text_cache()  # --text files are read once per command, and afresh by the next one
     plans = [plan_run(d, options) for d in run_dirs]  # every problem surfaces before any evaluation
     runs = [evaluate(p, options, progress=lambda m: console.print(m, style="dim")) for p in plans]
     for run, label in zip(runs, labels_for(run_dirs, [r["variant"] for r in runs]), strict=True):
         run["label"] = label
     document = {"format": FORMAT, "seed": seed, "examples": examples, "runs": runs}
-    print_table(document, Console(highlight=False, width=max(Console().width, 120)))
+    print_table(document, make_console(piped_width=120))
     try:
         write_json(output, document)
         console.print(f"wrote {output}")

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flax import nnx
+from titans_attention.params import count_params
 from titans_core import TitansUserError
 
 from titans_train.evaluate.memory import EvalMemoryStats
 from titans_train.evaluate.tasks import Predictor, heldout_lm, mqar_eval, niah_eval
-from titans_train.plan import count_params
 from titans_train.tasks.mqar import validate_mqar_config
 from titans_train.tasks.niah import niah_min_context_length
 
@@ -184,7 +183,7 @@ def evaluate(plan: RunPlan, options: EvalOptions, progress: Any = None) -> dict[
         "run_dir": str(plan.run_dir),
         "variant": plan.spec.model.name,
         "step": plan.step,
-        "param_count": count_params(nnx.state(plan.model, nnx.Param)),
+        "param_count": count_params(plan.model),
         "data": plan.spec.data.source.name,
         "results": results,
     }
