@@ -21,7 +21,7 @@ from titans_memory import (
     NeuralMemoryConfig,
     SequentialRule,
 )
-from titans_memory.rules.common import token_grad
+from titans_memory.rules.base import token_grad
 from titans_memory.testing import check_objective, check_rules_agree
 
 OBJECTIVES = {

@@ -10,7 +10,7 @@ parallel — and ``FusedRule`` — the same as one Pallas kernel), their state (
 
 from titans_memory.diagnostics import DIAGNOSTIC_KEYS, memory_diagnostics
 from titans_memory.memory import MemoryState, NeuralMemory, NeuralMemoryConfig
-from titans_memory.models import MLPMemory, MLPMemoryConfig
+from titans_memory.memory_models import MLPMemory, MLPMemoryConfig
 from titans_memory.objectives import (
     DotConfig,
     DotObjective,
@@ -21,7 +21,7 @@ from titans_memory.objectives import (
     LpConfig,
     LpObjective,
 )
-from titans_memory.rules.common import Gates, RuleState, UpdateRuleConfig, assoc_loss, init_rule_state
+from titans_memory.rules.base import Gates, RuleState, UpdateRuleConfig, assoc_loss, init_rule_state
 from titans_memory.rules.fused import FusedConfig, FusedRule, FusedUnsupportedError
 from titans_memory.rules.momentum_scan import MomentumScanRule
 from titans_memory.rules.sequential import SequentialRule

@@ -40,7 +40,7 @@ from titans_core.protocols import MemoryModel, Objective, UpdateRule
 from titans_core.registry import get_registry
 from titans_core.spec import ComponentRef, component_field
 
-from titans_memory.rules.common import Gates, PyTree, RuleState
+from titans_memory.rules.base import Gates, PyTree, RuleState
 
 
 class NeuralMemoryConfig(ComponentConfig):

@@ -4,9 +4,9 @@ from collections.abc import Callable
 
 from titans_core import hookimpl
 
-from titans_memory.models import MLPMemory, MLPMemoryConfig
+from titans_memory.memory_models import MLPMemory, MLPMemoryConfig
 from titans_memory.objectives import OBJECTIVES
-from titans_memory.rules.common import UpdateRuleConfig
+from titans_memory.rules.base import UpdateRuleConfig
 from titans_memory.rules.fused import FusedConfig, FusedRule
 from titans_memory.rules.momentum_scan import MomentumScanRule
 from titans_memory.rules.sequential import SequentialRule

@@ -99,7 +99,7 @@ def check_rules_agree(
     """The chunked rule equals the sequential reference (outputs, final state and outer gradients, float64)
     for this memory model and objective (defaults: a depth-2 MLP, ℓ2; ``rules``: (reference, candidate)).
     ``zero_momentum``: η_t = 0 (for a candidate rule without momentum)."""
-    from titans_memory.models import MLPMemory, MLPMemoryConfig
+    from titans_memory.memory_models import MLPMemory, MLPMemoryConfig
     from titans_memory.rules.momentum_scan import MomentumScanRule
     from titans_memory.rules.sequential import SequentialRule
 

@@ -35,7 +35,7 @@ from titans_core import MemoryModel, Objective
 from titans_core.errors import TitansUserError
 
 from titans_memory.objectives import resolve
-from titans_memory.rules.common import Gates, RuleBase, RuleState, UpdateRuleConfig
+from titans_memory.rules.base import Gates, RuleBase, RuleState, UpdateRuleConfig
 from titans_memory.rules.fused_kernel import matrix_chunk_loop
 from titans_memory.rules.momentum_scan import MomentumScanRule, chunk_coefficients
 

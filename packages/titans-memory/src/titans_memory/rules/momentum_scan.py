@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from titans_core import MemoryModel, Objective
 
 from titans_memory.objectives import resolve
-from titans_memory.rules.common import (
+from titans_memory.rules.base import (
     Gates,
     GradSums,
     PyTree,

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from titans_core import MemoryModel, Objective
 
-from titans_memory.rules.common import (
+from titans_memory.rules.base import (
     Gates,
     RuleBase,
     RuleState,

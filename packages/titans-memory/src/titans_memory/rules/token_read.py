@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from titans_core import MemoryModel
 
-from titans_memory.rules.common import GradsAndRead, GradSums, PyTree, decay
+from titans_memory.rules.base import GradsAndRead, GradSums, PyTree, decay
 
 
 def _affine_combine(earlier, later):

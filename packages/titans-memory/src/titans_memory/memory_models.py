@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from pydantic import Field
 from titans_core.config import ComponentConfig
 
-from titans_memory.rules.common import GradsAndRead, GradSums
+from titans_memory.rules.base import GradsAndRead, GradSums
 
 ACTIVATIONS = {"gelu": jax.nn.gelu, "silu": jax.nn.silu, "relu": jax.nn.relu, "tanh": jnp.tanh}
 
