@@ -5,7 +5,8 @@ satisfies the kind's protocol below. The protocols say exactly what the rest of 
 memory (``titans_memory.NeuralMemory``) calls a ``MemoryModel``, an ``UpdateRule`` and an ``Objective``;
 titans-attention's mixers call an ``AttentionBlock``; training and generation call a ``Variant``.
 ``titans_core.contracts`` checks a component against its kind's protocol when the registry builds it, so a
-plugin that does not fit fails at once, with one line naming the plugin and what is missing, instead of deep inside a traced forward pass.
+plugin that does not fit fails at once, with one line naming the plugin and what is missing, instead of deep
+inside a traced forward pass.
 
 Array names carry their shape (``x_BxTxD``: batch B, time T, width D; ``C`` gate channels).
 """
