@@ -1,9 +1,9 @@
 """A plugin package outside the workspace — a memory model with nested parameters, an objective, an update rule,
 an attention and a variant (a recipe of existing mixers) — installs into a fresh virtual environment, is listed by
 ``titans-plugins list``, passes the generic conformance check (``titans_attention.testing``: exact causality, prefill
-+ decode = full pass) and trains through ``titans-train``. Offline: the plugin is installed with ``uv pip install --offline --no-deps`` (its build
-backend comes from uv's cache) and the new environment sees the workspace's packages through a ``.pth``
-file."""
++ decode = full pass) and trains through ``titans-train``. Offline: the plugin is installed with ``uv pip install
+--offline --no-deps`` (its build backend comes from uv's cache) and the new environment sees the workspace's
+packages through a ``.pth`` file."""
 
 from __future__ import annotations
 
