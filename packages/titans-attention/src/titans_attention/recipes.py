@@ -140,6 +140,7 @@ def recipe_variant(recipe: Recipe) -> Callable[..., object]:
         return build_recipe_variant(config, variant=config.name, recipe=recipe, rngs=rngs, seed=seed)
 
     factory.recipe = recipe  # type: ignore[attr-defined]
+    factory.__qualname__ = f"recipe_variant({getattr(recipe.memory_block, '__qualname__', 'recipe')})"  # for `list`
     return factory
 
 
