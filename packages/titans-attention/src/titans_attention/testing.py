@@ -64,10 +64,33 @@ def check_gradient_causality(model: Any, *, d_model: int, T: int = 10, seed: int
     assert np.all(np.diag(dep) > 0), "an output does not depend on its own input: the check cannot fail"
 
 
+class _Compiled:
+    """A model's entry points under ``nnx.jit``: compiled once per shape (run eagerly, every ``lax.scan`` inside
+    would be traced and compiled again on every call)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self._call = nnx.jit(lambda m, t: m(t))
+        self._prefill = nnx.jit(lambda m, t: m.prefill(t))
+        self._decode = nnx.jit(lambda m, t, c: m.decode(t, c))
+
+    def __call__(self, tokens_BxT):
+        return self._call(self.model, tokens_BxT)
+
+    def init_cache(self, batch_size: int):
+        return self.model.init_cache(batch_size)
+
+    def prefill(self, tokens_BxT):
+        return self._prefill(self.model, tokens_BxT)
+
+    def decode(self, tokens_BxT, cache):
+        return self._decode(self.model, tokens_BxT, cache)
+
+
 def check_registered_variant(name: str, *, T: int = 13, split: int = 5, tol: float = 1e-4, **options: Any) -> None:
     """Build ``name`` tiny (:func:`build_tiny`) and run both checks (see the module docstring)."""
     model = build_tiny(name, **options)
     config = {**TINY, **options}
     if hasattr(model, "from_embeddings"):
         check_gradient_causality(model, d_model=config["d_model"], T=min(T, 10))
-    check_variant(model, vocab_size=config["vocab_size"], T=T, split=split, tol=tol)
+    check_variant(_Compiled(model), vocab_size=config["vocab_size"], T=T, split=split, tol=tol)
