@@ -27,6 +27,7 @@ def test_the_built_in_variants_are_registered_recipes():
         assert component.dist == "titans-attention" and component.factory.recipe is RECIPES[name]
 
 
+@pytest.mark.slow  # the built-ins' causality and decoding are also in test_variants.py; this runs the generic check
 @pytest.mark.parametrize("name", sorted(get_registry().names("variant")))
 def test_every_registered_variant_passes_the_conformance_check(name):
     check_registered_variant(name)
