@@ -1,8 +1,9 @@
-"""A plugin package outside the workspace — a memory model with nested parameters, an objective and an update
-rule — installs into a fresh virtual environment, is listed by ``titans-plugins list`` and trains through
-``titans-train``. Offline: the plugin is installed with ``uv pip install --offline --no-deps`` (its build
-backend comes from uv's cache) and the new environment sees the workspace's packages through a ``.pth``
-file."""
+"""A plugin package outside the workspace — a memory model with nested parameters, an objective, an update rule,
+an attention and a variant (a recipe of existing mixers) — installs into a fresh virtual environment, is listed by
+``titans-plugins list``, passes the generic conformance check (``titans_attention.testing``: exact causality, prefill
++ decode = full pass) and trains through ``titans-train``. Offline: the plugin is installed with ``uv pip install
+--offline --no-deps`` (its build backend comes from uv's cache) and the new environment sees the workspace's
+packages through a ``.pth`` file."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ PYPROJECT = """
 name = "titans-demo-plugin"
 version = "0.3.0"
 requires-python = ">=3.11"
-dependencies = ["titans-core", "titans-memory"]
+dependencies = ["titans-core", "titans-memory", "titans-attention"]
 
 [project.entry-points.titans]
 demo = "titans_demo_plugin"
@@ -40,6 +41,9 @@ MODULE = '''
 import jax
 import jax.numpy as jnp
 from pydantic import Field
+from titans_attention import VariantConfig
+from titans_attention.attention import SlidingWindowAttention
+from titans_attention.recipes import Recipe, recipe_variant
 from titans_core import ComponentConfig, hookimpl, init_rule_state
 
 
@@ -103,8 +107,22 @@ class PlainGD:
         return y, state
 
 
+class WindowConfig(ComponentConfig):
+    window: int = Field(4, ge=1, description="tokens seen, itself included")
+
+
+def demo_window(config, *, d_model, num_heads, num_persistent, rope_base, rngs):
+    return SlidingWindowAttention(d_model, num_heads, config.window, num_persistent, rngs=rngs, rope_base=rope_base)
+
+
+def attention_then_memory(parts):
+    return [parts.attention_mixer(), parts.memory(warm=False)]
+
+
 @hookimpl
 def register_components(register):
+    register("attention", "demo_window", WindowConfig, demo_window)
+    register("variant", "demo_parallel", VariantConfig, recipe_variant(Recipe(attention_then_memory)))
     register("memory_model", "demo_tanh", TanhConfig, TanhMemory)
     register("objective", "demo_logcosh", LogCoshConfig, LogCosh)
     register("update_rule", "demo_gd", PlainGDConfig, PlainGD)
@@ -112,7 +130,8 @@ def register_components(register):
 
 SPEC = """
 model:
-  name: lmm
+  name: demo_parallel
+  attention: {name: demo_window, window: 4}
   d_model: 16
   num_layers: 1
   num_heads: 2
@@ -129,6 +148,18 @@ trainer: {steps: 3, batch_size: 8, eval_every: 3, eval_batches: 1, log_every: 1}
 checkpoint: {every: 3}
 output: {dir: RUN_DIR}
 sample: {max_new_tokens: 0}
+"""
+
+CONFORMANCE = """
+from titans_attention.testing import check_registered_variant
+check_registered_variant(
+    "demo_parallel",
+    num_layers=1,
+    num_persistent=0,
+    attention={"name": "demo_window", "window": 3},
+    memory={"num_heads": 2, "model": {"name": "demo_tanh", "hidden": 8}, "objective": {"name": "demo_logcosh"},
+            "rule": {"name": "demo_gd"}},
+)
 """
 
 
@@ -174,8 +205,12 @@ def test_a_third_party_plugin_installs_lists_and_trains(tmp_path: Path) -> None:
         ("memory_model", "demo_tanh"),
         ("objective", "demo_logcosh"),
         ("update_rule", "demo_gd"),
+        ("attention", "demo_window"),
+        ("variant", "demo_parallel"),
     ]:
         assert rows[(kind, name)]["dist"] == "titans-demo-plugin", rows[(kind, name)]
+    conforms = subprocess.run([python, "-c", CONFORMANCE], capture_output=True, text=True, env=env)
+    assert conforms.returncode == 0, conforms.stderr[-3000:]
     run_dir = tmp_path / "run"
     spec = tmp_path / "spec.yaml"
     spec.write_text(textwrap.dedent(SPEC).replace("RUN_DIR", str(run_dir)), encoding="utf-8")

@@ -5,6 +5,16 @@ from titans_attention.config import VariantConfig
 from titans_attention.generate import generate
 from titans_attention.model import VARIANTS, TitansLM
 from titans_attention.params import count_params, param_report
+from titans_attention.recipes import Recipe, recipe_variant
 
-__all__ = ["VARIANTS", "TitansLM", "VariantConfig", "count_params", "generate", "param_report"]
+__all__ = [
+    "VARIANTS",
+    "Recipe",
+    "TitansLM",
+    "VariantConfig",
+    "count_params",
+    "generate",
+    "param_report",
+    "recipe_variant",
+]
 __version__ = "0.1.0"

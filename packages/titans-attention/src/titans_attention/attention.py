@@ -13,7 +13,8 @@ Mask semantics (query i, key j; absolute indices within the sequence):
 Both are computed in blocks (memory O(T·block), never O(T²)). Softmax in float32, scale 1/√Dh. The modules add
 q/k/v/o projections (no bias), RoPE on sequence queries/keys at absolute positions (persistent tokens are not
 rotated; prefix row h_j is rotated at token j's position) and learnable persistent keys/values per head,
-initialised N(0, 0.02²). Incremental decoding: see ``attention_cache``.
+initialised N(0, 0.02²). Incremental decoding: see ``attention_cache``. On GPU a full pass whose mask allows it runs
+through ``jax.nn.dot_product_attention`` (see ``attention_fast``); these blocked functions stay the reference.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from titans_attention.attention_cache import (
     sliding_window_decode,
     sliding_window_write,
 )
+from titans_attention.attention_fast import choose, flash_segment, flash_sliding_window
 
 __all__ = [
     "SegmentAttention",
@@ -266,12 +268,14 @@ class SlidingWindowAttention(_HeadsAttention):
         rngs: nnx.Rngs,
         rope_base: float = 10_000.0,
         block_size: int | None = None,
+        implementation: str = "auto",
     ):
         _check_positive("window", window)
         if block_size is not None:
             _check_positive("block_size", block_size)
+        choose(implementation, jnp.float32, extra_parts=num_persistent > 0)  # a forced one must fit the mask
         super().__init__(d_model, num_heads, num_persistent, rngs=rngs, rope_base=rope_base)
-        self.window, self.block_size = window, block_size
+        self.window, self.block_size, self.implementation = window, block_size, implementation
 
     @staticmethod
     def _no_prefix(prefix_BxTxD: jax.Array | None) -> None:
@@ -280,7 +284,11 @@ class SlidingWindowAttention(_HeadsAttention):
 
     def _forward(self, x_BxTxD: jax.Array, pos_BxT: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         q, k, v = self._qkv(x_BxTxD, pos_BxT)
-        o = sliding_window_attention(q, k, v, window=self.window, block_size=self.block_size, **self._persistent())
+        impl = choose(self.implementation, q.dtype, extra_parts=self.num_persistent > 0)  # at trace time
+        if impl == "reference":
+            o = sliding_window_attention(q, k, v, window=self.window, block_size=self.block_size, **self._persistent())
+        else:
+            o = flash_sliding_window(q, k, v, window=self.window, implementation=impl)
         return self._out(o), k, v
 
     def __call__(
@@ -335,10 +343,12 @@ class SegmentAttention(_HeadsAttention):
         *,
         rngs: nnx.Rngs,
         rope_base: float = 10_000.0,
+        implementation: str = "auto",
     ):
         _check_positive("segment", segment)
+        choose(implementation, jnp.float32, extra_parts=num_persistent > 0)  # a forced one must fit the mask
         super().__init__(d_model, num_heads, num_persistent, rngs=rngs, rope_base=rope_base)
-        self.segment = segment
+        self.segment, self.implementation = segment, implementation
 
     def _prefix_kv(self, x_BxTxD: jax.Array, prefix_BxTxD: jax.Array | None, pos_BxT: jax.Array) -> dict:
         if prefix_BxTxD is None:
@@ -352,7 +362,11 @@ class SegmentAttention(_HeadsAttention):
     def _forward(self, x_BxTxD: jax.Array, prefix_BxTxD: jax.Array | None, pos_BxT: jax.Array):
         q, k, v = self._qkv(x_BxTxD, pos_BxT)
         h = self._prefix_kv(x_BxTxD, prefix_BxTxD, pos_BxT)
-        o = segment_causal_attention(q, k, v, segment=self.segment, **h, **self._persistent())
+        impl = choose(self.implementation, q.dtype, extra_parts=bool(h) or self.num_persistent > 0)  # at trace time
+        if impl == "reference":
+            o = segment_causal_attention(q, k, v, segment=self.segment, **h, **self._persistent())
+        else:
+            o = flash_segment(q, k, v, segment=self.segment, implementation=impl)
         return self._out(o), k, v, h
 
     def __call__(

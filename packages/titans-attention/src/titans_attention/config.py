@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
 from titans_core.layers import head_width
+from titans_core.spec import ComponentRef
 from titans_memory import NeuralMemoryConfig
 
 
@@ -24,6 +25,11 @@ class VariantConfig(ComponentConfig):
         4, ge=0, description="learnable persistent-memory tokens N_p (Eq 19); LMM's memory reads them first"
     )
     memory: NeuralMemoryConfig = Field(default_factory=NeuralMemoryConfig, description="the long-term memory")
+    attention: ComponentRef("attention") | None = Field(  # type: ignore[valid-type]
+        None,
+        description="the attention component ({name: sliding_window | segment | global | <plugin>, ...}); "
+        "default: the variant's own (MAC: segment of `segment`; the others: sliding_window of `window`)",
+    )
     memory_layers: list[int] | None = Field(
         None,
         description="indices of the blocks that carry a memory (default: all); the others use attention only",
@@ -36,9 +42,10 @@ class VariantConfig(ComponentConfig):
         head_width(self.d_model, self.num_heads, even=True)
         chunk = getattr(self.memory.rule, "chunk_size", None)
         mac = getattr(self, "name", None) == "mac"
-        if mac and isinstance(chunk, int) and chunk > 0 and self.segment % chunk:
+        segment = getattr(self.attention, "segment", self.segment) if self.attention is not None else self.segment
+        if mac and isinstance(chunk, int) and chunk > 0 and isinstance(segment, int) and segment % chunk:
             raise ValueError(
-                f"segment ({self.segment}) must be a multiple of memory.rule.chunk_size ({chunk}): each "
+                f"segment ({segment}) must be a multiple of memory.rule.chunk_size ({chunk}): each "
                 "segment reads the memory as it stood at the segment's start (Eq 21), a chunk boundary"
             )
         for i in self.memory_layers or []:

@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from titans_core.layers import RMSNorm, persistent_param
+from titans_core.protocols import AttentionBlock
 from titans_memory import MemoryState, NeuralMemory, NeuralMemoryConfig
 
-from titans_attention.attention import SegmentAttention, SegmentCache, SlidingWindowAttention
+from titans_attention.attention import SegmentCache
 from titans_attention.diagnostics import capturing, record_memory_input
 
 
@@ -47,7 +48,7 @@ class AttentionMixer(nnx.Module):
     """Attention alone: sliding-window (the SWA baseline; MAG/MAL's attention) or segment attention (MAC blocks
     without a memory)."""
 
-    def __init__(self, attn: SlidingWindowAttention | SegmentAttention):
+    def __init__(self, attn: AttentionBlock):
         self.attn = attn
 
     def __call__(self, x):
@@ -93,14 +94,13 @@ class MemoryMixer(nnx.Module):
 
 
 class MAGMixer(nnx.Module):
-    """Memory as a gate (Eq 26–28): y = SW-Attn*(x̃), o = y ⊗ M(x̃), x̃ = [p ‖ x]."""
+    """Memory as a gate (Eq 26–28): y = SW-Attn*(x̃), o = y ⊗ M(x̃), x̃ = [p ‖ x].
 
-    def __init__(self, d_model, num_heads, window, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs):
-        self.swa = AttentionMixer(
-            SlidingWindowAttention(d_model, num_heads, window, num_persistent, rngs=rngs, rope_base=rope_base)
-        )
-        self.mem = MemoryMixer(d_model, memory, num_persistent, warm=True, rngs=rngs)
-        self.gate = Gate(d_model)
+    Takes its parts built (``titans_attention.recipes.Parts.gated`` builds them from a spec): any attention
+    mixer (``swa``, the name kept from the sliding-window default), a memory mixer and the gate."""
+
+    def __init__(self, attention: AttentionMixer, memory: MemoryMixer, gate: Gate):
+        self.swa, self.mem, self.gate = attention, memory, gate
 
     def __call__(self, x):
         return self.gate(self.swa(x), self.mem(x))
@@ -134,13 +134,19 @@ class MACMixer(nnx.Module):
     the write/read of Eq 24–25 is the memory's (``read: token``: M*_t(y_i) reflects y_j for j ≤ i only;
     ``read: chunk``: only the chunks before i's). Segments run in sequence (``lax.scan``): the next segment's h
     depends on this segment's writes.
+
+    Takes its parts built (``titans_attention.recipes.Parts.memory_as_context``): an attention that takes prefix
+    rows and has a ``segment`` (the ``segment`` attention), the neural memory and the gate.
     """
 
-    def __init__(self, d_model, num_heads, segment, num_persistent, rope_base, memory: NeuralMemoryConfig, *, rngs):
-        self.attn = SegmentAttention(d_model, num_heads, segment, num_persistent, rngs=rngs, rope_base=rope_base)
-        self.memory = NeuralMemory(memory, d_model=d_model, rngs=rngs)
-        self.gate = Gate(d_model)
-        self.segment = segment
+    def __init__(self, attention: AttentionBlock, memory: NeuralMemory, gate: Gate):
+        segment = getattr(attention, "segment", None)
+        if not isinstance(segment, int):
+            raise ValueError(
+                f"memory as context needs a segment attention (attention: {{name: segment}}); "
+                f"{type(attention).__name__} has no integer `segment`"
+            )
+        self.attn, self.memory, self.gate, self.segment = attention, memory, gate, segment
 
     def init_cache(self, batch_size: int) -> MACCache:
         state = self.memory.init_state(batch_size)

@@ -1,9 +1,10 @@
 """TitansLM: token embedding → Llama-style blocks (pre-RMSNorm, residual, mixer, SwiGLU) → RMSNorm → output head.
 
-Which mixer each block uses is the variant (paper §4): ``mac`` (Eq 21–25), ``mag`` (Eq 26–28), ``mal`` (Eq 29–31),
-``lmm`` (memory only; it first reads the persistent tokens, as MAL's memory does), ``swa`` (the attention-only
-baseline). Blocks listed outside ``memory_layers`` use the variant's attention alone (segment attention for
-MAC, sliding-window attention otherwise).
+Which mixers each block uses is the variant's recipe (``titans_attention.recipes``; paper §4): ``mac`` (Eq 21–25),
+``mag`` (Eq 26–28), ``mal`` (Eq 29–31), ``lmm`` (memory only; it first reads the persistent tokens, as MAL's memory
+does), ``swa`` (the attention-only baseline), or any recipe a plugin registers. Blocks listed outside
+``memory_layers`` use the variant's attention alone (segment attention for MAC, sliding-window attention
+otherwise, unless the spec names an ``attention``).
 """
 
 from __future__ import annotations
@@ -15,39 +16,18 @@ import jax.numpy as jnp
 from flax import nnx
 from titans_core.layers import RMSNorm, SwiGLU, linear, sharded
 
-from titans_attention.attention import SegmentAttention, SlidingWindowAttention
 from titans_attention.config import VariantConfig
-from titans_attention.mixers import AttentionMixer, MACMixer, MAGMixer, MemoryMixer
+from titans_attention.recipes import RECIPES, Recipe
 
 VARIANTS = ("mac", "mag", "mal", "lmm", "swa")
-
-
-def _mixers(variant: str, cfg: VariantConfig, layer: int, rngs: nnx.Rngs) -> list[nnx.Module]:
-    """The sequence mixers of one block, in order (each with its own pre-norm and residual)."""
-    D, H, P, base = cfg.d_model, cfg.num_heads, cfg.num_persistent, cfg.rope_base
-    swa = lambda: AttentionMixer(SlidingWindowAttention(D, H, cfg.window, P, rngs=rngs, rope_base=base))  # noqa: E731
-    if variant == "swa" or not cfg.has_memory(layer):
-        if variant == "mac":
-            return [AttentionMixer(SegmentAttention(D, H, cfg.segment, P, rngs=rngs, rope_base=base))]
-        return [swa()]
-    if variant == "mac":
-        return [MACMixer(D, H, cfg.segment, P, base, cfg.memory, rngs=rngs)]
-    if variant == "mag":
-        return [MAGMixer(D, H, cfg.window, P, base, cfg.memory, rngs=rngs)]
-    if variant == "mal":  # y = M(x̃), o = SW-Attn(y) (Eq 29–31)
-        return [MemoryMixer(D, cfg.memory, P, warm=True, rngs=rngs), swa()]
-    if variant == "lmm":  # the memory first reads the persistent tokens, as in MAL
-        return [MemoryMixer(D, cfg.memory, P, warm=True, rngs=rngs)]
-    raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+"""The paper's variants; any registered variant (``titans-plugins list``) builds the same way."""
 
 
 class Block(nnx.Module):
     """x ← x + mixer(RMSNorm(x)) for each mixer, then x ← x + SwiGLU(RMSNorm(x))."""
 
-    def __init__(self, variant: str, cfg: VariantConfig, layer: int, *, rngs: nnx.Rngs):
-        self.mixers: nnx.List[Any] = nnx.List(
-            _mixers(variant, cfg, layer, rngs)
-        )  # __call__, init_cache, prefill, decode
+    def __init__(self, recipe: Recipe, cfg: VariantConfig, layer: int, *, rngs: nnx.Rngs):
+        self.mixers: nnx.List[Any] = nnx.List(recipe.mixers(cfg, layer, rngs))  # __call__, init_cache, prefill, decode
         self.norms = nnx.List([RMSNorm(cfg.d_model, axis="embed") for _ in self.mixers])
         self.ffn_norm = RMSNorm(cfg.d_model, axis="embed")
         self.ffn = SwiGLU(cfg.d_model, cfg.hidden(), rngs=rngs)
@@ -78,13 +58,15 @@ class Block(nnx.Module):
 class TitansLM(nnx.Module):
     """A Titans language model (satisfies ``titans_core.Variant``): tokens_BxT → logits_BxTxV (float32)."""
 
-    def __init__(self, config: VariantConfig, *, variant: str, rngs: nnx.Rngs):
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    def __init__(self, config: VariantConfig, *, variant: str, rngs: nnx.Rngs, recipe: Recipe | None = None):
+        if recipe is None:
+            if variant not in RECIPES:
+                raise ValueError(f"unknown variant {variant!r}; known: {', '.join(RECIPES)} (or pass a recipe)")
+            recipe = RECIPES[variant]
         self.config, self.variant = config, variant
         D, V = config.d_model, config.vocab_size
         self.embed = nnx.Embed(V, D, embedding_init=sharded(nnx.initializers.normal(1.0), "vocab", "embed"), rngs=rngs)
-        self.blocks = nnx.List([Block(variant, config, i, rngs=rngs) for i in range(config.num_layers)])
+        self.blocks = nnx.List([Block(recipe, config, i, rngs=rngs) for i in range(config.num_layers)])
         self.final_norm = RMSNorm(D, axis="embed")
         self.head = None if config.tie_embeddings else linear(D, V, "embed", "vocab", rngs=rngs)
 

@@ -1,14 +1,18 @@
-"""Built-in components of titans-attention, registered through the ``titans`` entry point like any plugin."""
+"""Built-in components of titans-attention, registered through the ``titans`` entry point like any plugin: the
+attentions (kind ``attention``) and the paper's variants, each a recipe of mixers (kind ``variant``)."""
 
 from collections.abc import Callable
 
 from titans_core import hookimpl
 
+from titans_attention.attention_components import ATTENTIONS
 from titans_attention.config import VariantConfig
-from titans_attention.variants import FACTORIES
+from titans_attention.recipes import RECIPES, recipe_variant
 
 
 @hookimpl
 def register_components(register: Callable[..., None]) -> None:
-    for name, factory in FACTORIES.items():
-        register("variant", name, VariantConfig, factory)
+    for name, (config_cls, factory) in ATTENTIONS.items():
+        register("attention", name, config_cls, factory)
+    for name, recipe in RECIPES.items():
+        register("variant", name, VariantConfig, recipe_variant(recipe))

@@ -9,9 +9,9 @@ plugin (distribution) and every missing piece, instead of a traceback from deep 
 
 The checks are structural (attributes, signatures) and, where that is cheap, behavioural on abstract values
 (``jax.eval_shape``: no arrays are computed): a memory model's ``init``/``apply`` shapes, an update rule's
-state type and one call on a tiny linear memory, an objective's output shapes. Kinds without a checker
-(plugin-defined kinds) pass. Correctness — e.g. that an objective's cotangent is the gradient of its loss — is
-the job of the author's tests (see ``titans_memory.testing``).
+state type and one call on a tiny linear memory, an objective's output shapes; an attention's call signatures.
+Kinds without a checker (plugin-defined kinds) pass. Correctness — e.g. that an objective's cotangent is the
+gradient of its loss — is the job of the author's tests (see ``titans_memory.testing``).
 """
 
 from __future__ import annotations
@@ -237,6 +237,42 @@ def check_variant(variant: Any) -> list[str]:
     )
 
 
+def _accepts(method: Any, args: int, keywords: tuple[str, ...]) -> bool:
+    """Whether ``method`` can be called with ``args`` positional arguments and ``keywords`` (None each)."""
+    try:
+        inspect.signature(method).bind(*range(args), **dict.fromkeys(keywords))
+    except TypeError:
+        return False
+    except ValueError:  # no signature to inspect (a builtin): assume it fits
+        return True
+    return True
+
+
+def check_attention(attn: Any) -> list[str]:
+    """``AttentionBlock``: the calls titans-attention's mixers make (structural: the signatures)."""
+    problems = [] if callable(attn) else ["is not callable as attn(x_BxTxD, *, prefix_BxTxD=None, positions=None)"]
+    problems += _missing_methods(
+        attn,
+        {
+            "init_cache": "init_cache(batch_size)",
+            "prefill": "prefill(x_BxTxD, *, prefix_BxTxD=None)",
+            "decode": "decode(x_BxTxD, cache, *, prefix_BxTxD=None)",
+        },
+    )
+    if problems:
+        return problems
+    calls = (
+        ("__call__", attn, 1, ("prefix_BxTxD", "positions"), "attn(x_BxTxD, *, prefix_BxTxD=None, positions=None)"),
+        ("prefill", attn.prefill, 1, ("prefix_BxTxD",), "prefill(x_BxTxD, *, prefix_BxTxD=None)"),
+        ("decode", attn.decode, 2, ("prefix_BxTxD",), "decode(x_BxTxD, cache, *, prefix_BxTxD=None)"),
+        ("init_cache", attn.init_cache, 1, (), "init_cache(batch_size)"),
+    )
+    for _name, method, args, keywords, want in calls:
+        if not _accepts(method, args, keywords):
+            problems.append(f"must accept the call {want}")
+    return problems
+
+
 def check_data_source(source: Any) -> list[str]:
     """A data source: ``load()`` (titans-train gives it meaning: a Corpus or a LabelledTask)."""
     return _missing_methods(source, {"load": "load()"})
@@ -246,6 +282,7 @@ CHECKERS: dict[str, tuple[str, Callable[[Any], list[str]]]] = {
     "memory_model": ("MemoryModel", check_memory_model),
     "update_rule": ("UpdateRule", check_update_rule),
     "objective": ("Objective", check_objective),
+    "attention": ("AttentionBlock", check_attention),
     "variant": ("Variant", check_variant),
     "data_source": ("the data_source contract", check_data_source),
 }

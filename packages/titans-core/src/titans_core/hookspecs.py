@@ -35,7 +35,8 @@ def register_components(register: Callable[[str, str, type, Callable[..., Any]],
     """Register components by calling ``register(kind, name, config_cls, factory)``.
 
     - ``kind``: what the component is; the core kinds are listed in ``titans_core.protocols.KINDS``
-      (``memory_model``, ``update_rule``, ``objective``, ``variant``, ``data_source``), and a plugin may
+      (``memory_model``, ``update_rule``, ``objective``, ``attention``, ``variant``,
+      ``data_source``), and a plugin may
       introduce new kinds.
     - ``name``: the name a spec uses to select it (``{name: mlp, depth: 2}``); unique per kind across all
       plugins.

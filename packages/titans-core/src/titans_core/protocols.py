@@ -3,9 +3,10 @@
 Each registered component of a kind has a factory ``factory(config, **kwargs)``; the object it returns
 satisfies the kind's protocol below. The protocols say exactly what the rest of Titans calls: the neural
 memory (``titans_memory.NeuralMemory``) calls a ``MemoryModel``, an ``UpdateRule`` and an ``Objective``;
-training and generation call a ``Variant``. ``titans_core.contracts`` checks a component against its kind's
-protocol when the registry builds it, so a plugin that does not fit fails at once, with one line naming the
-plugin and what is missing, instead of deep inside a traced forward pass.
+titans-attention's mixers call an ``AttentionBlock``; training and generation call a ``Variant``.
+``titans_core.contracts`` checks a component against its kind's protocol when the registry builds it, so a
+plugin that does not fit fails at once, with one line naming the plugin and what is missing, instead of deep
+inside a traced forward pass.
 
 Array names carry their shape (``x_BxTxD``: batch B, time T, width D; ``C`` gate channels).
 """
@@ -23,6 +24,7 @@ KINDS: dict[str, str] = {
     "memory_model": "the inner network M of the long-term memory (MemoryModel)",
     "update_rule": "how the memory state evolves over a sequence and is read (UpdateRule)",
     "objective": "the memory's inner loss ℓ(M(k), v), its attentional bias (Objective)",
+    "attention": "short-term memory: causal attention over a sequence, with a decoding cache (AttentionBlock)",
     "variant": "a whole sequence model built from a validated spec (Variant)",
     "data_source": "a training/eval data source (titans-train; its result has load())",
 }
@@ -154,16 +156,36 @@ class UpdateRule(Protocol):
 
 @runtime_checkable
 class AttentionBlock(Protocol):
-    """Short-term memory: attention over a sequence (full pass) or one token at a time against a cache.
+    """Short-term memory (kind ``attention``): causal attention over a sequence, or continued from a cache.
 
-    What titans-attention's blocks provide; not a registered kind (variants build their attention directly).
+    Built by ``factory(config, *, d_model, num_heads, num_persistent, rope_base, rngs)`` — the variant passes
+    the model width, its head count, the number N_p of persistent tokens (Eq 19) the attention must learn and
+    attend to, the RoPE base and the ``nnx.Rngs`` to draw parameters from — and called by titans-attention's
+    mixers exactly so:
+
+    - ``attn(x_BxTxD, *, prefix_BxTxD=None, positions=None)`` → y_BxTxD: the full causal pass; ``positions``
+      (T or B×T; default 0 … T−1) are absolute positions (the MAC mixer runs one segment at a time);
+    - ``attn.prefill(x_BxTxD, *, prefix_BxTxD=None)`` → (y_BxTxD, cache): the full pass plus the cache;
+    - ``attn.decode(x_BxTxD, cache, *, prefix_BxTxD=None)`` → (y_BxTxD, cache): T ≥ 1 further tokens;
+    - ``attn.init_cache(batch_size)`` → an empty cache (a pytree of fixed shapes).
+
+    prefill(x[:, :a]) then decode(x[:, a:]) must equal the full pass, and output t may depend on inputs ≤ t
+    only. ``prefix_BxTxD`` holds MAC's memory rows h_j (Eq 21–22), visible to tokens i ≥ j of the same
+    segment; only the memory-as-context mixer passes them, and it also reads the attention's ``segment``
+    (int) — an attention that takes no prefix rows must raise when given some.
     """
 
-    def __call__(self, x_BxTxD: jax.Array) -> jax.Array: ...
+    def __call__(
+        self, x_BxTxD: jax.Array, *, prefix_BxTxD: jax.Array | None = None, positions: jax.Array | None = None
+    ) -> jax.Array: ...
 
     def init_cache(self, batch_size: int) -> PyTree: ...
 
-    def decode(self, x_BxTxD: jax.Array, cache: PyTree) -> tuple[jax.Array, PyTree]: ...
+    def prefill(self, x_BxTxD: jax.Array, *, prefix_BxTxD: jax.Array | None = None) -> tuple[jax.Array, PyTree]: ...
+
+    def decode(
+        self, x_BxTxD: jax.Array, cache: PyTree, *, prefix_BxTxD: jax.Array | None = None
+    ) -> tuple[jax.Array, PyTree]: ...
 
 
 @runtime_checkable

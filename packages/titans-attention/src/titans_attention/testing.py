@@ -1,0 +1,96 @@
+"""The conformance checks a plugin author runs on a registered variant (built-in or their own)::
+
+    from titans_attention.testing import check_registered_variant
+
+    def test_my_variant():
+        check_registered_variant("my_variant")                  # tiny dims, crossing windows/segments/chunks
+        check_registered_variant("my_variant", attention={"name": "global"})   # options override TINY
+
+It builds the variant through the registry (so the contracts are checked) and asserts
+
+- **causality, exactly**: d logits_t / d x_s = 0 for every s > t (x: the embedded inputs; needs
+  ``from_embeddings``, which every ``TitansLM`` has), and d logits_t / d x_t ≠ 0 so the check can fail;
+- **cached decoding**: ``titans_core.testing.check_variant`` — prefill + decode (at once and token by token)
+  equals the full pass, and changing later tokens leaves earlier logits unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from titans_core.registry import get_registry
+from titans_core.spec import make_config
+from titans_core.testing import check_variant
+
+TINY: dict[str, Any] = dict(
+    vocab_size=32,
+    d_model=16,
+    num_layers=2,
+    num_heads=2,
+    window=4,
+    segment=4,
+    num_persistent=2,
+    ffn_hidden=24,
+    memory={
+        "num_heads": 2,
+        "rule": {"name": "momentum_scan", "chunk_size": 2},
+        "model": {"name": "mlp", "depth": 2, "expansion": 2.0},
+    },
+)
+"""Small enough to be fast, with windows, segments and chunks that 10–13 tokens cross."""
+
+
+def build_tiny(name: str, *, seed: int = 0, **options: Any):
+    """The registered variant ``name`` with :data:`TINY` options (``options`` override them)."""
+    config = make_config("variant", name, **{**TINY, **options})
+    return get_registry().build(config, rngs=nnx.Rngs(seed))
+
+
+def check_gradient_causality(model: Any, *, d_model: int, T: int = 10, seed: int = 0) -> None:
+    """Assert d logits_t / d x_s == 0 exactly for s > t and ≠ 0 for s = t (x = the embedded inputs)."""
+    x = jax.random.normal(jax.random.key(seed), (1, T, d_model))
+
+    def summed(m, x):  # Σ_v logits_t,v for every t: one reverse pass per position
+        return m.from_embeddings(x)[0].sum(-1)
+
+    jac = nnx.jit(lambda m, x: jax.jacrev(lambda x: summed(m, x))(x))(model, x)  # T × 1 × T × D
+    dep = np.asarray(jnp.max(jnp.abs(jac[:, 0]), axis=-1))  # out t × in s
+    future = dep[np.triu_indices(T, k=1)]
+    assert np.all(future == 0.0), f"not causal: an output depends on a later input (max {future.max():.2e})"
+    assert np.all(np.diag(dep) > 0), "an output does not depend on its own input: the check cannot fail"
+
+
+class _Compiled:
+    """A model's entry points under ``nnx.jit``: compiled once per shape (run eagerly, every ``lax.scan`` inside
+    would be traced and compiled again on every call)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self._call = nnx.jit(lambda m, t: m(t))
+        self._prefill = nnx.jit(lambda m, t: m.prefill(t))
+        self._decode = nnx.jit(lambda m, t, c: m.decode(t, c))
+
+    def __call__(self, tokens_BxT):
+        return self._call(self.model, tokens_BxT)
+
+    def init_cache(self, batch_size: int):
+        return self.model.init_cache(batch_size)
+
+    def prefill(self, tokens_BxT):
+        return self._prefill(self.model, tokens_BxT)
+
+    def decode(self, tokens_BxT, cache):
+        return self._decode(self.model, tokens_BxT, cache)
+
+
+def check_registered_variant(name: str, *, T: int = 13, split: int = 5, tol: float = 1e-4, **options: Any) -> None:
+    """Build ``name`` tiny (:func:`build_tiny`) and run both checks (see the module docstring)."""
+    model = build_tiny(name, **options)
+    config = {**TINY, **options}
+    if hasattr(model, "from_embeddings"):
+        check_gradient_causality(model, d_model=config["d_model"], T=min(T, 10))
+    check_variant(_Compiled(model), vocab_size=config["vocab_size"], T=T, split=split, tol=tol)
