@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from titans_memory import MemoryState
-from titans_train.generate import load_run_model
 from titans_train.plan import build_model
+from titans_train.sampling import load_run_model
 from titans_train.tasks.niah import encode_text, make_niah_example
 
 

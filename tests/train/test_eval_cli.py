@@ -17,9 +17,9 @@ import pytest
 import yaml
 from rich.console import Console
 from titans_train.evaluate.report import FORMAT
-from titans_train.evaluate.tasks import Predictor, heldout_lm, mqar_eval
-from titans_train.generate import load_run_model
+from titans_train.evaluate.scorers import Predictor, heldout_lm, mqar_eval
 from titans_train.plan import load_splits
+from titans_train.sampling import load_run_model
 from titans_train.spec_check import load_train_spec
 from titans_train.tasks.niah import niah_min_context_length
 from titans_train.trainer import train

@@ -1,4 +1,4 @@
-"""Scoring of ``titans-eval`` (titans_train.evaluate.tasks / report): exact MQAR and S-NIAH scores with
+"""Scoring of ``titans-eval`` (titans_train.evaluate.scorers / report): exact MQAR and S-NIAH scores with
 scripted predictors, batched greedy generation against the cached decoder, the held-out LM loss against a
 direct computation, memorised tasks scoring 100 % and fresh models scoring near chance, and the result
 table."""
@@ -26,7 +26,7 @@ from titans_train.data.examples import shift_with_mask
 from titans_train.data.task_sources import MqarSource, MqarSourceConfig
 from titans_train.evaluate.cli import labels_for, parse_contexts
 from titans_train.evaluate.report import FORMAT, plot_results, results_table, write_json
-from titans_train.evaluate.tasks import (
+from titans_train.evaluate.scorers import (
     NIAH_EXTRA_TOKENS,
     Predictor,
     bits_by_position,
@@ -310,7 +310,7 @@ def test_greedy_continuations_equal_cached_generation(variant: str) -> None:
     new_tokens = 7
     batched = greedy_continuations(Predictor(model, batch_size=2), prompts, new_tokens)
     assert batched.shape == (len(prompts), new_tokens)
-    from titans_attention.generate import generate
+    from titans_attention.decoding import generate
 
     for prompt, row in zip(prompts, batched, strict=True):
         cached = np.asarray(generate(model, prompt[None, :], new_tokens, temperature=0.0))[0]
@@ -521,7 +521,7 @@ def test_memorised_mqar_scores_100_percent(tmp_path: Path) -> None:
 
 
 def _load(run_dir: Path) -> nnx.Module:
-    from titans_train.generate import load_run_model
+    from titans_train.sampling import load_run_model
 
     return load_run_model(run_dir)[0]
 

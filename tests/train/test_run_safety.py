@@ -200,8 +200,8 @@ def test_a_run_saved_before_new_options_existed_still_resumes(tmp_path: Path) ->
 
 def test_upgrade_saved_spec_fills_only_what_is_missing() -> None:
     """A saved spec without ``rule.read`` gets the value its run used; one that has it, or has no memory, is kept."""
-    from titans_train.generate import _upgraded
     from titans_train.rundir import upgrade_saved_spec
+    from titans_train.sampling import _upgraded
 
     old = {"model": {"name": "mac", "memory": {"rule": {"name": "momentum_scan"}}}}
     assert upgrade_saved_spec(old)["model"]["memory"]["rule"]["read"] == "chunk"

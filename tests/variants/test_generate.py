@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 from titans_attention import count_params, generate, param_report
-from titans_attention.generate import filter_logits
+from titans_attention.decoding import filter_logits
 from variants_utils import tiny
 
 PROMPT = jnp.array([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]])

@@ -13,7 +13,7 @@ Mask semantics (query i, key j; absolute indices within the sequence):
 Both are computed in blocks (memory O(T·block), never O(T²)). Softmax in float32, scale 1/√Dh. The modules add
 q/k/v/o projections (no bias), RoPE on sequence queries/keys at absolute positions (persistent tokens are not
 rotated; prefix row h_j is rotated at token j's position) and learnable persistent keys/values per head,
-initialised N(0, 0.02²). Incremental decoding: see ``attention_cache``. On GPU a full pass whose mask allows it runs
+initialised N(0, 0.02²). Incremental decoding: see ``attention_kernels``. On GPU a full pass whose mask allows it runs
 through ``jax.nn.dot_product_attention`` (see ``attention_fast``); these blocked functions stay the reference.
 """
 
@@ -26,7 +26,8 @@ import jax.numpy as jnp
 from flax import nnx
 from titans_core.layers import head_width, linear, persistent_param, rope
 
-from titans_attention.attention_cache import (
+from titans_attention.attention_fast import choose, flash_segment, flash_sliding_window
+from titans_attention.attention_kernels import (
     Part,
     SegmentCache,
     SlidingWindowCache,
@@ -38,7 +39,6 @@ from titans_attention.attention_cache import (
     sliding_window_decode,
     sliding_window_write,
 )
-from titans_attention.attention_fast import choose, flash_segment, flash_sliding_window
 
 __all__ = [
     "SegmentAttention",

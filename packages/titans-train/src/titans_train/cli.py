@@ -58,8 +58,8 @@ def train_command(
     ] = False,
 ) -> None:
     """Train the model of SPEC.yaml (resuming its run directory if it holds the same run)."""
+    from titans_train.dry_run import print_dry_run
     from titans_train.plan import make_plan
-    from titans_train.report import print_dry_run
     from titans_train.spec_check import load_train_spec
     from titans_train.trainer import train
 
@@ -127,7 +127,7 @@ def generate_command(
     """Generate a continuation of a prompt from the latest checkpoint of RUN_DIR (cached decoding)."""
     from pathlib import Path
 
-    from titans_train import generate as gen
+    from titans_train import sampling as gen
 
     model, spec, step, byte_level = gen.load_run_model(Path(run_dir))
     ids = None
@@ -139,7 +139,7 @@ def generate_command(
     tokens = gen.encode_prompt(prompt, ids, byte_level=byte_level, vocab_size=spec.vocab_size)
     if top_k is not None:
         top_k = min(top_k, spec.vocab_size)
-    out = gen.sample(
+    out = gen.generate_ids(
         model,
         tokens,
         max_new_tokens=max_new_tokens,

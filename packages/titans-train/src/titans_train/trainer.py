@@ -30,7 +30,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from rich.console import Console
 
-from titans_train import generate as gen
+from titans_train import sampling as gen
 from titans_train.checkpoint import Checkpoints
 from titans_train.data import TaskSplits, TrainBatches, eval_batches
 from titans_train.errors import DivergedError
@@ -244,7 +244,7 @@ class Trainer:
             return None
         model = nnx.merge(self.plan.graphdef, self.state["params"], self.state["rest"])
         prompt = gen.encode_prompt(s.prompt, None, byte_level=True, vocab_size=self.spec.vocab_size)
-        ids = gen.sample(
+        ids = gen.generate_ids(
             model,
             prompt,
             max_new_tokens=s.max_new_tokens,

@@ -28,7 +28,7 @@ from titans_train.tasks.scoring import IGNORE_INDEX
 
 Split = Literal["train", "val"]
 #: Stream tags: numpy treats seed lists that differ only by trailing zeros alike, so no tag is 0, and the
-#: evaluation streams of :mod:`titans_train.evaluate.tasks` use tags of their own.
+#: evaluation streams of :mod:`titans_train.evaluate.scorers` use tags of their own.
 STREAM_TAGS = {"train": 1, "val": 2, "eval_mqar": 3, "eval_niah": 4}
 
 

@@ -2,7 +2,7 @@
 
 from titans_train.evaluate.report import plot_results, results_table, write_json
 from titans_train.evaluate.run import EvalOptions, evaluate, plan_run
-from titans_train.evaluate.tasks import (
+from titans_train.evaluate.scorers import (
     Predictor,
     greedy_continuations,
     heldout_lm,

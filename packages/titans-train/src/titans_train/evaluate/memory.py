@@ -3,7 +3,7 @@ statistics of :mod:`titans_memory.diagnostics` for each memory layer (``result["
 the training records), measured on the first ``--batch-size`` sequences of that task's evaluation inputs:
 
 - ``lm``: the held-out windows (the inputs of the first windows that
-  :func:`~titans_train.evaluate.tasks.heldout_lm` scores);
+  :func:`~titans_train.evaluate.scorers.heldout_lm` scores);
 - ``niah``: the S-NIAH prompts, cut to the shortest prompt's length (so that no row is padding);
 - ``mqar``: the MQAR inputs.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from titans_train.data.pipeline import Windows
-from titans_train.evaluate.tasks import mqar_eval_examples, niah_eval_examples
+from titans_train.evaluate.scorers import mqar_eval_examples, niah_eval_examples
 from titans_train.memory_stats import MemoryProbe, MemoryStats
 from titans_train.tasks.niah import encode_text
 

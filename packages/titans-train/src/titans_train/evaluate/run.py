@@ -19,7 +19,7 @@ from titans_attention.params import count_params
 from titans_core import TitansUserError
 
 from titans_train.evaluate.memory import EvalMemoryStats
-from titans_train.evaluate.tasks import Predictor, heldout_lm, mqar_eval, niah_eval
+from titans_train.evaluate.scorers import Predictor, heldout_lm, mqar_eval, niah_eval
 from titans_train.tasks.mqar import validate_mqar_config
 from titans_train.tasks.niah import niah_min_context_length
 
@@ -65,7 +65,7 @@ def _source(spec: Any) -> tuple[str, Any]:
 
 def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
     """Load the latest checkpoint of ``run_dir`` and resolve ``options`` against it (TitansUserError)."""
-    from titans_train.generate import load_run_model
+    from titans_train.sampling import load_run_model
 
     model, spec, step, byte_level = load_run_model(run_dir)
     source_name, source = _source(spec)

@@ -1,9 +1,8 @@
-"""Sampling from a trained model: the sample printed after training and ``titans-train generate RUN_DIR``.
+"""Sampling from a trained run: loading its model (``load_run_model``, also used by ``titans-eval``), the sample
+printed after training and ``titans-train generate RUN_DIR``.
 
-Generation uses the variants' cached decoder, ``titans_attention.generate.generate`` (a parallel prefill,
-then one
-token at a time against the caches). Byte-level runs take a text prompt (UTF-8 bytes) and print text (invalid
-UTF-8
+Generation uses the variants' cached decoder, ``titans_attention.decoding.generate`` (a parallel prefill, then one
+token at a time against the caches). Byte-level runs take a text prompt (UTF-8 bytes) and print text (invalid UTF-8
 in the output is shown as U+FFFD); other runs take token ids.
 """
 
@@ -49,7 +48,7 @@ def decode(ids: Any, *, byte_level: bool) -> str:
     return " ".join(str(int(i)) for i in ids)
 
 
-def sample(
+def generate_ids(
     model: Any,
     prompt_ids: np.ndarray,
     *,
@@ -60,7 +59,7 @@ def sample(
     seed: int,
 ) -> np.ndarray:
     """``max_new_tokens`` ids continuing ``prompt_ids`` (cached decoding)."""
-    from titans_attention.generate import generate  # imported lazily: the variants package owns decoding
+    from titans_attention.decoding import generate  # imported lazily: the variants package owns decoding
 
     out = generate(
         model,

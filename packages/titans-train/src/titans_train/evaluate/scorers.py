@@ -2,8 +2,7 @@
 
 Every function takes a :class:`Predictor` (a model wrapped in jitted, fixed-shape forward passes), so any
 model with ``model(tokens_BxT) -> logits_BxTxV`` can be evaluated, and returns a plain dict that goes into the
-result
-JSON as is.
+result JSON as is.
 
 Decisions:
 

@@ -27,7 +27,7 @@ def filter_logits(logits_BxV: jax.Array, *, top_k: int | None = None, top_p: flo
     return logits_BxV
 
 
-def sample(
+def sample_token(
     logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int | None, top_p: float | None
 ) -> jax.Array:
     """Greedy (argmax) when temperature == 0, else a draw from softmax(filtered logits / temperature)."""
@@ -63,12 +63,12 @@ def generate(
     def run(model, prompt, key):
         logits, cache = model.prefill(prompt)
         keys = jax.random.split(key, max_new_tokens)
-        first = sample(logits[:, -1], keys[0], temperature, top_k, top_p)
+        first = sample_token(logits[:, -1], keys[0], temperature, top_k, top_p)
 
         def step(carry, key):
             token, cache = carry
             logits, cache = model.decode(token[:, None], cache)
-            nxt = sample(logits[:, -1], key, temperature, top_k, top_p)
+            nxt = sample_token(logits[:, -1], key, temperature, top_k, top_p)
             return (nxt, cache), token
 
         (last, _), tokens = jax.lax.scan(step, (first, cache), keys[1:])
