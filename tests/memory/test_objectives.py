@@ -28,6 +28,8 @@ OBJECTIVES = {
     "l2": L2Objective(),
     "huber": HuberObjective(delta=0.5),
     "huber-yaad": HuberObjective(delta=1.5, form="yaad"),
+    "huber-per-token": HuberObjective(delta=0.5, per_token=True),
+    "huber-yaad-per-token": HuberObjective(delta=1.5, form="yaad", per_token=True),
     "lp3": LpObjective(),
     "lp1.5": LpObjective(p=1.5),
     "dot": DotObjective(),
@@ -132,3 +134,25 @@ def test_objective_is_a_spec_component_of_the_memory():
     # they lie in the first chunk and read before writing, so the outputs cannot show it)
     gap = lambda a, b: float(jnp.max(jnp.abs(a - b)))  # noqa: E731
     assert max(jax.tree.leaves(jax.tree.map(gap, state_huber.rule.memory, state_l2.rule.memory))) > 0
+
+
+def test_huber_per_token_learns_delta_as_a_gate():
+    """``huber`` with ``per_token: true`` (Yaad's δ_t): the memory gets a δ gate starting at ``delta``; the fixed
+    form declares no per-token parameter (its model is as before)."""
+    cfg = NeuralMemoryConfig.model_validate(
+        {"num_heads": 2, "objective": {"name": "huber", "delta": 0.7, "per_token": True}}
+    )
+    memory = NeuralMemory(cfg, d_model=8, rngs=nnx.Rngs(0))
+    assert memory.objective.token_params == {"delta": 0.7} and set(memory.gate_objective) == {"delta"}
+    gate = memory.gate_objective["delta"]
+    assert np.allclose(jax.nn.softplus(gate.bias[...]), 0.7, rtol=1e-6)
+    y, _ = memory(jax.random.normal(jax.random.key(1), (2, 5, 8)))
+    assert y.shape == (2, 5, 8) and bool(jnp.all(jnp.isfinite(y)))
+    fixed = NeuralMemory(
+        NeuralMemoryConfig.model_validate({"num_heads": 2, "objective": {"name": "huber", "delta": 0.7}}),
+        d_model=8,
+        rngs=nnx.Rngs(0),
+    )
+    assert fixed.objective.token_params == {} and fixed.gate_objective is None
+    with pytest.raises(ValueError, match="per-token delta"):
+        HuberObjective(per_token=True).loss(jnp.zeros((3, 2)), jnp.ones((3, 2)))

@@ -17,9 +17,10 @@ for any objective. Per token, with r = M(k) − v ∈ R^D:
   cotangent p·|r|^{p−1}·sign(r).
 - ``dot``: ℓ = −⟨M(k), v⟩ (the linear-attention / Hebbian bias), cotangent −v.
 
-Decisions where the papers leave room: Huber's δ is a fixed option here (Yaad's data-dependent δ_t is the
-``yaad`` objective of plugins/titans-miras, through ``Objective.token_params``); the ℓ1 branch of Yaad is offset
-by −δ² so that ℓ is continuous along the axes.
+Decisions where the papers leave room: Huber's δ is a fixed option, or with ``per_token: true`` Yaad's
+data-dependent δ_t, learned by the neural memory as a gate (``Objective.token_params``; the ``yaad`` objective of
+plugins/titans-miras is the same loss as a plugin); the ℓ1 branch of Yaad is offset by −δ² so that ℓ is continuous
+along the axes.
 """
 
 from __future__ import annotations
@@ -57,30 +58,47 @@ class HuberConfig(ComponentConfig):
     form: Literal["elementwise", "yaad"] = Field(
         "elementwise", description="elementwise: Huber per coordinate (C¹); yaad: switch on ‖M(k) − v‖₂ ≤ δ"
     )
+    per_token: bool = Field(
+        False,
+        description="learn δ_t per token and head (δ_t = softplus(x_t w_δ + b_δ), starting at delta), as Yaad",
+    )
 
 
 class HuberObjective:
-    """Huber loss, scaled like Eq 12 (see the module docstring for both forms)."""
+    """Huber loss, scaled like Eq 12 (see the module docstring for both forms). With ``per_token`` the threshold
+    is data-dependent, δ_t (Yaad, MIRAS): the objective declares ``token_params = {"delta": delta}``, so the neural
+    memory learns a δ gate and every rule passes δ_t (shape T) to ``loss`` and ``cotangent``."""
 
     def __init__(self, config: HuberConfig | None = None, **overrides):
         cfg = config or HuberConfig()
         self.config = cfg.model_copy(update=overrides) if overrides else cfg
+        self.token_params: dict[str, float] = {"delta": self.config.delta} if self.config.per_token else {}
 
-    def loss(self, pred_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array:
+    def _delta(self, delta: jax.Array | None, dtype) -> jax.Array:
+        """δ as the rules pass it: per token (shape T) with ``per_token``, else the fixed option."""
+        if self.config.per_token:
+            if delta is None:
+                raise ValueError("huber with per_token: true needs the per-token delta (Gates.objective_T)")
+            return jnp.asarray(delta, dtype)
+        return jnp.asarray(self.config.delta, dtype)
+
+    def loss(self, pred_TxD: jax.Array, v_TxD: jax.Array, delta: jax.Array | None = None) -> jax.Array:
         r = pred_TxD - v_TxD
-        d = jnp.asarray(self.config.delta, r.dtype)
+        d_T = self._delta(delta, r.dtype)
+        d = d_T[..., None] if self.config.per_token else d_T
         if self.config.form == "elementwise":
             a = jnp.abs(r)
             return jnp.sum(jnp.where(a <= d, jnp.square(r), 2.0 * d * a - d * d), axis=-1)
-        small = _norm(r) <= d
-        return jnp.where(small, jnp.sum(jnp.square(r), -1), 2.0 * d * jnp.sum(jnp.abs(r), -1) - d * d)
+        small = _norm(r) <= d_T
+        return jnp.where(small, jnp.sum(jnp.square(r), -1), 2.0 * d_T * jnp.sum(jnp.abs(r), -1) - d_T * d_T)
 
-    def cotangent(self, pred_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array:
+    def cotangent(self, pred_TxD: jax.Array, v_TxD: jax.Array, delta: jax.Array | None = None) -> jax.Array:
         r = pred_TxD - v_TxD
-        d = jnp.asarray(self.config.delta, r.dtype)
+        d_T = self._delta(delta, r.dtype)
+        d = d_T[..., None] if self.config.per_token else d_T
         if self.config.form == "elementwise":
             return jnp.where(jnp.abs(r) <= d, 2.0 * r, 2.0 * d * jnp.sign(r))
-        small = (_norm(r) <= d)[..., None]
+        small = (_norm(r) <= d_T)[..., None]
         return jnp.where(small, 2.0 * r, 2.0 * d * jnp.sign(r))
 
 
