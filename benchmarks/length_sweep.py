@@ -37,6 +37,7 @@ SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
         ("mac-chunk", "../experiments/lm/mac.yaml", _T128 + _CHUNK),
         ("mac-token", "../experiments/lm/mac.yaml", _T128 + _TOKEN),
         ("mac-token-forget0.05", "../experiments/lm/mac.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.05"]),
+        ("mac-token-forget0.2", "../experiments/lm/mac.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.2"]),
         ("mag-token", "../experiments/lm/mag.yaml", _T128 + _TOKEN),
         ("mag-token-forget0.05", "../experiments/lm/mag.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.05"]),
         ("mal-token", "../experiments/lm/mal.yaml", _T128 + _TOKEN),

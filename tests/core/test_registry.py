@@ -238,7 +238,7 @@ def test_unknown_name_and_kind_messages(registry):
     with pytest.raises(UnknownComponentError) as info:
         registry.get("memroy_model", "mlp")
     assert str(info.value) == (
-        "unknown component kind 'memroy_model'; known kinds: data_source, memory_model, objective, "
+        "unknown component kind 'memroy_model'; known kinds: attention, data_source, memory_model, objective, "
         f"update_rule, variant. Did you mean 'memory_model'? {HINT}"
     )
 

@@ -158,7 +158,7 @@ def eq_13_14_reference(W0, Q, K, V, theta, eta, alpha, chunk, clip=None):
 def test_depth_one_equals_the_eq_13_14_numpy_loop(chunk, C, clip):
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(40 + chunk + C, 19, D, 1, C=C)
-        args = [np.asarray(a) for a in (p0["w0"], q, k, v, *gates)]
+        args = [np.asarray(a) for a in (p0["w0"], q, k, v, gates.theta_T, gates.eta_T, gates.alpha_TxC)]
         y_ref, W_ref, S_ref = eq_13_14_reference(*args, chunk, clip)
         for rule in rules(chunk, clip):
             for aligned in (True, False):

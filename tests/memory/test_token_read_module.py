@@ -96,7 +96,7 @@ def test_variant_with_token_read_prefill_and_decode_equal_the_full_pass(variant)
         "init_lr": 0.2,
     }
     model = tiny(variant, memory=memory)
-    chunk_model = tiny(variant, memory={**memory, "rule": {"name": "momentum_scan", "chunk_size": 2}})
+    chunk_model = tiny(variant, memory={**memory, "rule": {"name": "momentum_scan", "chunk_size": 2, "read": "chunk"}})
     toks = jax.random.randint(jax.random.key(1), (2, 11), 0, 32)
     full = nnx.jit(lambda m, t: m(t))(model, toks)
     assert float(jnp.max(jnp.abs(full - nnx.jit(lambda m, t: m(t))(chunk_model, toks)))) > 1e-4
@@ -106,4 +106,4 @@ def test_variant_with_token_read_prefill_and_decode_equal_the_full_pass(variant)
     for t in range(5, 11):
         step, cache = decode(model, toks[:, t : t + 1], cache)
         pieces.append(step)
-    assert max_rel_err(full, jnp.concatenate(pieces, axis=1)) < 1e-5
+    assert max_rel_err(full, jnp.concatenate(pieces, axis=1)) < 1e-4  # a whole model: the standard tolerance

@@ -72,7 +72,7 @@ def test_outer_gradients_equal_the_reference(orthogonalize):
 @pytest.mark.parametrize("gamma", ["theta", pytest.param("uniform", marks=pytest.mark.slow)])
 def test_context_one_is_titans_momentum_rule(gamma):
     rule = OmegaRule(OmegaRuleConfig(context=1, chunk_size=3, gamma=gamma))
-    check_rules_agree(rules=(SequentialRule(chunk_size=3), rule), model=LINEAR, T=7, D=3)
+    check_rules_agree(rules=(SequentialRule(chunk_size=3, read="chunk"), rule), model=LINEAR, T=7, D=3)
 
 
 @pytest.mark.parametrize("orthogonalize", [False, pytest.param(True, marks=pytest.mark.slow)])

@@ -65,7 +65,7 @@ data:
   seq_len: 16
 optimizer: {lr: 0.01}
 schedule: {warmup_steps: 1}
-trainer: {steps: 3, batch_size: 4, eval_every: 3, eval_batches: 1, log_every: 1}
+trainer: {steps: 3, batch_size: 8, eval_every: 3, eval_batches: 1, log_every: 1}
 checkpoint: {every: 3}
 output: {dir: RUN_DIR}
 sample: {max_new_tokens: 0}

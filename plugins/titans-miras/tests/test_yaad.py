@@ -45,7 +45,7 @@ def test_both_rules_equal_the_numpy_reference_with_per_token_delta(b):
         assert (np.linalg.norm(r, axis=-1) <= delta).any() and (np.linalg.norm(r, axis=-1) > delta).any()
         args = (np.asarray(x) for x in (q, k, v, gates.theta_T, gates.eta_T, gates.alpha_TxC))
         y_ref, start_ref, m_ref, s_ref = ref.titans_reference(np.asarray(p0["w0"]), *args, ref.yaad_cotangent(delta), b)
-        for rule in (SequentialRule(chunk_size=b), MomentumScanRule(chunk_size=b)):
+        for rule in (SequentialRule(chunk_size=b, read="chunk"), MomentumScanRule(chunk_size=b, read="chunk")):
             y, st = rule(model, rule.init_state(p0), q, k, v, gates, aligned=True, objective=yaad)
             for got, want in (
                 (y, y_ref),

@@ -101,6 +101,18 @@ class Checkpoints:
         with self._reporting_write_failures():
             self.manager.close()
 
+    def _remove_tmp_directories(self, attempts: int = 50) -> None:
+        """Delete the unfinished checkpoint directories. The other items of the failed save may still be written by
+        orbax's background threads for a moment (they recreate files in the directory), so retry until none is
+        left (at most ``attempts`` × 0.1 s)."""
+        for _ in range(attempts):
+            leftovers = list(self.directory.glob("*.orbax-checkpoint-tmp*"))
+            if not leftovers:
+                return
+            for tmp in leftovers:
+                shutil.rmtree(tmp, ignore_errors=True)
+            time.sleep(0.1)
+
     @contextmanager
     def _reporting_write_failures(self) -> Iterator[None]:
         """A failed checkpoint write becomes one CheckpointError naming the directory and the bytes needed."""
@@ -115,8 +127,7 @@ class Checkpoints:
             failed = [(s, n) for s, n in self._pending if s not in complete]
             step, nbytes = failed[0] if failed else (None, None)
             if jax.process_index() == 0:  # free the space the failed write took (orbax would on the next start)
-                for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
-                    shutil.rmtree(tmp, ignore_errors=True)
+                self._remove_tmp_directories()
             kept = sorted(complete)
             last = f"the last good checkpoint, step {kept[-1]}, is intact" if kept else "no checkpoint was kept"
             what = f"checkpoint {step}" if step is not None else "a checkpoint"
