@@ -58,9 +58,14 @@ class FusedConfig(UpdateRuleConfig):
 
     @model_validator(mode="after")
     def _chunk_read_only(self):
-        if self.read != "chunk":
-            raise ValueError(f"update_rule fused supports read: chunk only, got read: {self.read}; use momentum_scan")
+        _require_chunk_read(self.read)
         return self
+
+
+def _require_chunk_read(read: str) -> None:
+    """The kernel implements the chunk-start read only (checked on validation and again after overrides)."""
+    if read != "chunk":
+        raise ValueError(f"update_rule fused supports read: chunk only, got read: {read}; use momentum_scan")
 
 
 def matrix_param(model: MemoryModel) -> str | None:
@@ -78,8 +83,7 @@ class FusedRule(RuleBase):
         shared = {field: getattr(cfg, field) for field in UpdateRuleConfig.model_fields if field != "name"}
         if not isinstance(cfg, FusedConfig):
             cfg = FusedConfig(**shared)
-        if cfg.read != "chunk":  # re-check after overrides (model_copy does not validate)
-            raise ValueError(f"update_rule fused supports read: chunk only, got read: {cfg.read}; use momentum_scan")
+        _require_chunk_read(cfg.read)  # re-check after overrides (model_copy does not validate)
         super().__init__(cfg)
         self.config: FusedConfig = cfg
         self._reference = MomentumScanRule(UpdateRuleConfig(**shared))
