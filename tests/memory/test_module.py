@@ -50,7 +50,7 @@ def test_module_gradients_agree_across_rules():
     assert max_rel_err(nnx.to_pure_dict(g_s), nnx.to_pure_dict(g_p)) < 1e-4
 
 
-@pytest.mark.parametrize("split", [1, 4, 5, 12, 17])
+@pytest.mark.parametrize("split", [1, 4, 17])  # the first token only, a chunk boundary, mid-chunk (chunk 4)
 def test_split_state_equals_one_call(split):
     m, x = make(), inputs(20)
     y, state = call(m, x)

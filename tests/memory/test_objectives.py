@@ -87,7 +87,9 @@ def test_huber_equals_l2_below_delta_and_differs_above():
         run = lambda obj: rule(model, rule.init_state(p0), q, k, v, gates, aligned=True, objective=obj)  # noqa
         l2 = run(L2Objective())
         for form in ("elementwise", "yaad"):
-            assert max_rel_err(l2, run(HuberObjective(delta=1e6, form=form))) == 0.0
+            # The same arithmetic below δ; equality is to float64 rounding (1e-15), not bit for bit: whether the
+            # compiler fuses (and so rounds) the extra clip identically depends on its optimisation level.
+            assert max_rel_err(l2, run(HuberObjective(delta=1e6, form=form))) < 1e-15
             assert max_rel_err(l2[1].memory, run(HuberObjective(delta=0.05, form=form))[1].memory) > 1e-3
 
 

@@ -66,12 +66,11 @@ def assert_rules_agree(model, p0, q, k, v, gates, chunk, clip=None, grads=True):
     return y_s
 
 
-# (chunk, depth, channels of α, clamp): chunk sizes 1/4/16, depth 1/2, per-channel α and the clamp
+# (chunk, depth, channels of α, clamp): chunk sizes 1/4/16, depth 1 and 2, per-channel α and the clamp (the
+# property test below draws the other combinations)
 CASES = [
-    (1, 1, 1, None),
     (1, 2, 1, None),
     (4, 1, D, None),
-    (4, 2, 1, 0.05),
     (16, 1, D, 0.05),
     (16, 2, 1, None),
 ]

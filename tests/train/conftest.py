@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from train.toy import toy_registered
+from xla_env import subprocess_xla_flags
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
@@ -123,7 +124,7 @@ def free_port() -> int:
 def script_env(devices: int = 8, **extra: str) -> dict[str, str]:
     """Environment of a CLI subprocess: ``devices`` simulated CPU devices, the tests directory importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TITANS_")}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = subprocess_xla_flags(devices)
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)

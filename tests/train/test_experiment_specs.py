@@ -18,6 +18,7 @@ from titans_train.spec import TrainSpec
 from titans_train.spec_check import load_train_spec
 from titans_train.tasks.mqar import IGNORE_INDEX, mqar_batch
 from titans_train.tasks.niah import make_niah_example
+from xla_env import subprocess_xla_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs" / "experiments"
@@ -116,8 +117,9 @@ def test_parameter_counts_are_equal_within_two_percent(specs) -> None:
 @pytest.mark.slow
 def test_experiments_smoke_run(tmp_path: Path) -> None:
     runs, out = tmp_path / "runs", tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("TITANS_")}
-    env["JAX_PLATFORMS"] = "cpu"  # one CPU device, as a user runs it (not the 8 simulated ones of the tests)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TITANS_")}
+    env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = subprocess_xla_flags(1)  # one CPU device, as a user runs it (not the tests' 8)
     cmd = [sys.executable, "benchmarks/experiments.py", "--smoke", "--variants", "swa"]
     done = subprocess.run(
         [*cmd, "--runs", str(runs), "--out", str(out)],

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from xla_env import subprocess_xla_flags
 
 PYPROJECT = """
 [project]
@@ -192,7 +193,7 @@ def test_a_third_party_plugin_installs_lists_and_trains(tmp_path: Path) -> None:
         text=True,
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TITANS_", "VIRTUAL_ENV"))}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=subprocess_xla_flags(1))
     listed = subprocess.run(
         [python, "-m", "titans_core.cli", "list", "--json"],
         check=True,

@@ -127,9 +127,10 @@ def test_omega_and_atlas_inside_neural_memory_pass_the_contract_and_continue_pie
             state = memory.init_state(2)
             assert state.rule.extra["k"].shape == (2, 2, 2, 4)  # B×H×(c − 1)×head_dim from the first token on
             x = jax.random.normal(jax.random.key(0), (2, 7, 8))
-            y, whole = memory(x)
-            y1, s1 = memory(x[:, :3])
-            y2, s2 = memory(x[:, 3:], s1)
+            call = nnx.jit(lambda m, x, state=None: m(x, state))  # compiled once per shape (eager: op by op)
+            y, whole = call(memory, x)
+            y1, s1 = call(memory, x[:, :3])
+            y2, s2 = call(memory, x[:, 3:], s1)
             assert jnp.allclose(y, jnp.concatenate([y1, y2], axis=1), atol=1e-5)
             assert _err(whole.rule, s2.rule) < 1e-5
             assert isinstance(whole.rule, RuleState)

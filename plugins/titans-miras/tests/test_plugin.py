@@ -73,13 +73,14 @@ def _memory(memory_section: dict) -> NeuralMemory:
 @pytest.mark.parametrize("name", [pytest.param("yaad", marks=pytest.mark.slow), "moneta", "memora"])
 def test_neural_memory_runs_each_memory_causally_and_a_split_sequence_equals_the_whole(name):
     memory = _memory(MEMORIES[name])
+    call = nnx.jit(lambda m, x, state=None: m(x, state))  # compiled once per shape (eager: op by op, slow)
     x = jax.random.normal(jax.random.key(1), (2, 21, 16))
-    y, _ = memory(x)
+    y, _ = call(memory, x)
     assert y.shape == x.shape and bool(jnp.all(jnp.isfinite(y)))
-    y1, state = memory(x[:, :9])  # mid-chunk (b = 16 for moneta/memora, 16 for momentum_scan)
-    y2, _ = memory(x[:, 9:], state)
+    y1, state = call(memory, x[:, :9])  # mid-chunk (b = 16 for moneta/memora, 16 for momentum_scan)
+    y2, _ = call(memory, x[:, 9:], state)
     np.testing.assert_allclose(np.concatenate([y1, y2], axis=1), y, rtol=1e-5, atol=1e-5)
-    y_future, _ = memory(x.at[:, 12:].add(1.0))
+    y_future, _ = call(memory, x.at[:, 12:].add(1.0))
     np.testing.assert_allclose(y_future[:, :12], y[:, :12], rtol=1e-6, atol=1e-6)
 
 
@@ -96,7 +97,7 @@ def test_yaad_delta_is_a_learned_per_token_gate():
         y, state = module(x)
         return jnp.sum(y**2) + sum(jnp.sum(jnp.sin(w)) for w in jax.tree.leaves(state.rule.memory))
 
-    grads = nnx.grad(loss)(memory)
+    grads = nnx.jit(nnx.grad(loss))(memory)  # compiled once (eager: op by op, slow)
     assert float(jnp.max(jnp.abs(grads.gate_objective["delta"].kernel[...]))) > 0
     assert isinstance(memory.objective, YaadObjective)
     for section, cls in ((MEMORIES["moneta"], MonetaRule), (MEMORIES["memora"], MemoraRule)):

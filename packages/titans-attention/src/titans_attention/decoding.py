@@ -3,6 +3,7 @@ from the generated tokens, as at test time). The cost per generated token does n
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import jax
@@ -58,20 +59,32 @@ def generate(
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)
+    options = dict(max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p)
+    return _generate(model, prompt_BxT, jax.random.key(seed), **options)
 
-    @nnx.jit
-    def run(model, prompt, key):
-        logits, cache = model.prefill(prompt)
-        keys = jax.random.split(key, max_new_tokens)
-        first = sample_token(logits[:, -1], keys[0], temperature, top_k, top_p)
 
-        def step(carry, key):
-            token, cache = carry
-            logits, cache = model.decode(token[:, None], cache)
-            nxt = sample_token(logits[:, -1], key, temperature, top_k, top_p)
-            return (nxt, cache), token
+# One compiled program per model structure, prompt shape and sampling options: repeated calls (other seeds, other
+# prompts of the same shape) reuse it.
+@partial(nnx.jit, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p"))
+def _generate(
+    model: TitansLM,
+    prompt_BxT: jax.Array,
+    key: jax.Array,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+) -> jax.Array:
+    logits, cache = model.prefill(prompt_BxT)
+    keys = jax.random.split(key, max_new_tokens)
+    first = sample_token(logits[:, -1], keys[0], temperature, top_k, top_p)
 
-        (last, _), tokens = jax.lax.scan(step, (first, cache), keys[1:])
-        return jnp.concatenate([tokens.T, last[:, None]], axis=1)
+    def step(carry, key):
+        token, cache = carry
+        logits, cache = model.decode(token[:, None], cache)
+        nxt = sample_token(logits[:, -1], key, temperature, top_k, top_p)
+        return (nxt, cache), token
 
-    return run(model, prompt_BxT, jax.random.key(seed))
+    (last, _), tokens = jax.lax.scan(step, (first, cache), keys[1:])
+    return jnp.concatenate([tokens.T, last[:, None]], axis=1)

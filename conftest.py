@@ -1,0 +1,45 @@
+"""Suite-wide setup for tests/, packages/ and plugins/ (loaded before any test module imports jax).
+
+- 8 simulated CPU devices (``--xla_force_host_platform_device_count=8``), so that mesh and sharding code runs.
+- Tests compile many tiny programs and run each for microseconds, so compile time is most of the suite's time:
+  ``--xla_backend_optimization_level=0`` skips LLVM's optimisations (compiles ~2× faster; the code runs slower,
+  which tiny test shapes do not notice; the numbers are the same float32 arithmetic, and every tolerance is
+  unchanged).
+- One persistent JAX compilation cache per run: many tests compile the same program (the toy model's training
+  step in every titans-train test, the same tiny variant in several files, each CLI subprocess). The directory is
+  made here, in the process that starts the run and before pytest-xdist starts its workers; workers and CLI
+  subprocesses inherit it through the environment, and it is removed when the run ends. A cache directory
+  already set in the environment is used as it is and kept.
+
+Subprocesses that set their own ``XLA_FLAGS`` keep these flags with ``tests/xla_env.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+    _flags += " --xla_force_host_platform_device_count=8"
+if "xla_backend_optimization_level" not in _flags:
+    _flags += " " + FAST_COMPILE
+os.environ["XLA_FLAGS"] = _flags.strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+_CREATED: str | None = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CREATED = tempfile.mkdtemp(prefix="titans-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CREATED
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # cache every program, even fast ones
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_unconfigure(config) -> None:
+    """Remove the cache this process made (in the xdist controller: after every worker has finished)."""
+    if _CREATED and not os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(_CREATED, ignore_errors=True)
