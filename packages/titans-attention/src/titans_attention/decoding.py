@@ -3,8 +3,8 @@ from the generated tokens, as at test time). The cost per generated token does n
 
 from __future__ import annotations
 
-from functools import partial
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import jax
 import jax.numpy as jnp
@@ -60,12 +60,9 @@ def generate(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)
     options = dict(max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p)
-    return _generate(model, prompt_BxT, jax.random.key(seed), **options)
+    return _generate_compiled(model, prompt_BxT, jax.random.key(seed), **options)
 
 
-# One compiled program per model structure, prompt shape and sampling options: repeated calls (other seeds, other
-# prompts of the same shape) reuse it.
-@partial(nnx.jit, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p"))
 def _generate(
     model: TitansLM,
     prompt_BxT: jax.Array,
@@ -88,3 +85,10 @@ def _generate(
 
     (last, _), tokens = jax.lax.scan(step, (first, cache), keys[1:])
     return jnp.concatenate([tokens.T, last[:, None]], axis=1)
+
+
+# One compiled program per model structure, prompt shape and sampling options: repeated calls (other seeds, other
+# prompts of the same shape) reuse it.
+_generate_compiled = cast(
+    Callable[..., jax.Array], nnx.jit(_generate, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p"))
+)
