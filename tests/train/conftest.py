@@ -1,11 +1,8 @@
-"""Fixtures of the titans-train tests: the toy variant, tiny specs, and running the CLI in-process or as a
-process.
+"""Fixtures of the titans-train tests: the toy variant, tiny specs, and running the CLI in-process or as a process.
 
-Most tests run ``titans_train.cli.main([...])`` in this process (8 simulated CPU devices, see
-tests/conftest.py).
-Tests that need a real process (SIGKILL, two-process jax.distributed) run :data:`SCRIPT`, which registers the
-toy
-variant and calls the CLI.
+Most tests run ``titans_train.cli.main([...])`` in this process (8 simulated CPU devices, see the root
+``conftest.py``). Tests that need a real process (SIGKILL, two-process jax.distributed) run :data:`SCRIPT`, which
+registers the toy variant and calls the CLI.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """A tiny stand-in for the Titans variants, registered as the variant ``toy`` for the titans-train tests.
 
-``ToyLM``: byte embedding (vocab, embed) → one block [RMSNorm → causal depthwise conv (heads) → SwiGLU
-(embed, mlp)]
-→ RMSNorm → output head (embed, vocab). Every parameter carries logical axis names, so all mesh layouts apply,
-and it implements ``__call__``, ``init_cache``, ``prefill`` and ``decode`` like a real variant (the conv
-cache makes
+``ToyLM``: byte embedding (vocab, embed) → one block [RMSNorm → causal depthwise conv (heads) → SwiGLU (embed, mlp)]
+→ RMSNorm → output head (embed, vocab). Every parameter carries logical axis names, so all mesh layouts apply, and
+it implements ``__call__``, ``init_cache``, ``prefill`` and ``decode`` like a real variant (the conv cache makes
 decoding depend on the context).
 
-``register_toy()`` adds it to the process-wide registry (idempotent); subprocess scripts call it before the
-CLI.
+``register_toy()`` adds it to the process-wide registry (idempotent); subprocess scripts call it before the CLI.
 """
 
 from __future__ import annotations

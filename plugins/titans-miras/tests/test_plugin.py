@@ -127,7 +127,7 @@ def test_the_readme_spec_snippets_validate_as_training_specs():
 
 
 def _tiny_spec(tmp_path: Path, memory: dict, steps: int) -> dict:
-    """A tiny LMM on MQAR; batch 8 divides the 8 devices that tests/conftest.py simulates in the suite."""
+    """A tiny LMM on MQAR; batch 8 divides the 8 devices that the root conftest.py simulates."""
     return {
         "model": {
             "name": "lmm",
