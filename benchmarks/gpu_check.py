@@ -3,13 +3,14 @@
     uv run python benchmarks/gpu_check.py              # on a GPU machine: tests compiled + the throughput table
     uv run python benchmarks/gpu_check.py --dry-run    # anywhere (CPU): tiny sizes, the fast tests, nothing committed
 
-1. The fused equivalence tests (tests/memory/test_fused.py) in a subprocess. On a GPU the rule's ``interpret`` default
-   (None) compiles the kernel (Triton lowering), so these run the compiled kernel, not the interpreter; the float64
-   cases need a backend with float64 matmuls in the kernel and are reported as they come out.
+1. The fused equivalence tests (tests/memory/test_fused.py: depth 1 and 2) in a subprocess. On a GPU the rule's
+   ``interpret`` default (None) compiles the kernels (Triton lowering), so these run the compiled kernels, not the
+   interpreter; the float64 cases need a backend with float64 matmuls in the kernel and are reported as they come
+   out.
 2. The throughput table (benchmarks/memory_throughput.py's ``bench``) for sequential, momentum_scan and fused at
-   N = 1K … 64K (matrix memory, depth 1: the memory the kernel supports), next to ``jax.nn.dot_product_attention``
-   (causal, the same batch, heads and head width) as a yardstick, with the float32 matmul peak measured in the same
-   run and each rule's fraction of it.
+   N = 1K … 64K (matrix memory, depth 1; ``memory_throughput.py`` times the depth-2 kernel at its default depth),
+   next to ``jax.nn.dot_product_attention`` (causal, the same batch, heads and head width) as a yardstick, with the
+   float32 matmul peak measured in the same run and each rule's fraction of it.
 3. The targets of issue 11 for that run: fused ≥ 3× momentum_scan forward+backward at N = 16K; fused tokens/s flat
    (≥ 0.8×) from the shortest to the longest N; training memory (compiled peak) linear in N.
 

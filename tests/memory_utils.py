@@ -1,4 +1,4 @@
-"""Small builders shared by the memory tests."""
+"""Small builders shared by the memory tests: random problems, jitted calls of a rule, comparisons."""
 
 from __future__ import annotations
 
@@ -34,3 +34,33 @@ def max_rel_err(a, b) -> float:
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
     ]
     return max(errs)
+
+
+def run(rule, model, p0, q, k, v, gates, aligned=False, objective=None):
+    """One jitted call from a fresh state (jit keeps the suite fast: one compilation instead of op-by-op)."""
+    fn = jax.jit(lambda p0, *a: rule(model, rule.init_state(p0), *a, aligned=aligned, objective=objective))
+    return fn(p0, q, k, v, gates)
+
+
+def cont(rule, model, state, q, k, v, gates):
+    """One jitted call that continues from ``state``."""
+    return jax.jit(lambda *a: rule(model, *a))(state, q, k, v, gates)
+
+
+def outer_loss(rule, model, p0, q, k, v, gates):
+    """A scalar that depends on every output and on the final memory, surprise and chunk-start weights."""
+    y, state = run(rule, model, p0, q, k, v, gates)
+    leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
+    return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves)
+
+
+def skip_mosaic_gpu_interpreter_import():
+    """Lowering any interpret-mode pallas_call imports JAX's Mosaic GPU interpreter (to check whether ``interpret``
+    is its params object); without cached bytecode (PYTHONDONTWRITEBYTECODE) that import costs ~25 s of this
+    machine's time per test process. The fused rule passes ``interpret=True``, never that object, so its tests make
+    the import fail fast (JAX then skips it, as it does for jaxlib builds without Mosaic GPU)."""
+    import sys
+
+    name = "jax._src.pallas.mosaic_gpu.interpret"
+    if not any(m.startswith(name) for m in sys.modules):
+        sys.modules.setdefault(name + ".interpret_pallas_call", None)

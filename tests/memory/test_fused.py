@@ -1,5 +1,7 @@
 """The ``fused`` rule (one Pallas kernel, interpret mode on CPU) equals the sequential reference: outputs, final state
-and outer gradients; it trains a variant; it refuses memory models and options its kernel does not implement."""
+and outer gradients, for the matrix memory (depth 1, rules/fused_kernel.py) and the two-layer MLP memory (depth 2,
+rules/fused_mlp_kernel.py, with and without the residual LayerNorm); it trains a variant with momentum_scan's
+gradients; it refuses memory models and options its kernels do not implement."""
 
 from __future__ import annotations
 
@@ -10,7 +12,15 @@ import pytest
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from memory_utils import max_rel_err, random_problem, slice_gates
+from memory_utils import (
+    cont,
+    max_rel_err,
+    outer_loss,
+    random_problem,
+    run,
+    skip_mosaic_gpu_interpreter_import,
+    slice_gates,
+)
 from titans_core import get_registry
 from titans_core.spec import make_config
 from titans_memory import (
@@ -26,50 +36,27 @@ from titans_memory import (
     SequentialRule,
     UpdateRuleConfig,
 )
+from titans_memory.rules.base import token_grad, tree_norm
 from variants_utils import tiny
 
 TOL = 1e-10  # float64: the same arithmetic up to reassociation
 
-
-def _skip_mosaic_gpu_interpreter_import():
-    """Lowering any interpret-mode pallas_call imports JAX's Mosaic GPU interpreter (to check whether ``interpret``
-    is its params object); without cached bytecode (PYTHONDONTWRITEBYTECODE) that import costs ~25 s of this
-    machine's time per test process. The fused rule passes ``interpret=True``, never that object, so the tests make
-    the import fail fast (JAX then skips it, as it does for jaxlib builds without Mosaic GPU)."""
-    import sys
-
-    name = "jax._src.pallas.mosaic_gpu.interpret"
-    if not any(m.startswith(name) for m in sys.modules):
-        sys.modules.setdefault(name + ".interpret_pallas_call", None)
-
-
-_skip_mosaic_gpu_interpreter_import()
-
-
-def run(rule, model, p0, q, k, v, gates, aligned=False, objective=None):
-    fn = jax.jit(lambda p0, *a: rule(model, rule.init_state(p0), *a, aligned=aligned, objective=objective))
-    return fn(p0, q, k, v, gates)
-
-
-def cont(rule, model, state, q, k, v, gates):
-    return jax.jit(lambda *a: rule(model, *a))(state, q, k, v, gates)
-
-
-def outer_loss(rule, model, p0, q, k, v, gates):
-    """A scalar that depends on every output and on the final memory, surprise and chunk-start weights."""
-    y, state = run(rule, model, p0, q, k, v, gates)
-    leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
-    return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves)
+skip_mosaic_gpu_interpreter_import()
 
 
 SLOW = pytest.mark.slow
 
 
-@pytest.mark.parametrize("chunk", [pytest.param(1, marks=SLOW), 4, pytest.param(16, marks=SLOW)])
-def test_fused_equals_sequential_outputs_state_and_gradients(chunk):
+@pytest.mark.parametrize(
+    ("chunk", "depth"),
+    [pytest.param(c, d, marks=SLOW if c != 4 else ()) for d in (1, 2) for c in (1, 4, 16)],
+)
+def test_fused_equals_sequential_outputs_state_and_gradients(chunk, depth):
+    """Depth 1 (w0) and depth 2 (w0, w1, ln_gain; hidden width 8), aligned and not."""
     T = 19  # never a multiple of the chunk
     with jax.enable_x64(True):
-        model, p0, q, k, v, gates = random_problem(chunk, T, 4, 1)
+        model, p0, q, k, v, gates = random_problem(chunk, T, 4, depth)
+        assert set(p0) == ({"w0"} if depth == 1 else {"w0", "w1", "ln_gain"})
         cfg = UpdateRuleConfig(chunk_size=chunk, read="chunk")
         seq, fused = SequentialRule(cfg), FusedRule(chunk_size=chunk)
         y_s, s_s = run(seq, model, p0, q, k, v, gates)
@@ -80,7 +67,7 @@ def test_fused_equals_sequential_outputs_state_and_gradients(chunk):
             assert int(s_f.pos) == T % chunk
         grad = jax.jit(jax.grad(outer_loss, argnums=(2, 3, 4, 5, 6)), static_argnums=(0, 1))
         g_s, g_f = grad(seq, model, p0, q, k, v, gates), grad(fused, model, p0, q, k, v, gates)
-        assert max_rel_err(g_s, g_f) < 1e-9
+        assert max_rel_err(g_s, g_f) < TOL
         assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(g_f))
 
 
@@ -109,13 +96,35 @@ def test_fused_split_anywhere_equals_sequential(chunk, T, split_frac, per_channe
         assert max_rel_err(tuple(s_s), tuple(s_f)) < TOL
 
 
-def test_fused_surprise_clamp_and_objective_match_sequential():
-    """A clamp that binds on most tokens, with a non-ℓ2 objective (its cotangent runs inside the kernel)."""
+@pytest.mark.parametrize(("residual_norm", "activation"), [(True, "gelu"), (False, "silu")])
+def test_fused_two_layer_mid_chunk_start_equals_sequential(residual_norm, activation):
+    """Depth 2, a sequence split in two calls: the second starts mid-chunk (state.pos = 2 of 4); with the plain MLP
+    (residual_norm false: no γ) too."""
+    T, a = 17, 6
     with jax.enable_x64(True):
-        model, p0, q, k, v, gates = random_problem(7, 10, 4, 1)
+        model, p0, q, k, v, gates = random_problem(3, T, 4, 2, residual_norm=residual_norm, activation=activation)
+        assert ("ln_gain" in p0) == residual_norm
+        y_s, s_s = run(SequentialRule(chunk_size=4, read="chunk"), model, p0, q, k, v, gates)
+        fused = FusedRule(chunk_size=4)
+        y1, mid = run(fused, model, p0, q[:a], k[:a], v[:a], slice_gates(gates, 0, a))
+        assert int(mid.pos) == 2
+        y2, s_f = cont(fused, model, mid, q[a:], k[a:], v[a:], slice_gates(gates, a, T))
+        assert max_rel_err(y_s, jnp.concatenate([y1, y2])) < TOL
+        assert max_rel_err(tuple(s_s), tuple(s_f)) < TOL
+
+
+@pytest.mark.parametrize(("depth", "residual_norm", "clip"), [(1, True, 0.05), (2, True, 3.0), (2, False, 1.0)])
+def test_fused_surprise_clamp_and_objective_match_sequential(depth, residual_norm, clip):
+    """A clamp that binds (depth 1: on every token; depth 2: on half the first chunk's, through the closed-form norm
+    over W_0, W_1 and γ), with a non-ℓ2 objective (its cotangent runs inside the kernel)."""
+    with jax.enable_x64(True):
+        model, p0, q, k, v, gates = random_problem(7, 10, 4, depth, residual_norm=residual_norm)
         huber = HuberObjective(delta=0.3)
-        seq = SequentialRule(chunk_size=4, max_grad_norm=0.05, read="chunk")
-        fused = FusedRule(chunk_size=4, max_grad_norm=0.05)
+        token_norm = lambda k, v: tree_norm(token_grad(model, p0, k, v, huber))  # noqa: E731
+        norms = jax.jit(jax.vmap(token_norm))(k[:4], v[:4])  # ‖u_i‖ of the first chunk's tokens (at M_0)
+        assert float(jnp.max(norms)) > clip  # it clips
+        seq = SequentialRule(chunk_size=4, max_grad_norm=clip, read="chunk")
+        fused = FusedRule(chunk_size=4, max_grad_norm=clip)
         y_s, s_s = run(seq, model, p0, q, k, v, gates, objective=huber)
         y_f, s_f = run(fused, model, p0, q, k, v, gates, objective=huber)
         _, free = run(FusedRule(chunk_size=4), model, p0, q, k, v, gates, objective=huber)
@@ -124,33 +133,36 @@ def test_fused_surprise_clamp_and_objective_match_sequential():
         assert max_rel_err(free.memory, s_f.memory) > 1e-3  # the clamp binds
 
 
-def test_fused_float32_and_bf16_inputs():
+@pytest.mark.parametrize(("depth", "clip"), [(1, None), (2, 1.0)])
+def test_fused_float32_and_bf16_inputs(depth, clip):
     """float32: ≤ 1e-5 relative to sequential. bf16 inputs with float32 state: the state stays float32 and agrees
-    with momentum_scan (the same bf16 products) to bf16 precision."""
-    model, p0, q, k, v, gates = random_problem(11, 19, 16, 1, dtype=jnp.float32)
-    fused = FusedRule(chunk_size=16)  # D and b ≥ 16: the kernel's matmul path (smaller tiles broadcast and sum)
-    y_s, s_s = run(SequentialRule(chunk_size=16, read="chunk"), model, p0, q, k, v, gates)
+    with momentum_scan (the same bf16 products) to bf16 precision. D and b = 16 (depth 2: hidden 32): the kernels'
+    matmul path (smaller tiles broadcast and sum)."""
+    model, p0, q, k, v, gates = random_problem(11, 19, 16, depth, dtype=jnp.float32)
+    fused = FusedRule(chunk_size=16, max_grad_norm=clip)
+    y_s, s_s = run(SequentialRule(chunk_size=16, read="chunk", max_grad_norm=clip), model, p0, q, k, v, gates)
     y_f, s_f = run(fused, model, p0, q, k, v, gates)
     assert max_rel_err(y_s, y_f) < 1e-5
     assert max_rel_err(tuple(s_s), tuple(s_f)) < 1e-5
     bf = lambda x: x.astype(jnp.bfloat16)  # noqa: E731
     args = (bf(q), bf(k), bf(v), jax.tree.map(bf, gates))
-    y_m, s_m = run(MomentumScanRule(chunk_size=16, read="chunk"), model, p0, *args)
+    y_m, s_m = run(MomentumScanRule(chunk_size=16, read="chunk", max_grad_norm=clip), model, p0, *args)
     y_b, s_b = run(fused, model, p0, *args)
-    assert y_b.dtype == jnp.bfloat16 and all(x.dtype == jnp.float32 for x in jax.tree.leaves(s_b.memory))
+    assert y_b.dtype == jnp.bfloat16 and all(x.dtype == jnp.float32 for x in jax.tree.leaves(tuple(s_b)[:3]))
     assert max_rel_err(y_m.astype(jnp.float32), y_b.astype(jnp.float32)) < 2e-2
     assert max_rel_err(tuple(s_m)[:3], tuple(s_b)[:3]) < 2e-2
     assert max_rel_err(tuple(s_s)[:3], tuple(s_b)[:3]) < 5e-2  # and stays near the float32 reference
 
 
 @SLOW
-def test_fused_trains_a_variant_with_the_reference_gradients():
-    """LMM with the fused rule: the outer gradients equal momentum_scan's (float32, ≤ 1e-4 for a whole model), and
-    two optimiser steps lower the loss."""
+@pytest.mark.parametrize("depth", [1, 2])
+def test_fused_trains_a_variant_with_the_reference_gradients(depth):
+    """LMM with the fused rule on a depth-1 or depth-2 memory: the outer gradients equal momentum_scan's (float32,
+    ≤ 1e-4 for a whole model), and two optimiser steps lower the loss."""
     memory = lambda rule: {  # noqa: E731
         "num_heads": 2,
         "rule": {"name": rule, "chunk_size": 4, "read": "chunk"},
-        "model": {"name": "mlp", "depth": 1},
+        "model": {"name": "mlp", "depth": depth, "expansion": 2.0},
     }
     toks = jnp.tile(jnp.array([3, 1, 4, 1, 5, 9, 2, 6]), 2)[None]
     inputs, targets = toks[:, :-1], toks[:, 1:]
@@ -173,12 +185,18 @@ def test_fused_trains_a_variant_with_the_reference_gradients():
 
 
 def test_fused_refuses_unsupported_models_and_options():
-    """A depth-2 memory: one clear error at build time naming the model and pointing to momentum_scan; read: token
-    is refused by the config."""
-    rule, model = make_config("update_rule", "fused"), make_config("memory_model", "mlp")
-    cfg = NeuralMemoryConfig(num_heads=2, rule=rule, model=model)
-    with pytest.raises(FusedUnsupportedError, match=r"MLPMemory \(depth 2\).*momentum_scan"):
-        NeuralMemory(cfg, d_model=8, rngs=nnx.Rngs(0))
+    """A depth-3 MLP memory and the SwiGLU plugin's memory: one clear error at build time naming the model and
+    pointing to momentum_scan (depth 2 builds); read: token is refused by the config."""
+    rule = make_config("update_rule", "fused")
+    for model, name in (
+        (make_config("memory_model", "mlp", depth=3), r"MLPMemory \(depth 3\)"),
+        (make_config("memory_model", "swiglu"), "SwiGLUMemory"),
+    ):
+        cfg = NeuralMemoryConfig(num_heads=2, rule=rule, model=model)
+        with pytest.raises(FusedUnsupportedError, match=name + " is not supported: use update_rule momentum_scan"):
+            NeuralMemory(cfg, d_model=8, rngs=nnx.Rngs(0))
+    depth2 = NeuralMemoryConfig(num_heads=2, rule=rule, model=make_config("memory_model", "mlp", depth=2))
+    assert isinstance(NeuralMemory(depth2, d_model=8, rngs=nnx.Rngs(0)).update_rule, FusedRule)
     with pytest.raises(ValueError, match="read: chunk only"):
         FusedConfig(read="token")
     with pytest.raises(ValueError, match="read: chunk only"):
@@ -195,10 +213,18 @@ def test_fused_refuses_unsupported_models_and_options():
 
 def test_fused_kernel_lowers_for_gpu_through_triton():
     """The compiled path (``interpret: false``) passes Pallas' Triton lowering for CUDA, checked here without a GPU:
-    batched over heads (the grid), a length that is not a whole number of chunks, per-channel α and the clamp."""
-    for D, chunk in ((16, 16), (8, 4)):  # tl.dot tiles, and tiles below its minimum of 16 (broadcast and sum)
-        model, p0, q, k, v, gates = random_problem(0, 40, D, 1, C=D, dtype=jnp.float32)
+    batched over heads (the grid), a length that is not a whole number of chunks and the clamp; depth 1 with
+    per-channel α, depth 2 with and without the norm."""
+    cases = [  # (depth, D, chunk, C, model options): tl.dot tiles, and tiles below its minimum of 16 (broadcast, sum)
+        (1, 16, 16, 16, {}),
+        (1, 8, 4, 8, {}),
+        (2, 16, 16, 1, {}),
+        (2, 8, 4, 1, {"residual_norm": False, "activation": "silu"}),
+    ]
+    for depth, D, chunk, C, options in cases:
+        model, p0, q, k, v, gates = random_problem(0, 40, D, depth, C=C, dtype=jnp.float32, **options)
         rule = FusedRule(chunk_size=chunk, interpret=False, max_grad_norm=1.0)
         heads = jax.vmap(lambda p0, *a, r=rule, m=model: r(m, r.init_state(p0), *a), in_axes=(None, 0, 0, 0, None))
         lowered = jax.jit(heads).trace(p0, q[None], k[None], v[None], gates).lower(lowering_platforms=("cuda",))
-        assert "triton" in lowered.as_text().lower()
+        text = lowered.as_text()
+        assert "triton" in text.lower() and ("titans_fused_matrix" if depth == 1 else "titans_fused_mlp2") in text

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from memory_utils import max_rel_err, random_problem, slice_gates
+from memory_utils import cont, max_rel_err, outer_loss, random_problem, run, slice_gates
 from titans_memory import (
     Gates,
     MLPMemory,
@@ -28,22 +28,6 @@ from titans_swiglu_memory import SwiGLUMemory, SwiGLUMemoryConfig
 
 TOL = 1e-10  # float64: the same arithmetic up to reassociation
 D = 4
-
-
-def run(rule, model, p0, q, k, v, gates, aligned=False):
-    fn = jax.jit(lambda p0, *a: rule(model, rule.init_state(p0), *a, aligned=aligned))
-    return fn(p0, q, k, v, gates)
-
-
-def cont(rule, model, state, q, k, v, gates):
-    return jax.jit(lambda *a: rule(model, *a))(state, q, k, v, gates)
-
-
-def outer_loss(rule, model, p0, q, k, v, gates):
-    """A scalar that depends on every output and on the final memory and surprise."""
-    y, state = run(rule, model, p0, q, k, v, gates)
-    leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
-    return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves)
 
 
 def rules(chunk, clip=None):

@@ -1,16 +1,17 @@
 """titans-memory: the Titans neural long-term memory (arXiv 2501.00663 §3) for Flax NNX.
 
 Public API: ``NeuralMemory`` / ``NeuralMemoryConfig`` (the module), ``MemoryState``; memory models
-(``MLPMemory``); update rules (``SequentialRule`` — the reference —, ``MomentumScanRule`` — chunked and
-parallel — and ``FusedRule`` — the same as one Pallas kernel), their state (``RuleState``,
-``init_rule_state``) and gates (``Gates``) — defined in titans_core.protocols; objectives (the inner loss:
-``L2Objective``, ``HuberObjective``, ``LpObjective``,
-``DotObjective``); ``memory_diagnostics``: gate, update, surprise and read statistics.
+(``MLPMemory``; ``TwoLayerForm``, what a model declares to run on the ``fused`` rule's depth-2 kernel);
+update rules (``SequentialRule`` — the reference —, ``MomentumScanRule`` — chunked and parallel — and
+``FusedRule`` — the same as one Pallas kernel), their state (``RuleState``, ``init_rule_state``) and gates
+(``Gates``) — defined in titans_core.protocols; objectives (the inner loss: ``L2Objective``,
+``HuberObjective``, ``LpObjective``, ``DotObjective``); ``memory_diagnostics``: gate, update, surprise and
+read statistics.
 """
 
 from titans_memory.diagnostics import DIAGNOSTIC_KEYS, memory_diagnostics
 from titans_memory.memory import MemoryState, NeuralMemory, NeuralMemoryConfig
-from titans_memory.memory_models import MLPMemory, MLPMemoryConfig
+from titans_memory.memory_models import MLPMemory, MLPMemoryConfig, TwoLayerForm
 from titans_memory.objectives import (
     DotConfig,
     DotObjective,
@@ -49,6 +50,7 @@ __all__ = [
     "NeuralMemoryConfig",
     "RuleState",
     "SequentialRule",
+    "TwoLayerForm",
     "UpdateRuleConfig",
     "assoc_loss",
     "memory_diagnostics",

@@ -11,10 +11,16 @@ chunk needs (Eq 13–14 unrolled) share one back-propagation instead of repeatin
 ``MLPMemory.read_after_updates`` is its ``read: token`` counterpart (rules/token_read.py): the same backward
 rows also give every token's read of the weights after its own write, M_t(q_t), as masked attention-like
 products.
+
+``MLPMemory`` declares what the ``fused`` rule's kernels implement: ``matrix_param`` (depth 1) or
+``two_layer_form`` (depth 2, a :class:`TwoLayerForm`). The LayerNorm and activation pieces of its forward and
+backward passes are module-level pure-jnp functions, which that rule's depth-2 kernel traces too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import jax
@@ -25,6 +31,46 @@ from titans_core.config import ComponentConfig
 from titans_memory.rules.base import GradsAndRead, GradSums
 
 ACTIVATIONS = {"gelu": jax.nn.gelu, "silu": jax.nn.silu, "relu": jax.nn.relu, "tanh": jnp.tanh}
+LN_EPS = 1e-5  # the LayerNorm's ε
+
+
+# Pure jnp pieces of the MLP memory's forward and backward passes, row by row (shared with the ``fused`` rule's
+# depth-2 kernel, rules/fused_mlp_kernel.py, which must trace the same math inside a Pallas kernel).
+def value_and_slope(act: Callable[[jax.Array], jax.Array], z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """σ(z) and σ'(z) in one pass (σ is elementwise)."""
+    return jax.jvp(act, (z,), (jnp.ones_like(z),))
+
+
+def layer_norm(h_TxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(n, 1/σ) per row: n = (h − μ)/σ, σ = √(var + ε) (no gain, no bias)."""
+    mu = jnp.mean(h_TxD, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(h_TxD - mu), axis=-1, keepdims=True)
+    rstd = jax.lax.rsqrt(var + LN_EPS)
+    return (h_TxD - mu) * rstd, rstd
+
+
+def layer_norm_backward(dn_TxD: jax.Array, normed_TxD: jax.Array, rstd_Tx1: jax.Array) -> jax.Array:
+    """∂/∂h of ⟨dn, n(h)⟩ per row, from ``layer_norm``'s outputs: (dn − mean(dn) − n mean(dn ⊙ n)) / σ."""
+    mean_dn = jnp.mean(dn_TxD, -1, keepdims=True)
+    return rstd_Tx1 * (dn_TxD - mean_dn - normed_TxD * jnp.mean(dn_TxD * normed_TxD, -1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class TwoLayerForm:
+    """What a memory declares (as its ``two_layer_form`` attribute) to run on the ``fused`` rule's depth-2 kernel:
+    M(x) = x + γ ⊙ LN(W_1 σ(W_0 x)) with ``residual_norm``, else W_1 σ(W_0 x), σ elementwise jnp code, parameters
+    ``w_in`` (D×H), ``w_out`` (H×D) and, with the norm, ``gain`` (γ, D), laid out x @ W."""
+
+    activation: Callable[[jax.Array], jax.Array]
+    residual_norm: bool
+    w_in: str = "w0"
+    w_out: str = "w1"
+    gain: str = "ln_gain"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The parameter names, in the kernel's order."""
+        return (self.w_in, self.w_out, self.gain) if self.residual_norm else (self.w_in, self.w_out)
 
 
 class MLPMemoryConfig(ComponentConfig):
@@ -51,8 +97,11 @@ class MLPMemory:
             (config or MLPMemoryConfig()).model_copy(update=overrides) if overrides else (config or MLPMemoryConfig())
         )
         self.channel_axis_ok = self.config.depth == 1
-        # depth 1 is M(x) = x W with one parameter: the ``fused`` rule's kernel recognises it by this name
+        # what the ``fused`` rule's kernels implement, declared: depth 1 is M(x) = x W with one parameter (its
+        # name), depth 2 the two-layer form (rules/fused_mlp_kernel.py); deeper memories declare neither
         self.matrix_param = "w0" if self.config.depth == 1 else None
+        act = ACTIVATIONS[self.config.activation]
+        self.two_layer_form = TwoLayerForm(act, self.config.residual_norm) if self.config.depth == 2 else None
 
     def hidden_width(self, dim: int) -> int:
         return max(1, round(self.config.expansion * dim))
@@ -86,17 +135,14 @@ class MLPMemory:
             z = h @ params[f"w{i}"].astype(x_TxD.dtype)
             if i == cfg.depth - 1:
                 h = z
-            elif keep:  # σ(z) and σ'(z) in one pass (σ is elementwise)
-                h, dh = jax.jvp(act, (z,), (jnp.ones_like(z),))
+            elif keep:
+                h, dh = value_and_slope(act, z)
                 act_grads.append(dh)
             else:
                 h = act(z)
         if cfg.depth == 1 or not cfg.residual_norm:
             return h, (inputs, act_grads, None)
-        mu = jnp.mean(h, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(h - mu), axis=-1, keepdims=True)
-        rstd = jax.lax.rsqrt(var + 1e-5)
-        normed = (h - mu) * rstd
+        normed, rstd = layer_norm(h)
         return x_TxD + params["ln_gain"].astype(x_TxD.dtype) * normed, (inputs, act_grads, (normed, rstd))
 
     def read_and_linearize(
@@ -139,10 +185,7 @@ class MLPMemory:
             if norm is not None:  # out = x + γ ⊙ n, n = (z − μ)/σ
                 normed, rstd = norm
                 ln_grad = cot_TxD * normed
-                dn = cot_TxD * params["ln_gain"].astype(dtype)
-                delta = rstd * (
-                    dn - jnp.mean(dn, -1, keepdims=True) - normed * jnp.mean(dn * normed, -1, keepdims=True)
-                )
+                delta = layer_norm_backward(cot_TxD * params["ln_gain"].astype(dtype), normed, rstd)
             for i in reversed(range(cfg.depth)):  # δ per layer, shared by every weighting
                 deltas[i] = delta
                 if i:
@@ -225,8 +268,6 @@ class MLPMemory:
                 + s_to_M * surprise["ln_gain"].astype(dtype)
                 + m[..., 0] @ ln_grad
             )
-            mu = jnp.mean(h, axis=-1, keepdims=True)
-            var = jnp.mean(jnp.square(h - mu), axis=-1, keepdims=True)
-            return sums, q_TxD + gain_TxD * ((h - mu) * jax.lax.rsqrt(var + 1e-5))
+            return sums, q_TxD + gain_TxD * layer_norm(h)[0]
 
         return pred, grad_sums, grads_and_read

@@ -1,4 +1,5 @@
-"""The ``fused`` update rule: the chunk loop of Eq 13–16 as one Pallas kernel (rules/fused_kernel.py).
+"""The ``fused`` update rule: the chunk loop of Eq 13–16 as one Pallas kernel (rules/fused_kernel.py for the
+matrix memory, rules/fused_mlp_kernel.py for the two-layer MLP memory).
 
 Same semantics as ``momentum_scan`` (and so as the ``sequential`` reference): inside a chunk every gradient is taken at
 the chunk-start weights M_{t'} (Eq 16), tokens read M_{t'} (Eq 15, ``read: chunk``), and (M, S) are carried to each
@@ -7,13 +8,20 @@ chunk, ``fused`` runs every chunk of a (batch, head) inside one kernel program, 
 ``NeuralMemory``'s vmap over batch and heads becomes the kernel's grid (one launch per layer call).
 
 What it supports (decisions, checked at build time by :meth:`FusedRule.check_model`, never a silent fallback):
-- memory: the matrix memory (``mlp`` with ``depth: 1``, M(x) = x W), or any model that declares
-  ``matrix_param`` (the name of its single D×D parameter, applied as x W). Deeper or other memories raise
-  a :class:`FusedUnsupportedError` that names the model and says to use ``momentum_scan``.
+- memory: a model that declares what it is, never recognised by its class:
+  - the matrix memory (``mlp`` with ``depth: 1``, M(x) = x W), or any model that declares ``matrix_param`` (the
+    name of its single D×D parameter, applied as x W);
+  - the two-layer MLP memory (``mlp`` with ``depth: 2``, any expansion and activation, ``residual_norm`` true:
+    M(x) = x + γ ⊙ LN(W_1 σ(W_0 x)), or false: W_1 σ(W_0 x)), or any model that declares that form as its
+    ``two_layer_form`` (a ``memory_models.TwoLayerForm``: the activation, the norm, the parameter names).
+  Deeper or other memories (``mlp`` with ``depth`` ≥ 3, the plugins' SwiGLU memory, …) raise a
+  :class:`FusedUnsupportedError` that names the model and says to use ``momentum_scan``: a deeper MLP would need
+  a kernel whose per-layer state list is unrolled at trace time, not written until a depth-3 memory is needed.
 - objective: any whose ``cotangent`` is elementwise jnp code (all built-ins); it is traced inside the kernel.
 - ``read: chunk`` only; ``read: token`` is rejected when the config is validated.
-- per-channel α, the surprise clamp, a start in the middle of a chunk (``state.pos`` > 0), bf16 inputs with float32
-  state (the products run in the inputs' dtype, the state stays in its own, as in ``momentum_scan``).
+- per-channel α (matrix memory only, as everywhere), the surprise clamp, a start in the middle of a chunk
+  (``state.pos`` > 0), bf16 inputs with float32 state (the products run in the inputs' dtype, the state stays in its
+  own, as in ``momentum_scan``).
 
 Training: a ``jax.custom_vjp`` whose forward pass is the kernel and whose backward pass recomputes the piece with
 ``momentum_scan`` (plain JAX, with its per-chunk rematerialisation) and takes that function's VJP: the same function,
@@ -26,6 +34,7 @@ Backend: ``interpret`` None (default) picks the Pallas interpreter on CPU and th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
@@ -34,9 +43,11 @@ from pydantic import Field, model_validator
 from titans_core import MemoryModel, Objective
 from titans_core.errors import TitansUserError
 
+from titans_memory.memory_models import TwoLayerForm
 from titans_memory.objectives import resolve
 from titans_memory.rules.base import Gates, RuleBase, RuleState, UpdateRuleConfig
 from titans_memory.rules.fused_kernel import matrix_chunk_loop
+from titans_memory.rules.fused_mlp_kernel import two_layer_chunk_loop
 from titans_memory.rules.momentum_scan import MomentumScanRule, chunk_coefficients
 
 
@@ -74,6 +85,29 @@ def matrix_param(model: MemoryModel) -> str | None:
     return declared if isinstance(declared, str) else None
 
 
+def two_layer_form(model: MemoryModel) -> TwoLayerForm | None:
+    """The declared two-layer MLP form of a memory (``two_layer_form``), or None if the model declares none."""
+    declared = getattr(model, "two_layer_form", None)
+    return declared if isinstance(declared, TwoLayerForm) else None
+
+
+def chunk_loop(model: MemoryModel) -> Callable | None:
+    """The kernel that implements this model, as fn(start, memory, surprise, q, k, v, coefs, **options) ->
+    (y, start, memory, surprise) on parameter dicts; None if no kernel does."""
+    name = matrix_param(model)
+    if name is not None:
+
+        def matrix(start, memory, surprise, *args, **options):
+            y, *trees = matrix_chunk_loop(start[name], memory[name], surprise[name], *args, **options)
+            return y, *({name: x} for x in trees)
+
+        return matrix
+    form = two_layer_form(model)
+    if form is not None:
+        return lambda *args, **options: two_layer_chunk_loop(form, *args, **options)
+    return None
+
+
 class FusedRule(RuleBase):
     """The chunked rule of ``momentum_scan`` run as one Pallas kernel per call (see the module docstring)."""
 
@@ -98,13 +132,14 @@ class FusedRule(RuleBase):
                 f"{type(objective).__name__} has {sorted(token_params)}: use update_rule momentum_scan"
             )
         # every other objective's cotangent is elementwise jnp code, traced inside the kernel
-        if matrix_param(model) is None:
+        if chunk_loop(model) is None:
             name = type(model).__name__
             depth: Any = getattr(getattr(model, "config", None), "depth", None)
             detail = "" if depth is None else f" (depth {depth})"
             raise FusedUnsupportedError(
-                f"update_rule fused implements the matrix memory only (mlp with depth: 1); the memory model "
-                f"{name}{detail} is not supported: use update_rule momentum_scan"
+                f"update_rule fused implements the matrix memory (mlp with depth: 1) and the two-layer MLP memory "
+                f"(mlp with depth: 2) only; the memory model {name}{detail} is not supported: use update_rule "
+                f"momentum_scan"
             )
 
     def _interpret(self) -> bool:
@@ -127,14 +162,14 @@ class FusedRule(RuleBase):
         """``aligned=True`` promises state.pos == 0 (no padding chunk); ``objective``: the inner loss (default ℓ2)."""
         self.check_model(model, objective)
         objective = resolve(objective)
-        name = matrix_param(model)
+        loop = chunk_loop(model)
         reference = lambda st, q, k, v, g: self._reference(  # noqa: E731
             model, st, q, k, v, g, aligned=aligned, objective=objective
         )
 
         @jax.custom_vjp
         def run(state, q, k, v, gates):
-            return self._forward(name, objective, state, q, k, v, gates, aligned)
+            return self._forward(loop, objective, state, q, k, v, gates, aligned)
 
         def fwd(state, q, k, v, gates):
             return run(state, q, k, v, gates), (state, q, k, v, gates)
@@ -146,7 +181,7 @@ class FusedRule(RuleBase):
         run.defvjp(fwd, bwd)
         return run(state, q_TxD, k_TxD, v_TxD, gates)
 
-    def _forward(self, name, objective, state: RuleState, q, k, v, gates: Gates, aligned: bool):
+    def _forward(self, loop, objective, state: RuleState, q, k, v, gates: Gates, aligned: bool):
         """Pad to whole chunks (tokens at offset pos; padding is the identity: θ = 0, η = 1, α = 0, masked), compute
         the gate-only coefficients per chunk, run the kernel, cut the outputs back out."""
         T, D = q.shape
@@ -178,10 +213,10 @@ class FusedRule(RuleBase):
             sToM_nxC,
             closes[:, None],
         )
-        y, start, memory, surprise = matrix_chunk_loop(
-            state.start[name],
-            state.memory[name],
-            state.surprise[name],
+        y, start, memory, surprise = loop(
+            state.start,
+            state.memory,
+            state.surprise,
             place(q, 0.0),
             place(k, 0.0),
             place(v, 0.0),
@@ -193,4 +228,4 @@ class FusedRule(RuleBase):
         )
         y_TxD = jax.lax.dynamic_slice_in_dim(y, offset, T, axis=0)
         pos = ((jnp.asarray(offset, jnp.int32) + T) % b).astype(jnp.int32)
-        return y_TxD, RuleState({name: start}, {name: memory}, {name: surprise}, pos)
+        return y_TxD, RuleState(start, memory, surprise, pos)
