@@ -6,9 +6,9 @@ The memory (``MLPMemory`` with depth 2, declared as a ``TwoLayerForm``) is M(x) 
 Q_c, K_c, V_c its b rows and every product taken at M_{t'} (Eq 16):
 
     y_c   = M_{t'}(Q_c)                                          (Eq 15, read-before-write)
-    A     = σ(K_c W_0),  P = M_{t'}(K_c),  R = ∂ℓ/∂M(k) at P     (the objective's cotangent; ℓ2: 2(P − V_c), Eq 12)
+    h     = σ(K_c W_0),  P = M_{t'}(K_c),  R = ∂ℓ/∂M(k) at P     (the objective's cotangent; ℓ2: 2(P − V_c), Eq 12)
     Δ_1   = LN-backward(R ⊙ γ)  (or R without the norm),  Δ_0 = (Δ_1 W_1ᵀ) ⊙ σ'(K_c W_0)
-    u_i   = {W_0: k_iᵀ δ0_i,  W_1: a_iᵀ δ1_i,  γ: r_i ⊙ n_i}       (per-token gradients, never materialised)
+    u_i   = {W_0: k_iᵀ δ0_i,  W_1: h_iᵀ δ1_i,  γ: r_i ⊙ n_i}       (per-token gradients, never materialised)
     S     ← keep_S S − Σ_i a_i u_i                               (Eq 13 unrolled over the chunk)
     M     ← keep_M M + s_to_M S_old − Σ_i m_i u_i                (Eq 14 unrolled)
     M_{t'} ← M  where the chunk closes
@@ -19,7 +19,7 @@ memory_models.py); each weighted sum Σ_i w_i h_iᵀ δ_i is one token-contracti
 depth-2 memory has no per-channel α).
 
 Surprise clamp (``max_grad_norm``): every matrix gradient of token i is an outer product, so the norm of its whole
-gradient tree has the closed form ‖u_i‖² = ‖k_i‖²‖δ0_i‖² + ‖a_i‖²‖δ1_i‖² + ‖r_i ⊙ n_i‖² (the last term with the norm
+gradient tree has the closed form ‖u_i‖² = ‖k_i‖²‖δ0_i‖² + ‖h_i‖²‖δ1_i‖² + ‖r_i ⊙ n_i‖² (the last term with the norm
 only), which is what ``momentum_scan`` gets from its one-hot weightings. a and m are linear in θ_i, so the clamp is
 a per-token factor min(1, max/‖u_i‖) on both, as in the matrix kernel. Decision: the squared norms are summed in
 the state's dtype (float32 for bf16 inputs: the exact norm of the bf16 factors' outer products, where
