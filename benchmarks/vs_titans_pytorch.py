@@ -13,13 +13,18 @@ end weights (Eq 16), as ours are. The peer's keyword names follow titans-pytorch
 ``batch_size``, ``heads``, ``dim_head``, ``model=MemoryMLP(dim, depth, expansion_factor)``); if a newer pin renames
 them the peer script fails loudly rather than timing something else.
 
-Status: written, not yet run in this project (no run of it is reported anywhere until it has been).
+Run here on 2026-12-02 (2 cores, torch 2.13.0+cpu from a local wheel: ``--torch-source PATH.whl``), results in
+benchmarks/results/vs_titans_pytorch.json: ``--lengths 1024 4096 --repeats 3 --rules momentum_scan fused``. N = 16K
+was not measurable for the peer on this machine: one forward+backward call grew past 20 GiB of the 23 GiB of memory and
+had not finished after 9 CPU-minutes, so it was stopped (ours: 1.3 GiB compiled peak for forward+backward at N = 16K,
+benchmarks/results/memory_throughput.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -52,26 +57,30 @@ PEER_SCRIPT = textwrap.dedent(
 )
 
 
-def peer_python() -> Path:
-    """The throwaway environment's interpreter (built on first use)."""
+def peer_python(torch_source: str | None) -> Path:
+    """The throwaway environment's interpreter (built on first use). ``torch_source``: a local torch wheel (or
+    any requirement uv accepts) instead of ``torch`` from the PyTorch CPU index."""
     venv = HERE / "out" / "peer-venv"
     py = venv / "bin" / "python"
     if not py.exists():
         subprocess.run(["uv", "venv", str(venv), "--python", sys.executable], check=True)
         base = ["uv", "pip", "install", "--python", str(py)]
-        subprocess.run(base + ["torch", "--index-url", TORCH_INDEX], check=True)
-        subprocess.run(base + [PEER_PIN], check=True)
+        torch = [torch_source] if torch_source else ["torch", "--index-url", TORCH_INDEX]
+        subprocess.run(base + torch, check=True)
+        subprocess.run(base + [PEER_PIN], check=True)  # torch is already satisfied: the CPU build stays
     return py
 
 
-def time_peer(py: Path, B: int, N: int, a) -> float:
+def time_peer(py: Path, B: int, N: int, a) -> tuple[float, str]:
+    """The peer's forward+backward tokens/s (one warm-up call, then one timed call) and its torch version."""
     out = subprocess.run(
         [str(py), "-c", PEER_SCRIPT, str(B), str(N), str(a.d_model), str(a.heads), str(a.chunk), "1"],
         check=True,
         capture_output=True,
         text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["fwd_bwd_tok_s"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["fwd_bwd_tok_s"], result["torch"]
 
 
 def ours(rule: str, B: int, N: int, a):
@@ -99,14 +108,19 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--chunk", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--results", default=str(HERE / "results" / "vs_titans_pytorch.json"), help='committed copy ("": skip)'
+    )
+    p.add_argument("--torch-source", help="a local CPU torch wheel for the peer environment (default: CPU index)")
     a = p.parse_args()
-    py = peer_python()
-    rows = []
+    py = peer_python(a.torch_source)
+    rows, peer_torch = [], ""
     for N in a.lengths:
         steps = {rule: ours(rule, a.batch, N, a) for rule in a.rules}
         best = {name: 0.0 for name in ["titans-pytorch", *a.rules]}
         for _ in range(a.repeats):  # alternate, so both sides see the same machine load
-            best["titans-pytorch"] = max(best["titans-pytorch"], time_peer(py, a.batch, N, a))
+            peer_tok_s, peer_torch = time_peer(py, a.batch, N, a)
+            best["titans-pytorch"] = max(best["titans-pytorch"], peer_tok_s)
             for rule, step in steps.items():
                 t0 = time.perf_counter()
                 step()
@@ -116,9 +130,22 @@ def main() -> None:
             rows.append({"N": N, "rule": rule, "ours_tok_s": best[rule], "peer_tok_s": best["titans-pytorch"]})
             rows[-1]["ratio"] = ratio
             print(f"N={N}: {rule} {best[rule]:.0f} tok/s, titans-pytorch {best['titans-pytorch']:.0f}: {ratio:.2f}×")
-    out = HERE / "out" / "vs_titans_pytorch.json"
-    out.write_text(json.dumps({"peer": PEER_PIN, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    import jax
+
+    meta = {
+        "peer": PEER_PIN,
+        "torch": peer_torch,
+        "jax": jax.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average_after": list(os.getloadavg()),
+        "timing": f"best of {a.repeats} alternating calls each, forward+backward, wall clock",
+        "setting": {k: getattr(a, k) for k in ("lengths", "rules", "batch", "d_model", "heads", "chunk", "repeats")},
+    }
+    text = json.dumps({"meta": meta, "rows": rows}, indent=2)
+    for out in [HERE / "out" / "vs_titans_pytorch.json"] + ([Path(a.results)] if a.results else []):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
