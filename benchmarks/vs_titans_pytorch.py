@@ -7,7 +7,7 @@ Outside CI: the first run builds a throwaway environment (``uv venv`` + CPU torc
 benchmarks/out/peer-venv. Absolute numbers drift by tens of percent on a shared machine; only a ratio measured in the
 same run counts, so the peer and each of our rules are timed alternately, best of --repeats calls each.
 
-Configuration (the issue's): batch 2, width 256, 4 heads × 64, depth-2 MLP memory with expansion 4, chunk 16.
+Configuration (memory_throughput.py's): batch 2, width 256, 4 heads × 64, depth-2 MLP memory with expansion 4, chunk 16.
 The peer runs at paper semantics: ``batch_size`` = chunk, so each chunk's gradients are taken at the previous chunk's
 end weights (Eq 16), as ours are. The peer's keyword names follow titans-pytorch 0.5.x (``chunk_size``,
 ``batch_size``, ``heads``, ``dim_head``, ``model=MemoryMLP(dim, depth, expansion_factor)``); if a newer pin renames

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from memory_throughput import model_flops_per_token  # noqa: E402
+from memory_throughput import add_flops, chunk_matmul_peak_flops, model_flops_per_token  # noqa: E402
 
 
 def test_model_flops_per_token_from_the_shapes():
@@ -21,6 +22,26 @@ def test_model_flops_per_token_from_the_shapes():
     depth2 = 2 * 64 * 256 * 4 + 2 * 256 * 64 * 5
     assert model_flops_per_token(256, 4, 2) == proj + 4 * depth2
     assert 5e6 < 3 * model_flops_per_token(256, 4, 2) < 6e6  # the issue's "about 6 MFLOP per token" fwd+bwd
+
+
+def test_each_row_is_a_fraction_of_both_measured_peaks():
+    """Model FLOP/s over the 1024³ peak and over the per-chunk product's peak; forward+backward counts 3×
+    forward; a row without forward+backward keeps None."""
+    a = SimpleNamespace(d_model=256, heads=4, depth=2)
+    fwd = model_flops_per_token(256, 4, 2)
+    rows = [{"fwd_tok_s": 1000.0, "fwd_bwd_tok_s": 500.0}, {"fwd_tok_s": 2000.0, "fwd_bwd_tok_s": None}]
+    add_flops(rows, a, peak=4e11, shape_peak=1e11)
+    assert rows[0]["fwd_peak_fraction"] == pytest.approx(1000 * fwd / 4e11, rel=1e-12)
+    assert rows[0]["fwd_chunk_peak_fraction"] == pytest.approx(1000 * fwd / 1e11, rel=1e-12)
+    assert rows[0]["fwd_bwd_chunk_peak_fraction"] == pytest.approx(500 * 3 * fwd / 1e11, rel=1e-12)
+    assert rows[1]["fwd_bwd_peak_fraction"] is None and rows[1]["fwd_bwd_chunk_peak_fraction"] is None
+
+
+def test_chunk_matmul_peak_is_measured_at_the_memorys_shapes():
+    """A positive, finite FLOP/s for tiny shapes (the function runs and counts 2·n·G·b·D_h·hidden per call)."""
+    a = SimpleNamespace(d_model=8, heads=2, depth=2, batch=1, chunk=2)
+    flops = chunk_matmul_peak_flops(1, a, n_chunks=2)
+    assert 0 < flops < float("inf")
 
 
 @pytest.mark.slow
