@@ -155,10 +155,10 @@ def test_fused_float32_and_bf16_inputs(depth, clip):
 
 
 @SLOW
-@pytest.mark.parametrize("depth", [1, 2])
-def test_fused_trains_a_variant_with_the_reference_gradients(depth):
-    """LMM with the fused rule on a depth-1 or depth-2 memory: the outer gradients equal momentum_scan's (float32,
-    ≤ 1e-4 for a whole model), and two optimiser steps lower the loss."""
+@pytest.mark.parametrize(("variant", "depth"), [("lmm", 1), ("lmm", 2), ("mac", 2), ("mag", 2), ("mal", 1)])
+def test_fused_trains_every_variant_with_the_reference_gradients(variant, depth):
+    """Every memory variant with the fused rule (both kernels: depth 1 and depth 2): the outer gradients equal
+    momentum_scan's (float32, ≤ 1e-4 for a whole model), and two optimiser steps lower the loss."""
     memory = lambda rule: {  # noqa: E731
         "num_heads": 2,
         "rule": {"name": rule, "chunk_size": 4, "read": "chunk"},
@@ -167,7 +167,7 @@ def test_fused_trains_a_variant_with_the_reference_gradients(depth):
     toks = jnp.tile(jnp.array([3, 1, 4, 1, 5, 9, 2, 6]), 2)[None]
     inputs, targets = toks[:, :-1], toks[:, 1:]
     loss_fn = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(inputs), targets).mean()  # noqa: E731
-    ref, fused = tiny("lmm", layers=1, memory=memory("momentum_scan")), tiny("lmm", layers=1, memory=memory("fused"))
+    ref, fused = (tiny(variant, layers=1, memory=memory(rule)) for rule in ("momentum_scan", "fused"))
     g_ref = nnx.jit(nnx.grad(loss_fn))(ref)
     opt = nnx.Optimizer(fused, optax.adam(1e-2), wrt=nnx.Param)
 
