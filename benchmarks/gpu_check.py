@@ -8,7 +8,7 @@
    interpreter; the float64 cases need a backend with float64 matmuls in the kernel and are reported as they come
    out.
 2. The throughput table (benchmarks/memory_throughput.py's ``bench``) for sequential, momentum_scan and fused at
-   N = 1K … 64K (matrix memory, depth 1; ``memory_throughput.py`` times the depth-2 kernel at its default depth),
+   N = 1K … 64K (the depth-2 MLP memory with expansion 4, as memory_throughput.py; ``--depth 1``: the matrix memory),
    next to ``jax.nn.dot_product_attention`` (causal, the same batch, heads and head width) as a yardstick, with the
    float32 matmul peak measured in the same run and each rule's fraction of it.
 3. The targets of issue 11 for that run: fused ≥ 3× momentum_scan forward+backward at N = 16K; fused tokens/s flat
@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip-tests", action="store_true")
     p.add_argument("--lengths", type=int, nargs="+", default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--depth", type=int, choices=[1, 2], default=2, help="memory depth (both have a fused kernel)")
     a = p.parse_args(argv)
-    a.depth, a.chunk = 1, 16
+    a.chunk = 16
     if a.dry_run:
         a.lengths = a.lengths or [32, 64]
         a.batch, a.d_model, a.heads, a.repeats, a.max_seq_len_sequential = 1, 16, 2, 1, 32
