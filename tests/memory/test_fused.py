@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 from flax import nnx
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from memory_utils import (
     cont,
@@ -72,20 +72,24 @@ def test_fused_equals_sequential_outputs_state_and_gradients(chunk, depth):
 
 
 @pytest.mark.slow
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     chunk=st.sampled_from([1, 3, 4]),
     T=st.integers(1, 12),
     split_frac=st.floats(0, 1),
+    depth=st.sampled_from([1, 2]),
     per_channel=st.booleans(),
     clip=st.sampled_from([None, 0.05]),
     seed=st.integers(0, 2**16),
 )
-def test_fused_split_anywhere_equals_sequential(chunk, T, split_frac, per_channel, clip, seed):
-    """Any split point (so the second call starts mid-chunk), per-channel α and the surprise clamp."""
+@example(chunk=3, T=11, split_frac=0.5, depth=2, per_channel=False, clip=0.05, seed=7)  # always both kernels
+def test_fused_split_anywhere_equals_sequential(chunk, T, split_frac, depth, per_channel, clip, seed):
+    """Any split point (so the second call starts mid-chunk), both kernels (depth 1 and 2), per-channel α (depth 1:
+    a depth-2 memory has one α per token) and the surprise clamp."""
     D = 4
+    per_channel = per_channel and depth == 1
     with jax.enable_x64(True):
-        model, p0, q, k, v, gates = random_problem(seed, T, D, 1, C=D if per_channel else 1)
+        model, p0, q, k, v, gates = random_problem(seed, T, D, depth, C=D if per_channel else 1)
         seq = SequentialRule(chunk_size=chunk, max_grad_norm=clip, read="chunk")
         fused = FusedRule(chunk_size=chunk, max_grad_norm=clip)
         y_s, s_s = run(seq, model, p0, q, k, v, gates)
