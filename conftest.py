@@ -7,7 +7,8 @@
   XLA's older CPU code generator for fused ops, which compiles these programs in about half the time (measured:
   a two-layer MAG forward pass 2.0 → 1.1 s; the MAG tests of test_variants.py 109 → 61 s of CPU). Results can
   differ in the last bits, since the compiler rounds some fused ops differently (e.g. 4e-16 in float64); every
-  tolerance is unchanged.
+  tolerance is unchanged. Both are XLA flags of the jaxlib pinned in uv.lock: XLA refuses to start on a flag it
+  does not know, so a jaxlib upgrade that drops one fails every test at import, and the flag goes from here.
 - One persistent JAX compilation cache per run: many tests compile the same program (the toy model's training
   step in every titans-train test, the same tiny variant in several files, each CLI subprocess). The directory is
   made here, in the process that starts the run and before pytest-xdist starts its workers; workers and CLI

@@ -16,7 +16,7 @@ from train.conftest import losses, metrics, run_cli, toy_spec, write_spec
 TINY_LMM = {
     "name": "lmm",
     "d_model": 16,
-    "num_layers": 2,
+    "num_layers": 1,  # one layer: the per-layer naming of several layers is tests/variants/test_diagnostics.py's
     "num_heads": 2,
     "window": 8,
     "segment": 8,
@@ -74,14 +74,14 @@ def test_training_records_plot_and_eval(tmp_path: Path, capsys) -> None:
     assert not any("memory" in r for r in metrics(off))
     for record in (r for r in records if "memory" in r):
         assert {"loss", "lr", "grad_norm", "tokens_per_s", "time"} <= set(record)  # the usual keys stay
-        assert list(record["memory"]) == ["layer0", "layer1"]
+        assert list(record["memory"]) == ["layer0"]
         for stats in record["memory"].values():
             assert list(stats) == list(DIAGNOSTIC_KEYS)
             assert all(math.isfinite(v) for v in stats.values())
             assert stats["theta_min"] <= stats["theta_mean"] <= stats["theta_max"] <= 0.01
             assert stats["update_norm_mean"] > 0 and stats["surprise_norm_mean"] > 0
     series = memory_series(records)
-    assert series["layer1"]["update_norm_max"][0] == [2, 4]
+    assert series["layer0"]["update_norm_max"][0] == [2, 4]
 
     plotted = run_cli(capsys, ["plot", str(on)])
     assert plotted.code == 0, plotted.err
@@ -93,7 +93,7 @@ def test_training_records_plot_and_eval(tmp_path: Path, capsys) -> None:
     code, printed, err = run_eval(capsys, args)
     assert code == 0, err
     (result,) = json.loads(out.read_text())["runs"][0]["results"]
-    assert list(result["memory"]) == ["layer0", "layer1"]
+    assert list(result["memory"]) == ["layer0"]
     assert list(result["memory"]["layer0"]) == list(DIAGNOSTIC_KEYS)
     assert result["memory"]["layer0"]["update_norm_mean"] > 0
     assert "memory of lmm (lm @16): layer0 θ" in printed and "ΔM" in printed
