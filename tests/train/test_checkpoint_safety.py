@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 from pathlib import Path
 
@@ -12,16 +13,20 @@ from train.conftest import losses, metrics, run_cli, script_env, start_cli, toy_
 from train.test_bad_input import _assert_one_error
 
 
-def _flip_array_bytes(checkpoint: Path) -> None:
-    """Invert 8 bytes in the middle of the largest array-data file (the file stays decodable)."""
-    data = max(
-        (p for p in (checkpoint / "state").rglob("*") if p.is_file() and p.parent.name == "d"),
-        key=lambda p: p.stat().st_size,
-    )
-    raw = bytearray(data.read_bytes())
-    for i in range(len(raw) // 2, len(raw) // 2 + 8):
-        raw[i] ^= 0xFF
-    data.write_bytes(bytes(raw))
+def _change_a_recorded_digest(checkpoint: Path) -> str:
+    """Change the checksum recorded for one parameter array (as if its saved data no longer matched); its path.
+
+    Decision: the test changes the record, not the array bytes on disk. Flipping bytes of orbax's data files was
+    not deterministic: their layout varies from run to run, so the same flip was sometimes a decode error and once
+    (1 full suite run in 4) fell on bytes the restore does not read back. That any changed word of an array
+    changes its digest is test_digest_detects_any_changed_word_whatever_the_sharding's."""
+    record = checkpoint / "digest" / "metadata"
+    saved = json.loads(record.read_text())
+    name = min(k for k in saved["arrays"] if k.startswith("params."))
+    first, second = saved["arrays"][name].split(":")
+    saved["arrays"][name] = f"{int(first, 16) ^ 1:08x}:{second}"
+    record.write_text(json.dumps(saved))
+    return name
 
 
 def test_digest_mismatch_falls_back_to_the_previous_checkpoint(tmp_path: Path, capsys) -> None:
@@ -34,11 +39,11 @@ def test_digest_mismatch_falls_back_to_the_previous_checkpoint(tmp_path: Path, c
     assert first.returncode == 0, (tmp_path / "first.log").read_text()
     original = losses(run_dir)
     assert (run_dir / "checkpoints" / "6" / "digest").is_dir()
-    _flip_array_bytes(run_dir / "checkpoints" / "6")
+    changed = _change_a_recorded_digest(run_dir / "checkpoints" / "6")
     result = run_cli(capsys, [str(spec_file), "--set", "trainer.steps=9"])
     assert result.code == 0, result.err
     warnings = [line for line in result.err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "6 is unreadable (ValueError: digest mismatch: the data of" in warnings[0]
+    assert len(warnings) == 1 and f"6 is unreadable (ValueError: digest mismatch: the data of {changed}" in warnings[0]
     assert "using step 3 instead" in warnings[0] and f"resumed {run_dir} at step 3" in result.out
     assert losses(run_dir)[:6] == original
     assert [r["step"] for r in metrics(run_dir)] == list(range(1, 10))
