@@ -98,18 +98,23 @@ def model_flops_per_token(d_model: int, heads: int, depth: int, expansion: float
     return 2.0 * d_model * 5 * HD + heads * per_head
 
 
+def _best_seconds(f, args: tuple, repeats: int) -> float:
+    """The fastest of 4 × ``repeats`` (at least 12) timed calls of ``f(*args)``, after a warm-up call."""
+    jax.block_until_ready(f(*args))
+    best = float("inf")
+    for _ in range(max(repeats, 3) * 4):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def matmul_peak_flops(repeats: int, n: int = 1024) -> float:
     """The machine's float32 matmul FLOP/s, measured now: the best of 4 × ``repeats`` timed n³ matmuls (one takes
     milliseconds, and a shared machine's best call varies by 2× between short runs of 5)."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     f = jax.jit(lambda a: a @ a)
-    jax.block_until_ready(f(a))
-    best = float("inf")
-    for _ in range(max(repeats, 3) * 4):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(a))
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
+    return 2.0 * n**3 / _best_seconds(f, (a,), repeats)
 
 
 def chunk_matmul_peak_flops(repeats: int, a, n_chunks: int = 64) -> float:
@@ -122,13 +127,7 @@ def chunk_matmul_peak_flops(repeats: int, a, n_chunks: int = 64) -> float:
     x = jax.random.normal(jax.random.key(0), (n_chunks, G, a.chunk, Dh), jnp.float32)
     w = jax.random.normal(jax.random.key(1), (G, Dh, hid), jnp.float32)
     f = jax.jit(lambda x, w: jax.lax.scan(lambda c, x_c: (c, jnp.einsum("gbd,gdh->gbh", x_c, w)), 0.0, x)[1])
-    jax.block_until_ready(f(x, w))
-    best = float("inf")
-    for _ in range(max(repeats, 3) * 4):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(x, w))
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n_chunks * G * a.chunk * Dh * hid / best
+    return 2.0 * n_chunks * G * a.chunk * Dh * hid / _best_seconds(f, (x, w), repeats)
 
 
 def measure(jobs: list, repeats: int) -> list[dict]:

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from titans_memory.rules.base import clip_scale
+
 MIN_DOT = 16  # Triton's tl.dot needs every dimension ≥ 16; smaller tiles use broadcast-and-sum products
 
 
@@ -66,7 +68,7 @@ def _make_kernel(n_chunks: int, b: int, cotangent: Callable, max_grad_norm: floa
             a, m = a_ref[rows, :], m_ref[rows, :]  # b×1, b×C
             if max_grad_norm is not None:  # ‖u_i‖ = ‖k_i‖‖r_i‖ for u_i = k_iᵀ r_i
                 norm = _row_norm(k) * _row_norm(resid)
-                scale = jnp.minimum(1.0, max_grad_norm / jnp.maximum(norm, 1e-12)).astype(a.dtype)
+                scale = clip_scale(norm, max_grad_norm).astype(a.dtype)
                 a, m = a * scale, m * scale
             neg = -resid
             d_S = _dot_tn(a.astype(cdt) * k, neg, use_dot).astype(sdt)
