@@ -84,7 +84,9 @@ def test_sliding_window_ring_buffer_is_fixed_size(swa):
     # a long prefill leaves exactly the last `window` rotated keys, slot p mod W holding position p
     _, long_cache = swa.prefill(x, None)
     assert long_cache.k_BxWxHxDh.shape[1] == W
-    np.testing.assert_array_equal(np.asarray(long_cache.k_BxWxHxDh), np.asarray(cache.k_BxWxHxDh))
+    # two compiled programs (one long prefill, many decode steps) may round differently in the last bit (1.2e-7
+    # seen here); a key in the wrong slot would differ by O(1), so a float32-tight bound still checks the layout
+    np.testing.assert_allclose(np.asarray(long_cache.k_BxWxHxDh), np.asarray(cache.k_BxWxHxDh), rtol=1e-6, atol=1e-6)
 
 
 def test_segment_cache_resets_when_a_segment_completes(seg):
