@@ -10,6 +10,9 @@ from titans_core.layers import head_width
 from titans_core.spec import ComponentRef
 from titans_memory import NeuralMemoryConfig
 
+MacWrite = Literal["y", "x+y", "norm(x+y)"]
+"""What MAC's memory writes and reads back (``model.mac_write``; ``titans_attention.mixers.MACMixer``)."""
+
 
 class VariantConfig(ComponentConfig):
     """Options of a Titans language model (MAC, MAG, MAL, LMM, or the SWA baseline)."""
@@ -27,7 +30,7 @@ class VariantConfig(ComponentConfig):
         4, ge=0, description="learnable persistent-memory tokens N_p (Eq 19); LMM's memory reads them first"
     )
     memory: NeuralMemoryConfig = Field(default_factory=NeuralMemoryConfig, description="the long-term memory")
-    mac_write: Literal["y", "x+y", "norm(x+y)"] = Field(
+    mac_write: MacWrite = Field(
         "x+y",
         description="MAC only: what the memory writes and reads back in Eq 24–25: the block's normalised input plus "
         "the attention output (x+y, default: measured best, README 'MAC's write'), RMSNorm(x+y), or the attention "

@@ -20,7 +20,7 @@ through ``titans_attention.diagnostics.record_memory_input`` (a no-op unless dia
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ from titans_core.protocols import AttentionBlock
 from titans_memory import MemoryState, NeuralMemory, NeuralMemoryConfig
 
 from titans_attention.attention import SegmentCache
+from titans_attention.config import MacWrite
 from titans_attention.diagnostics import capturing, record_memory_input
 
 
@@ -131,7 +132,7 @@ class MACMixer(nnx.Module):
         M_t = M_{t−1}(u_t), o_t = y_t ⊗ M*_t(u_t)  (Eq 24–25: write u_t (below), read it back)
 
     Causality: h_j is derived from token j, so token i may attend to h_j only for j ≤ i (the attention's prefix mask);
-    the write/read of Eq 24–25 is the memory's (``read: token``: M*_t(y_i) reflects y_j for j ≤ i only;
+    the write/read of Eq 24–25 is the memory's (``read: token``: M*_t(u_i) reflects u_j for j ≤ i only;
     ``read: chunk``: only the chunks before i's). Segments run in sequence (``lax.scan``): the next segment's h
     depends on this segment's writes.
 
@@ -147,7 +148,7 @@ class MACMixer(nnx.Module):
     rows and has a ``segment`` (the ``segment`` attention), the neural memory and the gate.
     """
 
-    WRITES = ("y", "x+y", "norm(x+y)")
+    WRITES = get_args(MacWrite)
 
     def __init__(self, attention: AttentionBlock, memory: NeuralMemory, gate: Gate, *, write: str = "x+y"):
         segment = getattr(attention, "segment", None)
