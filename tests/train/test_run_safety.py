@@ -205,8 +205,11 @@ def test_upgrade_saved_spec_fills_only_what_is_missing() -> None:
 
     old = {"model": {"name": "mac", "memory": {"rule": {"name": "momentum_scan"}}}}
     assert upgrade_saved_spec(old)["model"]["memory"]["rule"]["read"] == "chunk"
+    assert upgrade_saved_spec(old)["model"]["mac_write"] == "y"  # MAC wrote y before `mac_write` existed
+    mag = {"model": {"name": "mag", "memory": {"rule": {"name": "momentum_scan", "read": "token"}}}}
+    assert upgrade_saved_spec(mag) == mag  # mac_write is MAC's alone
     assert "read" not in old["model"]["memory"]["rule"]  # a copy, the input is untouched
-    new = {"model": {"memory": {"rule": {"name": "momentum_scan", "read": "token"}}}}
+    new = {"model": {"name": "mac", "mac_write": "x+y", "memory": {"rule": {"name": "momentum_scan", "read": "token"}}}}
     assert upgrade_saved_spec(new) == new
     assert upgrade_saved_spec({"model": {"name": "swa"}}) == {"model": {"name": "swa"}}
     assert upgrade_saved_spec(["not", "a", "spec"]) == ["not", "a", "spec"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
 from titans_core.layers import head_width
@@ -25,6 +27,12 @@ class VariantConfig(ComponentConfig):
         4, ge=0, description="learnable persistent-memory tokens N_p (Eq 19); LMM's memory reads them first"
     )
     memory: NeuralMemoryConfig = Field(default_factory=NeuralMemoryConfig, description="the long-term memory")
+    mac_write: Literal["y", "x+y", "norm(x+y)"] = Field(
+        "x+y",
+        description="MAC only: what the memory writes and reads back in Eq 24–25: the block's normalised input plus "
+        "the attention output (x+y, default: measured best, README 'MAC's write'), RMSNorm(x+y), or the attention "
+        "output y alone (the paper's text)",
+    )
     attention: ComponentRef("attention") | None = Field(  # type: ignore[valid-type]
         None,
         description="the attention component ({name: sliding_window | segment | global | <plugin>, ...}); "

@@ -119,7 +119,7 @@ class MAGMixer(nnx.Module):
 
 class MACCache(NamedTuple):
     attn: SegmentCache  # keys/values and h rows of the current segment; ``pos`` counts every token so far
-    memory: MemoryState  # the long-term memory after the last token (updated with the attention outputs y)
+    memory: MemoryState  # the long-term memory after the last token (updated with the written u: y or x + y)
     seg_start: dict  # M_{t−1}: the memory weights as the current segment began — what h is read from
 
 
@@ -128,25 +128,47 @@ class MACMixer(nnx.Module):
 
         h_t = M*_{t−1}(q_t)                      (Eq 21: read the memory as it stood before the segment)
         y_t = Attn*([p ‖ h_t ‖ S^(t)])           (Eq 22–23: token i sees p, h_j and S_j for j ≤ i only)
-        M_t = M_{t−1}(y_t), o_t = y_t ⊗ M*_t(y_t)  (Eq 24–25: write with the attention output, read it back)
+        M_t = M_{t−1}(u_t), o_t = y_t ⊗ M*_t(u_t)  (Eq 24–25: write u_t (below), read it back)
 
     Causality: h_j is derived from token j, so token i may attend to h_j only for j ≤ i (the attention's prefix mask);
     the write/read of Eq 24–25 is the memory's (``read: token``: M*_t(y_i) reflects y_j for j ≤ i only;
     ``read: chunk``: only the chunks before i's). Segments run in sequence (``lax.scan``): the next segment's h
     depends on this segment's writes.
 
+    What the memory writes (``write``; the paper's Eq 24 says y_t, and is silent on the scale of y or on the
+    residual stream): ``"y"`` writes and reads back the attention output alone, as printed; ``"x+y"`` writes
+    u_t = x_t + y_t, the block's normalised input plus the attention output (the signal every other variant's
+    memory sees, plus what attention found); ``"norm(x+y)"`` writes RMSNorm(x_t + y_t) with its own learnable
+    scale. In each case the read of Eq 25 takes the same input, M*_t(u_t), and the gate is o_t = y_t ⊗ M*_t(u_t).
+    Why ``x+y`` matters: at initialisation y has RMS ≈ 0.3 and near-uniform attention makes its keys alike, so a
+    memory fed y alone starts almost blind to which token it stores (README, "MAC's write").
+
     Takes its parts built (``titans_attention.recipes.Parts.memory_as_context``): an attention that takes prefix
     rows and has a ``segment`` (the ``segment`` attention), the neural memory and the gate.
     """
 
-    def __init__(self, attention: AttentionBlock, memory: NeuralMemory, gate: Gate):
+    WRITES = ("y", "x+y", "norm(x+y)")
+
+    def __init__(self, attention: AttentionBlock, memory: NeuralMemory, gate: Gate, *, write: str = "x+y"):
         segment = getattr(attention, "segment", None)
         if not isinstance(segment, int):
             raise ValueError(
                 f"memory as context needs a segment attention (attention: {{name: segment}}); "
                 f"{type(attention).__name__} has no integer `segment`"
             )
+        if write not in self.WRITES:
+            raise ValueError(f"MAC write must be one of {', '.join(self.WRITES)}; got {write!r}")
         self.attn, self.memory, self.gate, self.segment = attention, memory, gate, segment
+        self.write = write
+        d_model = gate.norm_y.scale.shape[-1]
+        self.write_norm = RMSNorm(d_model, axis="embed") if write == "norm(x+y)" else None
+
+    def _written(self, x, y):
+        """u_t, what the memory writes (Eq 24) and reads back (Eq 25): y, x + y or RMSNorm(x + y)."""
+        if self.write == "y":
+            return y
+        u = x + y
+        return self.write_norm(u) if self.write_norm is not None else u
 
     def init_cache(self, batch_size: int) -> MACCache:
         state = self.memory.init_state(batch_size)
@@ -156,8 +178,9 @@ class MACMixer(nnx.Module):
         h, state = self.memory.retrieve(x, state)
         y = self.attn(x, prefix_BxTxD=h, positions=positions)
         # every segment starts on a chunk boundary when the segment is a multiple of the chunk
-        m, state = self.memory(y, state, aligned=self.memory.on_chunk_boundary(self.segment))
-        return self.gate(y, m), y, state
+        u = self._written(x, y)
+        m, state = self.memory(u, state, aligned=self.memory.on_chunk_boundary(self.segment))
+        return self.gate(y, m), u, state
 
     def __call__(self, x):
         return self.prefill(x)[0]
@@ -168,7 +191,7 @@ class MACMixer(nnx.Module):
         n_full = T // S
         cache = self.init_cache(B)
         state, outs = cache.memory, []
-        keep, written = capturing(), []  # the memory's inputs y, kept only when diagnostics are captured
+        keep, written = capturing(), []  # the memory's inputs u, kept only when diagnostics are captured
         if n_full:
             xs = x[:, : n_full * S].reshape(B, n_full, S, D).swapaxes(0, 1)
 
@@ -196,8 +219,9 @@ class MACMixer(nnx.Module):
         """Tokens that all lie in the segment that starts at cache.attn.pos (which is a segment boundary)."""
         h, state = self.memory.retrieve(x, cache.memory)
         y, attn_cache = self.attn.decode(x, cache.attn, prefix_BxTxD=h)
-        m, state = self.memory(y, state)
-        return self.gate(y, m), y, MACCache(attn_cache, state, cache.memory.rule.start)
+        u = self._written(x, y)
+        m, state = self.memory(u, state)
+        return self.gate(y, m), u, MACCache(attn_cache, state, cache.memory.rule.start)
 
     def decode(self, x, cache: MACCache):
         """Token by token (a segment boundary may fall anywhere inside x)."""
@@ -211,7 +235,7 @@ class MACMixer(nnx.Module):
             reader = cache.memory._replace(rule=cache.memory.rule._replace(start=seg_start))
             h, read = self.memory.retrieve(x_t, reader)
             y, attn_cache = self.attn.decode(x_t, cache.attn, prefix_BxTxD=h)
-            m, state = self.memory(y, cache.memory._replace(conv=read.conv))
+            m, state = self.memory(self._written(x_t, y), cache.memory._replace(conv=read.conv))
             return MACCache(attn_cache, state, seg_start), self.gate(y, m)[:, 0]
 
         cache, o = jax.lax.scan(step, cache, x.swapaxes(0, 1))

@@ -92,7 +92,7 @@ class Parts:
         """Memory as a context (Eq 21–25); the attention must be a segment attention."""
         attention = self.attention()
         memory = NeuralMemory(self.cfg.memory, d_model=self.cfg.d_model, rngs=self.rngs)
-        return MACMixer(attention, memory, self.gate())
+        return MACMixer(attention, memory, self.gate(), write=self.cfg.mac_write)
 
 
 @dataclass(frozen=True)

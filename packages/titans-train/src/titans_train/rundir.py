@@ -69,7 +69,10 @@ def spec_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str
 # spec is dumped resolved, so an absent key means the option did not exist yet: it must not take today's default.
 PAST_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("model", "memory", "rule", "read"): "chunk",  # `read` arrived with default chunk; the default became token
+    ("model", "mac_write"): "y",  # MAC wrote the attention output y before `mac_write` arrived (default x+y)
 }
+# Options of one variant only: filled in only when the saved spec's model.name is that variant.
+PAST_DEFAULTS_VARIANT: dict[tuple[str, ...], str] = {("model", "mac_write"): "mac"}
 
 
 def upgrade_saved_spec(saved: Any) -> Any:
@@ -78,7 +81,11 @@ def upgrade_saved_spec(saved: Any) -> Any:
     if not isinstance(saved, dict):
         return saved
     out = copy.deepcopy(saved)
+    model = out.get("model")
     for path, value in PAST_DEFAULTS.items():
+        variant = PAST_DEFAULTS_VARIANT.get(path)
+        if variant is not None and not (isinstance(model, dict) and model.get("name") == variant):
+            continue
         node: Any = out
         for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None

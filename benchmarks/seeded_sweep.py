@@ -1,0 +1,210 @@
+"""Seeded comparisons: each row of a named sweep trained with several ``trainer.seed`` values, then scored with
+``titans-eval`` at several contexts; the table gives mean and spread (min–max) over seeds.
+
+    uv run python benchmarks/seeded_sweep.py mac_write_mqar                # every row, seeds 0 1 2
+    uv run python benchmarks/seeded_sweep.py mac_write_niah --only x+y --seeds 0 1 --jobs 2
+
+A row is a spec (relative to ``specs/``) with ``--set`` overrides; each (row, seed) trains in its own run
+directory under ``--runs`` (kept, so ``niah_probe.py`` and ``titans-eval`` can look at it again; a finished run is
+not trained again). ``--jobs 2`` trains two runs at once, each pinned to one core; every run shares one
+persistent JAX compilation cache, so seeds after the first reuse the compiled step. Results go to
+``benchmarks/results/seeded/<sweep>.{json,md}``: per run the final training loss, minutes, and the evaluation
+at each context; rows not run this time keep their earlier results. Minutes are wall time on the 2-core machine
+while other jobs may share it: an upper bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+OUT = ROOT / "benchmarks" / "results" / "seeded"
+
+
+class Sweep:
+    """Rows (name → spec, overrides) of one task, scored at ``contexts`` on ``examples`` examples each."""
+
+    def __init__(self, task: str, contexts: tuple[int, ...], examples: int, rows: dict[str, tuple[str, list[str]]]):
+        self.task, self.contexts, self.examples, self.rows = task, contexts, examples, rows
+
+
+_MQAR_600 = ["trainer.steps=600", "trainer.eval_every=600", "checkpoint.every=600"]
+_NIAH = ["trainer.eval_every=800", "checkpoint.every=800"]
+SWEEPS: dict[str, Sweep] = {
+    # MAC's write (model.mac_write): MQAR with the delay of 32 (T = 64), 600 steps (where MAC was at 25% with y)
+    "mac_write_mqar": Sweep(
+        "mqar",
+        (64, 128),
+        256,
+        {w: ("experiments/mqar/mac.yaml", _MQAR_600 + [f"model.mac_write={w}"]) for w in ("y", "x+y", "norm(x+y)")},
+    ),
+    # MAC's write on S-NIAH (T = 320), 800 steps, segment 32 as in the variant comparison
+    "mac_write_niah": Sweep(
+        "niah",
+        (320, 640),
+        64,
+        {w: ("experiments/niah/mac.yaml", _NIAH + [f"model.mac_write={w}"]) for w in ("y", "x+y", "norm(x+y)")}
+        # the segment handicap: the question's key ends 36 bytes before the answer, past a 32-byte segment
+        | {"x+y@seg64": ("experiments/niah/mac.yaml", _NIAH + ["model.mac_write=x+y", "model.segment=64"])},
+    ),
+}
+
+
+def run_dir(runs: Path, sweep: str, row: str, seed: int) -> Path:
+    safe = row.replace("+", "p").replace("(", "_").replace(")", "")
+    return runs / sweep / f"{safe}-s{seed}"
+
+
+def _env(core: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / "runs" / ".jax-cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    return env
+
+
+def _run(cmd: list[str], log: Path, core: int | None) -> int:
+    if core is not None:
+        cmd = ["taskset", "-c", str(core), *cmd]
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_env(core)).returncode
+
+
+def last_train_loss(path: Path) -> float | None:
+    if not (path / "metrics.jsonl").exists():
+        return None
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    train = [r for r in records if r.get("kind") == "train"]
+    return train[-1]["loss"] if train else None
+
+
+def train_and_score(sweep: Sweep, name: str, row: str, seed: int, runs: Path, log: Path, core: int | None) -> dict:
+    spec, sets = sweep.rows[row]
+    path = run_dir(runs, name, row, seed)
+    timing = path / "seeded_sweep_train_seconds.json"
+    status = 0
+    if not timing.exists():
+        cmd = [sys.executable, "-m", "titans_train.cli", str(SPECS / spec), "--set", f"output.dir={path}"]
+        for item in [*sets, f"trainer.seed={seed}"]:
+            cmd += ["--set", item]
+        start = time.time()
+        status = _run(cmd, log, core)
+        if status == 0:
+            timing.write_text(json.dumps({"seconds": time.time() - start}) + "\n")
+    result: dict = {"row": row, "seed": seed, "run_dir": str(path.relative_to(ROOT)), "status": status}
+    if status != 0:
+        return result
+    result["train_minutes"] = round(json.loads(timing.read_text())["seconds"] / 60, 2)
+    result["final_train_loss"] = last_train_loss(path)
+    scored = path / f"eval_{sweep.task}.json"
+    cmd = [sys.executable, "-m", "titans_train.evaluate.cli", str(path), "--task", sweep.task]
+    cmd += ["--contexts", ",".join(map(str, sweep.contexts)), "--examples", str(sweep.examples), "--seed", "1"]
+    cmd += ["-o", str(scored)]
+    result["eval_status"] = _run(cmd, log, core)
+    if result["eval_status"] == 0:
+        doc = json.loads(scored.read_text())
+        result["accuracy"] = {str(r["context"]): r["accuracy"] for r in doc["runs"][0]["results"]}
+    return result
+
+
+def summarise(sweep: Sweep, results: list[dict]) -> list[dict]:
+    rows = []
+    for row in sweep.rows:
+        done = [r for r in results if r["row"] == row and "accuracy" in r]
+        if not done:
+            continue
+        entry: dict = {"row": row, "seeds": sorted(r["seed"] for r in done), "accuracy": {}}
+        for c in map(str, sweep.contexts):
+            values = [100 * r["accuracy"][c] for r in done if c in r["accuracy"]]
+            entry["accuracy"][c] = {
+                "mean": statistics.fmean(values),
+                "min": min(values),
+                "max": max(values),
+                "values": values,
+            }
+        entry["train_minutes_mean"] = statistics.fmean(r["train_minutes"] for r in done)
+        rows.append(entry)
+    return rows
+
+
+def markdown(name: str, sweep: Sweep, summary: list[dict]) -> str:
+    head = ["row", "seeds"] + [f"@{c} mean (min–max)" for c in sweep.contexts] + ["per seed", "train min"]
+    lines = [f"**{name}** ({sweep.task}, accuracy %)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for entry in summary:
+        cells = [f"`{entry['row']}`", ",".join(map(str, entry["seeds"]))]
+        for c in map(str, sweep.contexts):
+            a = entry["accuracy"][c]
+            cells.append(f"{a['mean']:.1f} ({a['min']:.1f}–{a['max']:.1f})")
+        per_seed = "; ".join(
+            "/".join(f"{v:.1f}" for v in vs)
+            for vs in zip(*(entry["accuracy"][str(c)]["values"] for c in sweep.contexts), strict=True)
+        )
+        cells += [per_seed, f"{entry['train_minutes_mean']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", choices=sorted(SWEEPS))
+    parser.add_argument("--only", default="", help="comma-separated row names (default: every row)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, choices=(1, 2), default=1, help="runs at once (each pinned to a core)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "seeded")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    sweep = SWEEPS[args.sweep]
+    rows = [r for r in sweep.rows if not args.only or r in args.only.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    result_path = args.out / f"{args.sweep}.json"
+    earlier = json.loads(result_path.read_text())["runs"] if result_path.exists() else []
+    todo = [(row, seed) for row in rows for seed in args.seeds]
+    results = [r for r in earlier if (r["row"], r["seed"]) not in set(todo)]
+    log = args.out / f"{args.sweep}.log"
+
+    cores: queue.Queue[int | None] = queue.Queue()
+    for core in range(2) if args.jobs == 2 else [None]:
+        cores.put(core)
+
+    def one(row: str, seed: int) -> dict:
+        core = cores.get()  # a core no other running job holds
+        try:
+            print(f"{row} seed {seed} …", flush=True)
+            r = train_and_score(sweep, args.sweep, row, seed, args.runs, log, core)
+        finally:
+            cores.put(core)
+        print(f"  {r}", flush=True)
+        return r
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(one, row, seed) for row, seed in todo]
+        for f in futures:
+            results.append(f.result())
+            summary = summarise(sweep, results)
+            doc = {
+                "sweep": args.sweep,
+                "task": sweep.task,
+                "contexts": sweep.contexts,
+                "examples": sweep.examples,
+                "rows": {r: {"spec": s, "set": o} for r, (s, o) in sweep.rows.items()},
+                "runs": results,
+                "summary": summary,
+            }
+            result_path.write_text(json.dumps(doc, indent=2) + "\n")
+            (args.out / f"{args.sweep}.md").write_text(markdown(args.sweep, sweep, summary))
+    print(markdown(args.sweep, sweep, summarise(sweep, results)))
+
+
+if __name__ == "__main__":
+    main()

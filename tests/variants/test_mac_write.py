@@ -1,0 +1,73 @@
+"""MAC's write (``model.mac_write``): what the memory stores and reads back in Eq 24–25.
+
+Each option keeps MAC causal and its incremental decoding equal to the full pass, and the memory receives exactly
+the documented signal (y, x + y or RMSNorm(x + y)).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from titans_attention.mixers import MACMixer
+from titans_core.spec import SpecError
+from variants_utils import tiny
+
+WRITES = ["y", "norm(x+y)"]  # the default, "x+y", is covered by test_variants.py (the MAC rows)
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_causal_and_decoding_equals_full_pass(write):
+    model = tiny("mac", layers=1, mac_write=write)
+    x = jax.random.normal(jax.random.key(0), (1, 9, 16))
+    jac = nnx.jit(lambda m, x: jax.jacrev(m.from_embeddings)(x))(model, x)
+    dep = np.asarray(jnp.max(jnp.abs(jac[0, :, :, 0]), axis=(1, 3)))  # out t × in s
+    assert np.all(dep[np.triu_indices(9, k=1)] == 0.0)
+    assert dep[8, 0] > 0  # the memory carries token 0 past the 4-token segment
+    toks = jax.random.randint(jax.random.key(1), (2, 11), 0, 32)
+    full = nnx.jit(lambda m, t: m(t))(model, toks)
+    logits, cache = nnx.jit(lambda m, t: m.prefill(t))(model, toks[:, :3])  # ends mid-segment, mid-chunk
+    rest, _ = nnx.jit(lambda m, t, c: m.decode(t, c))(model, toks[:, 3:], cache)
+    out = jnp.concatenate([logits, rest], axis=1)
+    assert float(jnp.max(jnp.abs(out - full)) / jnp.max(jnp.abs(full))) < 1e-4
+
+
+def _mixer(model) -> MACMixer:
+    mixer = model.blocks[0].mixers[0]
+    assert isinstance(mixer, MACMixer)
+    return mixer
+
+
+@pytest.mark.parametrize("write", ["x+y", *WRITES])
+def test_the_memory_writes_the_documented_signal(write):
+    """After one segment the memory state equals NeuralMemory called on u = y, x + y or RMSNorm(x + y)."""
+    mixer = _mixer(tiny("mac", layers=1, mac_write=write))
+    x = jax.random.normal(jax.random.key(2), (2, 4, 16))  # one segment
+    _, cache = mixer.prefill(x)
+    h, state = mixer.memory.retrieve(x, mixer.memory.init_state(2))
+    y = mixer.attn(x, prefix_BxTxD=h, positions=jnp.arange(4))
+    u = {"y": y, "x+y": x + y, "norm(x+y)": (mixer.write_norm(x + y) if mixer.write_norm else None)}[write]
+    _, expected = mixer.memory(u, state, aligned=True)
+    for got, want in zip(jax.tree.leaves(cache.memory), jax.tree.leaves(expected), strict=True):
+        scale = max(float(jnp.max(jnp.abs(want))), 1e-30)
+        assert float(jnp.max(jnp.abs(got - want))) / scale < 1e-5  # float32: scanned vs eager rounding
+    if write != "y":  # and it is not what y alone would have written
+        _, from_y = mixer.memory(y, state, aligned=True)
+        pairs = zip(jax.tree.leaves(from_y), jax.tree.leaves(cache.memory), strict=True)
+        assert any(not np.allclose(a, b) for a, b in pairs)
+
+
+def test_norm_write_has_its_own_scale_and_other_writes_add_no_parameters():
+    def count(write):
+        return sum(p.size for p in jax.tree.leaves(nnx.state(tiny("mac", mac_write=write), nnx.Param)))
+
+    counts = {w: count(w) for w in ["x+y", *WRITES]}
+    assert counts["x+y"] == counts["y"]
+    assert counts["norm(x+y)"] == counts["y"] + 2 * 16  # one RMSNorm scale per MAC block (2 blocks, D = 16)
+
+
+def test_unknown_write_is_a_spec_error():
+    with pytest.raises(SpecError, match="mac_write"):
+        tiny("mac", mac_write="x*y")
