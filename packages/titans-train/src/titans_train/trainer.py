@@ -14,12 +14,14 @@ of it (:mod:`titans_train.interrupt`).
 A non-finite loss or gradient norm, or a parameter whose magnitude is not finite or exceeds
 ``trainer.max_weight`` (weights blown up while the loss stays finite), stops the run with
 :class:`~titans_train.errors.DivergedError` naming the step and how to fork the last good checkpoint into a new
-run directory (``--fork-from``) with other hyper-parameters; that state is never saved, pending checkpoint writes are completed, so the last good checkpoint stays
-intact.
+run directory (``--fork-from``) with other hyper-parameters; that state is never saved, pending checkpoint
+writes are completed, so the last good checkpoint stays intact. A resumed run must see the data it started with
+(run.json's token counts and SHA-256; :func:`_check_same_data`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from titans_train.memory_stats import has_memory, make_train_diagnostics, to_flo
 from titans_train.mesh import global_batch
 from titans_train.plan import Plan, make_plan
 from titans_train.progress import TrainProgress, bits
-from titans_train.rundir import RunDir, inspect_run_dir
+from titans_train.rundir import RunDir, inspect_run_dir, read_facts
 from titans_train.spec import TrainSpec
 from titans_train.spec_check import SpecLocator
 from titans_train.steps import Steps, make_steps
@@ -66,6 +68,35 @@ def _evaluate(plan: Plan, steps: Steps, state: Any, batches: list[np.ndarray]) -
         jax.device_get(steps.evaluate(state, global_batch(b, plan.batch_sharding, plan.batch_shape))) for b in batches
     ]
     return {key: float(np.mean([r[key] for r in results])) for key in ("loss", "accuracy")}
+
+
+#: Facts of run.json that describe the data: a resumed run must see the same (the data-iterator state indexes it).
+DATA_FACTS = ("train_tokens", "val_tokens", "train_examples", "val_examples", "data_sha256")
+
+
+def _fingerprint(*arrays: np.ndarray | None) -> str:
+    """SHA-256 of the token arrays (shape, dtype and bytes)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is not None:
+            digest.update(f"{array.shape}{array.dtype}".encode())
+            digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def _check_same_data(run_dir: Path, facts: dict[str, Any]) -> None:
+    """RunDirError if the data of a resumed run differ from those it started with (run.json's data facts); a
+    run.json from before a fact existed is not compared on that fact."""
+    saved = read_facts(run_dir)
+    changed = [k for k in DATA_FACTS if k in saved and k in facts and saved[k] != facts[k]]
+    if changed:
+        shown = "; ".join(
+            f"{k}: {saved[k]} → {facts[k]}" if k != "data_sha256" else "its SHA-256 differs" for k in changed
+        )
+        raise RunDirError(
+            f"output.dir {run_dir}: the training data changed since this run started ({shown}); restore the data, "
+            "or train on the new data in another output.dir (--fork-from a checkpoint to keep the weights)"
+        )
 
 
 def _divergence(values: dict[str, float], max_weight: float | None) -> str | None:
@@ -109,7 +140,10 @@ class Trainer:
             facts.update(
                 train_tokens=int(self.splits.train.size),
                 val_tokens=int(self.splits.val.size) if self.splits.val is not None else 0,
+                data_sha256=_fingerprint(self.splits.train, self.splits.val),
             )
+        if resume:
+            _check_same_data(self.run_dir.path, facts)
         self.console = console or Console(highlight=False)
         forked = self._fork(fork) if fork is not None else None  # before anything is written
         if not resume:
