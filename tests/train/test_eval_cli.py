@@ -306,3 +306,28 @@ def test_unwritable_outputs_fail_before_any_evaluation(runs: Runs, tmp_path: Pat
 def test_default_context_too_short_for_niah_names_the_spec(runs: Runs, capsys) -> None:
     result = run_eval(capsys, [runs.a, "--task", "niah"])
     _assert_one_error(result, "data.seq_len (the default context): S-NIAH needs contexts of at least")
+
+
+def test_concurrent_result_writes_are_merged_under_a_lock(tmp_path: Path) -> None:
+    """Evaluations of one run written at the same time all survive in its eval.json (a new result replaces only
+    the earlier one of its task and context)."""
+    import threading
+
+    from titans_train.evaluate.report import FORMAT, merge_json
+
+    path = tmp_path / "eval.json"
+
+    def document(context: int, accuracy: float) -> dict:
+        result = {"task": "niah", "context": context, "accuracy": accuracy}
+        run = {"run_dir": "r", "step": 3, "results": [result]}
+        return {"format": FORMAT, "seed": 0, "examples": 4, "runs": [run]}
+
+    threads = [threading.Thread(target=merge_json, args=(path, document(c, 0.5))) for c in range(16, 32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert merge_json(path, document(16, 1.0)) == 15
+    (run,) = json.loads(path.read_text())["runs"]
+    assert sorted(r["context"] for r in run["results"]) == list(range(16, 32))
+    assert [r["accuracy"] for r in run["results"] if r["context"] == 16] == [1.0]

@@ -85,6 +85,11 @@ class TrainerSpec(SpecModel):
     log_every: int = Field(10, ge=1, description="steps between progress lines when stdout is not a terminal")
     eval_every: int | None = Field(200, ge=1, description="steps between evaluations (null: only at the end)")
     eval_batches: int = Field(8, ge=1, description="validation batches per evaluation (fewer if the split is small)")
+    max_weight: float | None = Field(
+        1e4,
+        gt=0,
+        description="stop as diverged when a parameter's magnitude exceeds this (weights blown up; null: off)",
+    )
     diagnostics_every: int | Literal["log_every"] | None = Field(
         "log_every",
         description="steps between memory diagnostics in metrics.jsonl (log_every: as trainer.log_every; null: off)",
@@ -197,6 +202,7 @@ RESUMABLE_CHANGES = (
     "trainer.eval_every",
     "trainer.eval_batches",
     "trainer.diagnostics_every",
+    "trainer.max_weight",
     "checkpoint",
     "mesh",
     "distributed",

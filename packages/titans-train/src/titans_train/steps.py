@@ -126,7 +126,13 @@ def make_steps(
         updates, opt = tx.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         rng = jax.random.key_data(jax.random.split(jax.random.wrap_key_data(state["rng"]))[0])
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
+        weight_max = jnp.max(jnp.stack([jnp.max(jnp.abs(p)) for p in jax.tree.leaves(params)]))  # NaN if any is
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "lr": schedule(state["step"]),
+            "weight_max": weight_max.astype(jnp.float32),
+        }
         new_state = {**state, "params": params, "opt": opt, "step": state["step"] + 1, "rng": rng}
         return new_state, metrics
 

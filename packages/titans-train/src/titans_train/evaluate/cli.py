@@ -25,7 +25,7 @@ import typer
 from titans_core import TitansUserError
 from titans_core.cli import make_app, make_console, run_user_command
 
-from titans_train.evaluate.report import FORMAT, plot_results, print_table, write_json
+from titans_train.evaluate.report import FORMAT, merge_json, plot_results, print_table
 from titans_train.evaluate.run import TASKS, EvalOptions, clear_text_cache, evaluate, plan_run
 
 app = make_app(
@@ -133,8 +133,8 @@ def main_command(
     document = {"format": FORMAT, "seed": seed, "examples": examples, "runs": runs}
     print_table(document, make_console(piped_width=120))
     try:
-        write_json(output, document)
-        console.print(f"wrote {output}")
+        kept = merge_json(output, document)  # concurrent evaluations of one run all survive
+        console.print(f"wrote {output}" + (f" (with {kept} earlier results kept)" if kept else ""))
         if plot is not None:
             console.print(f"wrote {plot_results(document, plot)}")
     except OSError as exc:
