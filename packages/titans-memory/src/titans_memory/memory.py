@@ -38,6 +38,7 @@ from titans_core.contracts import check_contract
 from titans_core.layers import CausalDepthwiseConv, RMSNorm, head_width, linear
 from titans_core.protocols import MemoryModel, Objective, UpdateRule
 from titans_core.registry import get_registry
+from titans_core.rule_contract import declared_gates
 from titans_core.spec import ComponentRef, component_field
 
 from titans_memory.rules.base import Gates, PyTree, RuleState
@@ -119,6 +120,10 @@ class NeuralMemory(nnx.Module):
         check_model = getattr(self.update_rule, "check_model", None)
         if callable(check_model):  # a rule that supports only some memory models says so now, not at trace time
             check_model(self.memory_model, self.objective)
+        if cfg.alpha_per_channel and not getattr(self.update_rule, "alpha_per_channel", True):
+            raise ValueError(
+                f"alpha_per_channel: the update rule {type(self.update_rule).__name__} takes one α per token"
+            )
         if cfg.alpha_per_channel and not self.memory_model.channel_axis_ok:
             raise ValueError(
                 "alpha_per_channel needs a memory model whose parameters are per output channel (e.g. mlp with depth 1)"
@@ -141,9 +146,12 @@ class NeuralMemory(nnx.Module):
             kernel_init=small,
             bias_init=nnx.initializers.constant(_logit(init)),
         )
-        self.gate_theta = gate(H, cfg.init_lr / cfg.max_lr)
-        self.gate_eta = gate(H, cfg.init_momentum)
-        self.gate_alpha = gate(H * C, cfg.init_forget)
+        # only the gates the rule reads (its optional ``gates`` declaration, titans_core.rule_contract); the others
+        # are zeros: no step (θ), no momentum (η), no forgetting (α)
+        used = declared_gates(self.update_rule)
+        self.gate_theta = gate(H, cfg.init_lr / cfg.max_lr) if "theta" in used else None
+        self.gate_eta = gate(H, cfg.init_momentum) if "eta" in used else None
+        self.gate_alpha = gate(H * C, cfg.init_forget) if "alpha" in used else None
         self.out_norm = RMSNorm(Dh)
         self.out_gate = linear(d_model, HD, "embed", "heads", rngs=rngs) if cfg.output_gate else None
         self.out_proj = linear(HD, d_model, "heads", "embed", rngs=rngs)
@@ -224,9 +232,15 @@ class NeuralMemory(nnx.Module):
     def _gates(self, x_BxTxD) -> Gates:
         B, T, _ = x_BxTxD.shape
         to_heads = lambda g: g.reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)  # noqa: E731
-        theta = self.config.max_lr * jax.nn.sigmoid(to_heads(self.gate_theta(x_BxTxD)))[..., 0]
-        eta = jax.nn.sigmoid(to_heads(self.gate_eta(x_BxTxD)))[..., 0]
-        alpha = jax.nn.sigmoid(to_heads(self.gate_alpha(x_BxTxD)))
+        C = self.head_dim if self.config.alpha_per_channel else 1
+        sig = lambda gate, n: (  # noqa: E731  # an undeclared gate (None) is 0
+            jax.nn.sigmoid(to_heads(gate(x_BxTxD)))
+            if gate is not None
+            else jnp.zeros((B, self.num_heads, T, n), x_BxTxD.dtype)
+        )
+        theta = self.config.max_lr * sig(self.gate_theta, 1)[..., 0]
+        eta = sig(self.gate_eta, 1)[..., 0]
+        alpha = sig(self.gate_alpha, C)
         objective_T = {
             name: jax.nn.softplus(to_heads(gate(x_BxTxD)))[..., 0] for name, gate in (self.gate_objective or {}).items()
         }

@@ -9,6 +9,8 @@ factory whose result has ``load()`` returning a ``titans_train.data.Corpus`` (a 
 
 from titans_core import hookimpl
 
+TITANS_PLUGIN_API = "1.0"  # the titans-core plugin API this plugin is written against (titans_core.api)
+
 
 @hookimpl
 def register_components(register):
