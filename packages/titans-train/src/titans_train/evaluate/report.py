@@ -157,7 +157,7 @@ def plot_results(document: dict[str, Any], path: Path) -> Path:
         chances = {
             r["chance"] for run in document["runs"] for r in run["results"] if r["task"] == task and "chance" in r
         }
-        if len(chances) == 1 and 100 * min(chances) >= 0.5:  # a visible chance level (MQAR); S-NIAH's is ~0
+        if len(chances) == 1 and 100 * min(chances) >= 0.5:  # a visible chance level (MQAR, BABILong, MK-NIAH)
             ax.axhline(100 * min(chances), color="grey", linestyle="--", linewidth=1, label="chance")
         ax.set_xscale("log", base=2)
         ax.set_xticks(contexts, [str(c) for c in contexts])
@@ -169,7 +169,9 @@ def plot_results(document: dict[str, Any], path: Path) -> Path:
         else:
             ax.set_ylabel("accuracy (%)")
             ax.set_ylim(-3, 103)
-        ax.set_title({"lm": "held-out LM", "niah": "S-NIAH", "mqar": "MQAR"}.get(task, task))
+        titles = {"lm": "held-out LM", "niah": "S-NIAH", "mqar": "MQAR", "niah_multikey": "MK-NIAH"}
+        titles |= {"niah_multivalue": "MV-NIAH", "babilong": "BABILong-style (qa1)"}
+        ax.set_title(titles.get(task, task))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
