@@ -3,7 +3,7 @@ respect to every input (q, k, v, the gates θ, η, α) and the whole initial sta
 ``momentum_scan``'s in float64, for the matrix memory (depth 1) and the two-layer MLP memory (depth 2, with and
 without the residual LayerNorm), with the surprise clamp, per-channel α, a non-ℓ2 objective and a call that starts in
 the middle of a chunk; and a gradient runs the forward kernel once and the backward kernel once (no second forward
-pass)."""
+pass); the backward kernel passes Pallas' Triton lowering for CUDA (checked without a GPU)."""
 
 from __future__ import annotations
 
@@ -94,3 +94,30 @@ def test_fused_gradient_runs_each_kernel_once(depth):
     jaxpr = jax.make_jaxpr(jax.value_and_grad(loss, argnums=(0, 1)))(p0, q).jaxpr
     name = "titans_fused_matrix" if depth == 1 else "titans_fused_mlp2"
     assert _pallas_calls(jaxpr) == [name, name + "_bwd"]
+
+
+@pytest.mark.parametrize(
+    ("depth", "D", "chunk", "C", "options"),
+    [
+        (1, 16, 16, 16, {}),  # tl.dot tiles, per-channel α
+        (2, 8, 4, 1, {"residual_norm": False, "activation": "silu"}),  # tiles below 16: broadcast-and-sum products
+        pytest.param(1, 8, 4, 8, {}, marks=pytest.mark.slow),
+        pytest.param(2, 16, 16, 1, {}, marks=pytest.mark.slow),
+    ],
+)
+def test_fused_backward_kernel_lowers_for_gpu_through_triton(depth, D, chunk, C, options):
+    """The gradient of a compiled (``interpret: false``) call, batched over heads (the grid), with the clamp and a
+    length that is not a whole number of chunks, lowers for CUDA: both kernels go through the Triton lowering (the
+    VJP traced inside the backward kernel's body is made of primitives it supports)."""
+    model, p0, q, k, v, gates = random_problem(0, 40, D, depth, C=C, dtype=jnp.float32, **options)
+    rule = FusedRule(chunk_size=chunk, interpret=False, max_grad_norm=1.0)
+
+    def loss(p0, q, k, v, gates):
+        heads = jax.vmap(lambda p0, *a: rule(model, rule.init_state(p0), *a), in_axes=(None, 0, 0, 0, None))
+        y, state = heads(p0, q, k, v, gates)
+        return jnp.sum(y**2) + sum(jnp.sum(x) for x in jax.tree.leaves((state.memory, state.surprise)))
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
+    text = grad.trace(p0, q[None], k[None], v[None], gates).lower(lowering_platforms=("cuda",)).as_text()
+    name = "titans_fused_matrix" if depth == 1 else "titans_fused_mlp2"
+    assert "triton" in text.lower() and name + "_bwd" in text
