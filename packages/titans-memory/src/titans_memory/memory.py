@@ -34,6 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
 from titans_core.contracts import check_contract
@@ -130,8 +131,8 @@ class NeuralMemory(nnx.Module):
         memory_model: MemoryModel | None = None,
         update_rule: UpdateRule | None = None,
         objective: Objective | None = None,
-        dtype: jnp.dtype | None = None,
-        param_dtype: jnp.dtype = jnp.float32,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
     ):
         """``dtype``: the computation dtype of the projections and the inputs the rule sees (None: the input's, as
         Flax layers); ``param_dtype``: the dtype of every parameter and of M_0, hence of the carried M and S."""
