@@ -47,7 +47,7 @@ from titans_core.errors import TitansUserError
 
 from titans_memory.memory_models import TwoLayerForm
 from titans_memory.objectives import resolve
-from titans_memory.rules.base import Gates, RuleBase, RuleState, UpdateRuleConfig
+from titans_memory.rules.base import Gates, RuleBase, RuleState, UpdateRuleConfig, mask_gates
 from titans_memory.rules.fused_kernel import matrix_chunk_loop
 from titans_memory.rules.fused_mlp_kernel import two_layer_chunk_loop
 from titans_memory.rules.momentum_scan import chunk_coefficients
@@ -160,13 +160,17 @@ class FusedRule(RuleBase):
         *,
         aligned: bool = False,
         objective: Objective | None = None,
+        store_T: jax.Array | None = None,
     ) -> tuple[jax.Array, RuleState]:
-        """``aligned=True`` promises state.pos == 0 (no padding chunk); ``objective``: the inner loss (default ℓ2)."""
+        """``aligned=True`` promises state.pos == 0 (no padding chunk); ``objective``: the inner loss (default ℓ2);
+        ``store_T``: the store mask (1 write, 0 skip: the token is read, M and S stay exactly as they were), as in
+        ``momentum_scan``."""
         self.check_model(model, objective)
         objective = resolve(objective)
-        return self._forward(chunk_loop(model), objective, state, q_TxD, k_TxD, v_TxD, gates, aligned)
+        store = jnp.ones(q_TxD.shape[0], bool) if store_T is None else store_T.astype(bool)
+        return self._forward(chunk_loop(model), objective, state, q_TxD, k_TxD, v_TxD, gates, aligned, store)
 
-    def _forward(self, loop, objective, state: RuleState, q, k, v, gates: Gates, aligned: bool):
+    def _forward(self, loop, objective, state: RuleState, q, k, v, gates: Gates, aligned: bool, store_T: jax.Array):
         """Pad to whole chunks (tokens at offset pos; padding is the identity: θ = 0, η = 1, α = 0, masked), compute
         the gate-only coefficients per chunk, run the kernel, cut the outputs back out."""
         T, D = q.shape
@@ -181,8 +185,10 @@ class FusedRule(RuleBase):
             buf = jnp.full((L,) + x.shape[1:], fill, x.dtype)
             return jax.lax.dynamic_update_slice_in_dim(buf, x, offset, axis=0)
 
+        gates = mask_gates(gates, store_T)  # skipped tokens: θ = 0, η = 1, α = 0, and out of the write mask
         slots = jnp.arange(L)
         mask = ((slots >= offset) & (slots < offset + T)).astype(gates.theta_T.dtype)
+        mask = mask * place(store_T.astype(mask.dtype), 0.0)
         theta, eta, alpha = place(gates.theta_T, 0.0), place(gates.eta_T, 1.0), place(gates.alpha_TxC, 0.0)
         C = alpha.shape[-1]
         chunked = lambda x: x.reshape((n, b) + x.shape[1:])  # noqa: E731
