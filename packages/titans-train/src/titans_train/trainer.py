@@ -33,6 +33,7 @@ from rich.console import Console
 from titans_train import sampling as gen
 from titans_train.checkpoint import Checkpoints
 from titans_train.data import TaskSplits, TrainBatches, eval_batches
+from titans_train.data.streams import StreamBatches
 from titans_train.errors import DivergedError
 from titans_train.interrupt import Interrupted, StopOnSignal
 from titans_train.lock import hold_run_dir
@@ -95,13 +96,18 @@ class Trainer:
         self.checkpoints = Checkpoints(
             self.run_dir.path, keep=spec.checkpoint.keep, asynchronous=spec.checkpoint.asynchronous
         )
-        self.batches = TrainBatches(
-            self.splits.train,
-            spec.data.seq_len,
-            plan.layout,
-            seed=spec.trainer.seed,
-            shuffle=spec.data.shuffle,
-        )
+        self.batches: TrainBatches | StreamBatches
+        if plan.carry is not None:  # trainer.carry_memory: every row reads its own stream of windows
+            assert isinstance(self.splits.train, np.ndarray)
+            self.batches = StreamBatches(self.splits.train, spec.data.seq_len, plan.layout)
+        else:
+            self.batches = TrainBatches(
+                self.splits.train,
+                spec.data.seq_len,
+                plan.layout,
+                seed=spec.trainer.seed,
+                shuffle=spec.data.shuffle,
+            )
         self.eval_data = (
             eval_batches(self.splits.val, spec.data.seq_len, plan.layout, spec.trainer.eval_batches)
             if self.splits.val is not None
@@ -115,6 +121,7 @@ class Trainer:
             state_shardings=plan.state_shardings,
             batch_sharding=plan.batch_sharding,
             replicated=plan.replicated,
+            carry=plan.carry,
         )
         self.console = console or Console(highlight=False)
         restored = self.checkpoints.restore_latest(plan.abstract_state()) if resume else None
