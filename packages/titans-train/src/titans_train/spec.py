@@ -6,7 +6,8 @@ Sections (each a small frozen pydantic model; unknown keys are errors)::
     data:         {source: {name: python_stdlib, ...}, seq_len, val_fraction, shuffle}
     optimizer:    AdamW: lr, b1, b2, eps, weight_decay, no_decay, clip_norm
     schedule:     linear warmup then cosine decay: warmup_steps, decay_steps, min_lr_ratio
-    trainer:      steps, batch_size, grad_accum, seed, log_every, eval_every, eval_batches, diagnostics_every
+    trainer:      steps, batch_size, grad_accum, seed, log_every, eval_every, eval_batches, diagnostics_every,
+                  carry_memory, carry_reset_every
     precision:    compute_dtype (float32 | bfloat16; master weights stay float32)
     mesh:         data, fsdp, tensor (-1 = the remaining devices), num_devices, rules (logical axis → mesh
     axis)
@@ -89,6 +90,17 @@ class TrainerSpec(SpecModel):
         1e4,
         gt=0,
         description="stop as diverged when a parameter's magnitude exceeds this (weights blown up; null: off)",
+    )
+    carry_memory: bool = Field(
+        False,
+        description="each batch row is a stream of consecutive windows; the model's recurrent state (memory, "
+        "attention caches) after one window starts the next, without gradient (truncated BPTT; language data only)",
+    )
+    carry_reset_every: int | None = Field(
+        None,
+        ge=1,
+        description="with carry_memory: restart every stream from a fresh state every N windows "
+        "(null: only when a stream wraps to its start)",
     )
     diagnostics_every: int | Literal["log_every"] | None = Field(
         "log_every",

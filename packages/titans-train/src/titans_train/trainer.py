@@ -37,6 +37,7 @@ from rich.console import Console
 from titans_train import sampling as gen
 from titans_train.checkpoint import RESTART_HINT, Checkpoints, quarantined, warn
 from titans_train.data import TaskSplits, TrainBatches, eval_batches
+from titans_train.data.streams import StreamBatches
 from titans_train.errors import CheckpointError, DivergedError, RunDirError
 from titans_train.interrupt import Interrupted, StopOnSignal
 from titans_train.lock import hold_run_dir
@@ -158,13 +159,18 @@ class Trainer:
             raise
         if resume:
             self.run_dir.update_spec(spec)
-        self.batches = TrainBatches(
-            self.splits.train,
-            spec.data.seq_len,
-            plan.layout,
-            seed=spec.trainer.seed,
-            shuffle=spec.data.shuffle,
-        )
+        self.batches: TrainBatches | StreamBatches
+        if plan.carry is not None:  # trainer.carry_memory: every row reads its own stream of windows
+            assert isinstance(self.splits.train, np.ndarray)
+            self.batches = StreamBatches(self.splits.train, spec.data.seq_len, plan.layout)
+        else:
+            self.batches = TrainBatches(
+                self.splits.train,
+                spec.data.seq_len,
+                plan.layout,
+                seed=spec.trainer.seed,
+                shuffle=spec.data.shuffle,
+            )
         self.eval_data = (
             eval_batches(self.splits.val, spec.data.seq_len, plan.layout, spec.trainer.eval_batches)
             if self.splits.val is not None
@@ -178,6 +184,7 @@ class Trainer:
             state_shardings=plan.state_shardings,
             batch_sharding=plan.batch_sharding,
             replicated=plan.replicated,
+            carry=plan.carry,
         )
         if restored is not None:
             self.step, self.state, data_state = restored
