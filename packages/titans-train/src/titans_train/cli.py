@@ -26,6 +26,7 @@ from rich.console import Console
 from titans_core import spec_json_schema
 from titans_core.cli import make_app, make_console, print_user_error, run_user_command
 
+from titans_train.compile_cache import enable_persistent_cache
 from titans_train.errors import DivergedError, RunDirError
 from titans_train.interrupt import Interrupted
 from titans_train.spec import TrainSpec
@@ -68,6 +69,7 @@ def train_command(
     if dry_run:
         print_dry_run(make_plan(spec, locator), console)
         return
+    enable_persistent_cache()  # titans_train.compile_cache: a rerun loads its compiled programs
     try:
         result = train(spec, locator, console=console)
     except DivergedError as exc:
@@ -129,6 +131,7 @@ def generate_command(
 
     from titans_train import sampling as gen
 
+    enable_persistent_cache()
     model, spec, step, byte_level = gen.load_run_model(Path(run_dir))
     ids = None
     if prompt_ids is not None:
