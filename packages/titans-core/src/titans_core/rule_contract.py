@@ -119,6 +119,7 @@ def check_update_rule(rule: Any) -> list[str]:
             check_model(model, objective)
         except Exception:  # the rule refuses a linear memory with ℓ2: nothing to probe it on
             return []
+    assert isinstance(size, int)  # checked above
     b, D = size, PROBE_D
     T = 2 * b + 3
     per_channel = getattr(rule, "alpha_per_channel", True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -264,7 +264,7 @@ class NeuralMemory(nnx.Module):
         expected = jax.eval_shape(lambda: self.init_state(B))
         got_paths, got_def = jax.tree_util.tree_flatten_with_path(state)
         want_paths, want_def = jax.tree_util.tree_flatten_with_path(expected)
-        if got_def != want_def:
+        if got_def != want_def:  # type: ignore[operator]  # PyTreeDef's stubs lack __ne__
             raise ValueError(f"memory state structure {got_def} does not match this memory's {want_def}")
         for (path, got), (_, want) in zip(got_paths, want_paths, strict=True):
             shape, dtype = jnp.shape(got), jnp.result_type(got)
@@ -359,7 +359,7 @@ class NeuralMemory(nnx.Module):
             conv = {}
         gates = self._gates(x_BxTxD)
         options = {"aligned": aligned, "objective": self.objective}
-        args = (state.rule, q, k, v, gates)
+        args: tuple[Any, ...] = (state.rule, q, k, v, gates)
         if store_mask_BxT is not None:
             if jnp.shape(store_mask_BxT) != x_BxTxD.shape[:2]:
                 raise ValueError(f"store_mask_BxT must have shape {x_BxTxD.shape[:2]}, got {jnp.shape(store_mask_BxT)}")

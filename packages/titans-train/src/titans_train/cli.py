@@ -31,6 +31,7 @@ from rich.console import Console
 from titans_core import TitansUserError, spec_json_schema
 from titans_core.cli import make_app, make_console, print_user_error, run_user_command
 
+from titans_train.compile_cache import enable_persistent_cache
 from titans_train.errors import DivergedError, RunDirError
 from titans_train.interrupt import Interrupted
 from titans_train.spec import TrainSpec
@@ -96,6 +97,7 @@ def train_command(
         inspect_run_dir(Path(spec.output.dir), spec)  # a run directory holding another run is refused here too
         print_dry_run(plan, console)
         return
+    enable_persistent_cache()  # titans_train.compile_cache: a rerun loads its compiled programs
     try:
         result = train(spec, locator, restart=restart, fork_from=fork_from, console=console)
     except DivergedError as exc:
@@ -162,6 +164,7 @@ def generate_command(
         raise TitansUserError("--prompt and --prompt-ids: give one of them, not both")
     if top_p is not None and not 0 < top_p <= 1:
         raise TitansUserError(f"--top-p: must be > 0 and ≤ 1, got {top_p:g}")
+    enable_persistent_cache()
     model, spec, step, byte_level = gen.load_run_model(Path(run_dir))
     ids = None
     if prompt_ids is not None:

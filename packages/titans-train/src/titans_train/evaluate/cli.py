@@ -26,6 +26,7 @@ import typer
 from titans_core import TitansUserError
 from titans_core.cli import make_app, make_console, run_user_command
 
+from titans_train.compile_cache import enable_persistent_cache
 from titans_train.evaluate.report import FORMAT, merge_json, plot_results, print_table
 from titans_train.evaluate.run import TASKS, EvalOptions, clear_text_cache, evaluate, plan_run
 
@@ -134,6 +135,7 @@ def main_command(
     console = make_console(piped_width=0, stderr=True)  # progress lines: the terminal's own width
     clear_text_cache()  # --text files are read once per command, and afresh by the next one
     plans = [plan_run(d, options) for d in run_dirs]  # every problem surfaces before any evaluation
+    enable_persistent_cache()  # titans_train.compile_cache
     runs = [evaluate(p, options, progress=lambda m: console.print(m, style="dim")) for p in plans]
     for run, label in zip(runs, labels_for(run_dirs, [r["variant"] for r in runs]), strict=True):
         run["label"] = label
