@@ -3,15 +3,19 @@
     uv run python benchmarks/gpu_check.py              # on a GPU machine: tests compiled + the throughput table
     uv run python benchmarks/gpu_check.py --dry-run    # anywhere (CPU): tiny sizes, the fast tests, nothing committed
 
-1. The fused equivalence tests (tests/memory/test_fused.py: depth 1 and 2) in a subprocess. On a GPU the rule's
-   ``interpret`` default (None) compiles the kernels (Triton lowering), so these run the compiled kernels, not the
-   interpreter; the float64 cases need a backend with float64 matmuls in the kernel and are reported as they come
-   out.
-2. The throughput table (benchmarks/memory_throughput.py's ``bench``) for sequential, momentum_scan and fused at
+1. The fused equivalence tests (tests/memory/test_fused.py: outputs and state, depth 1 and 2;
+   tests/memory/test_fused_backward.py: the backward kernel's gradients against momentum_scan's) in a subprocess.
+   On a GPU the rule's ``interpret`` default (None) compiles the kernels (Triton lowering), so these run the
+   compiled kernels, not the interpreter; the float64 cases need a backend with float64 matmuls in the kernel and
+   are reported as they come out.
+2. The backward kernel's float32 gradients against momentum_scan's on the benchmark's NeuralMemory (N = 256, every
+   parameter's gradient; relative error, reported next to the 1e-4 whole-model tolerance of the tests).
+3. The throughput table (benchmarks/memory_throughput.py's ``bench``) for sequential, momentum_scan and fused at
    N = 1K … 64K (the depth-2 MLP memory with expansion 4, as memory_throughput.py; ``--depth 1``: the matrix memory),
    next to ``jax.nn.dot_product_attention`` (causal, the same batch, heads and head width) as a yardstick, with the
-   float32 matmul peak measured in the same run and each rule's fraction of it.
-3. The targets of issue 11 for that run: fused ≥ 3× momentum_scan forward+backward at N = 16K; fused tokens/s flat
+   float32 matmul peak measured in the same run and each rule's fraction of it. fused's forward+backward is its
+   forward kernel (which also saves each chunk's start state) plus its backward kernel (rules/fused_backward.py).
+4. The targets of issue 11 for that run: fused ≥ 3× momentum_scan forward+backward at N = 16K; fused tokens/s flat
    (≥ 0.8×) from the shortest to the longest N; training memory (compiled peak) linear in N.
 
 Writes benchmarks/results/gpu_<backend>_<date>.json (a dry run writes benchmarks/out/gpu_dry_run.json instead).
@@ -32,7 +36,8 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from memory_throughput import bench, matmul_peak_flops, measure, model_flops_per_token  # noqa: E402
+from flax import nnx  # noqa: E402
+from memory_throughput import bench, build, matmul_peak_flops, measure, model_flops_per_token  # noqa: E402
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -40,14 +45,33 @@ ROOT = HERE.parent
 
 def run_tests(dry_run: bool) -> dict:
     """pytest on the fused tests; returns its exit code and the last lines of its output."""
-    cmd = [sys.executable, "-m", "pytest", "tests/memory/test_fused.py", "-q", "-p", "no:cacheprovider"]
+    files = ["tests/memory/test_fused.py", "tests/memory/test_fused_backward.py"]
+    cmd = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider"]
     if dry_run:
-        cmd += ["-k", "refuses"]
+        cmd += ["-k", "refuses or each_kernel_once"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
     print("\n".join(tail))
     return {"cmd": " ".join(cmd[1:]), "returncode": proc.returncode, "seconds": time.perf_counter() - t0, "tail": tail}
+
+
+def backward_check(a, N: int = 256) -> dict:
+    """float32 outer gradients of the benchmark's NeuralMemory with fused (the backward kernel) against
+    momentum_scan: max over parameters of max |Δg| / max |g|."""
+    x = jax.random.normal(jax.random.key(2), (a.batch, N, a.d_model), jnp.float32)
+    grads = {}
+    for rule in ("momentum_scan", "fused"):
+        graphdef, params, rest = nnx.split(build(rule, a.d_model, a.heads, a.chunk, "chunk", a.depth), nnx.Param, ...)
+        loss = lambda params, x, g=graphdef, r=rest: jnp.mean(nnx.merge(g, params, r)(x)[0] ** 2)  # noqa: E731
+        grads[rule] = jax.tree.leaves(jax.jit(jax.grad(loss))(params, x))
+    errs = [
+        float(jnp.max(jnp.abs(f - m)) / (jnp.max(jnp.abs(m)) + 1e-30))
+        for m, f in zip(grads["momentum_scan"], grads["fused"], strict=True)
+    ]
+    out = {"N": N, "depth": a.depth, "max_rel_err": max(errs), "tolerance": 1e-4, "met": max(errs) <= 1e-4}
+    print(f"backward kernel vs momentum_scan gradients (float32, N = {N}): max rel err {out['max_rel_err']:.2e}")
+    return out
 
 
 def attention_row(N: int, a) -> dict:
@@ -106,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     if backend == "cpu" and not a.dry_run:
         print("no accelerator: this is a GPU check; pass --dry-run to exercise it on CPU")
     tests = None if a.skip_tests else run_tests(a.dry_run)
+    grad_check = backward_check(a, N=64 if a.dry_run else 256)
     peak = matmul_peak_flops(a.repeats)
     flops = model_flops_per_token(a.d_model, a.heads, a.depth)
     print(f"float32 matmul peak, measured now: {peak / 1e9:.1f} GFLOP/s; memory model FLOPs/token {flops / 1e6:.3f} M")
@@ -135,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
             "load_average": os.getloadavg(),
         },
         "tests": tests,
+        "backward_check": grad_check,
         "rows": rows,
         "targets": targets(rows, a.lengths),
     }

@@ -11,9 +11,14 @@
   at its own length (accuracy on queries). Zoology reports the best learning rate per point.
 - **S-NIAH**: ``specs/gpu/niah.yaml`` (25–37M parameters, byte level, window 512) per variant, trained on
   contexts up to 2K bytes and scored at 2K, 4K, 8K and 16K.
+- **Multi-key / multi-value NIAH and BABILong-style qa1**: ``specs/gpu/niah_multikey.yaml``,
+  ``niah_multivalue.yaml`` and ``babilong.yaml`` -- the S-NIAH model and schedule on RULER's
+  ``niah_multikey_1`` (4 keys, one asked) / ``niah_multivalue`` (4 values) and on bAbI-qa1-style facts in the
+  haystack (4 facts), per variant, scored at the same contexts (accuracy versus context, ``titans-eval --plot``).
 
 Results go to ``benchmarks/results/gpu_grid_<task>.json`` (a list of points with their accuracies), written
-after every point so an interrupted grid keeps what it finished; run directories go under ``--runs`` and a
+after every point so an interrupted grid keeps what it finished (the haystack tasks also get
+``gpu_grid_<task>.png``, accuracy versus context per variant); run directories go under ``--runs`` and a
 rerun resumes them. ``--steps`` scales training down for a smoke run.
 """
 
@@ -34,6 +39,8 @@ MQAR_SHAPES = ((64, 4), (128, 8), (256, 16), (512, 64))
 MQAR_WIDTHS = (64, 128, 256)
 MQAR_LRS = (1e-4, 4.6e-4, 2.2e-3, 1e-2)
 NIAH_CONTEXTS = (2048, 4096, 8192, 16384)
+HAYSTACK_TASKS = ("niah", "niah_multikey", "niah_multivalue", "babilong")  # one spec each, same contexts
+TASKS = ("mqar", *HAYSTACK_TASKS)
 
 
 def grid(task: str, variants: tuple[str, ...]) -> list[dict]:
@@ -50,17 +57,33 @@ def grid(task: str, variants: tuple[str, ...]) -> list[dict]:
                 f"optimizer.lr={lr}",
             ]
             points.append({"name": name, "spec": "mqar.yaml", "set": sets, "contexts": [seq]})
-    else:
+    elif task in HAYSTACK_TASKS:
         for variant in variants:
             points.append(
                 {
-                    "name": f"niah/{variant}",
-                    "spec": "niah.yaml",
+                    "name": f"{task}/{variant}",
+                    "spec": f"{task}.yaml",
                     "set": [f"model.name={variant}"],
                     "contexts": list(NIAH_CONTEXTS),
                 }
             )
+    else:
+        raise ValueError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
     return points
+
+
+def plot_task(task: str, points: list[dict], runs: Path, path: Path) -> None:
+    """Accuracy versus context of every evaluated point of a haystack task, one line per variant."""
+    from titans_train.evaluate.report import FORMAT, plot_results
+
+    entries = []
+    for p in points:
+        eval_json = runs / p["name"] / "eval.json"
+        if eval_json.exists():
+            entry = json.loads(eval_json.read_text())["runs"][0]
+            entries.append({**entry, "label": p["name"].split("/")[-1]})
+    if entries:
+        print(f"wrote {plot_results({'format': FORMAT, 'runs': entries}, path)}", flush=True)
 
 
 def run(cmd: list[str], log: Path) -> int:
@@ -72,7 +95,7 @@ def run(cmd: list[str], log: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", choices=("mqar", "niah", "all"), default="all")
+    parser.add_argument("--task", choices=(*TASKS, "all"), default="all")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--points", default="", help="comma-separated indices into the task's grid (--list)")
     parser.add_argument("--steps", type=int, default=None, help="override trainer.steps (smoke runs)")
@@ -86,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variant {unknown[0]!r} (choose from {', '.join(VARIANTS)})")
-    tasks = ("mqar", "niah") if args.task == "all" else (args.task,)
+    tasks = TASKS if args.task == "all" else (args.task,)
     failed = 0
     for task in tasks:
         points = grid(task, variants)
@@ -146,13 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 if run(ev, log) == 0:
                     doc = json.loads(eval_json.read_text())
-                    entry["results"] = [
-                        {"context": r["context"], "accuracy": r["accuracy"]} for r in doc["runs"][0]["results"]
-                    ]
+                    keys = ("context", "accuracy", "all_accuracy")  # all_accuracy: niah_multivalue only
+                    entry["results"] = [{k: r[k] for k in keys if k in r} for r in doc["runs"][0]["results"]]
             failed += "results" not in entry
             results = [r for r in results if r["name"] != p["name"]] + [entry]
             result_path.write_text(json.dumps(results, indent=2) + "\n")
             print(f"  {entry}", flush=True)
+        if task in HAYSTACK_TASKS and not args.dry_run:
+            plot_task(task, points, args.runs, args.out / f"gpu_grid_{task}.png")
     return 1 if failed else 0
 
 

@@ -27,6 +27,7 @@ TEXT = ROOT / "benchmarks" / "data" / "licenses.txt"
 #: T = 128 (4× cheaper than the comparison's 512), window/segment 64 so that 4T spans eight windows
 _T128 = ["data.seq_len=128", "model.window=64", "model.segment=64", "trainer.batch_size=16", "checkpoint.every=400"]
 _TOKEN, _CHUNK = ["model.memory.rule.read=token"], ["model.memory.rule.read=chunk"]
+_CARRY8 = ["model.memory.init_forget=0.01", "trainer.carry_memory=true", "trainer.carry_reset_every=8"]
 SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
     "lm128": [
         ("swa", "../experiments/lm/swa.yaml", _T128),
@@ -42,6 +43,13 @@ SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
         ("mag-token-forget0.05", "../experiments/lm/mag.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.05"]),
         ("mal-token", "../experiments/lm/mal.yaml", _T128 + _TOKEN),
         ("mal-token-forget0.05", "../experiments/lm/mal.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.05"]),
+        # a slow memory (α₀ = 0.01) trained with and without its state carried across 8 consecutive windows
+        # (trainer.carry_memory: truncated BPTT, fresh state every 8 windows = 1024 tokens), two seeds each
+        *[
+            (f"lmm-token-forget0.01{tag}{seed_tag}", "../experiments/lm/lmm.yaml", _T128 + _TOKEN + sets + seed)
+            for tag, sets in (("", ["model.memory.init_forget=0.01"]), ("-carry8", _CARRY8))
+            for seed_tag, seed in (("", []), ("-seed1", ["trainer.seed=1"]))
+        ],
     ],
 }
 

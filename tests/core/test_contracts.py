@@ -245,8 +245,9 @@ def test_check_runs_once_per_configuration(fake):
     registry = _plugin_registry(fake, "update_rule", CountingRule)
     config = make_config("update_rule", "bad")
     registry.build(config)
+    checked = len(calls)  # the probe's runs (float32, per-channel α, bfloat16) each start from init_state
     registry.build(config)
-    assert len(calls) == 1
+    assert len(calls) == checked > 0
 
 
 def test_check_contract_is_usable_directly_and_ignores_unknown_kinds():

@@ -30,7 +30,7 @@ def test_the_guide_has_runnable_walkthroughs():
     blocks = python_blocks()
     assert len(blocks) >= 6
     text = "\n".join(blocks)
-    for needle in ("register_components", "check_objective", "check_rules_agree", "NeuralMemory("):
+    for needle in ("register_components", "check_objective", "check_update_rule", "class ChunkedGD", "parts.layer"):
         assert needle in text
 
 
@@ -46,6 +46,7 @@ def test_the_python_blocks_of_the_guide_run(tmp_path, monkeypatch):
         reset_registry()
     registry = namespace["registry"]
     assert "logcosh" in registry.names("objective") and "plain_gd" in registry.names("update_rule")  # type: ignore
+    assert registry.get("update_rule", "chunked_gd").description  # type: ignore[attr-defined]
     reset_registry(registry)  # type: ignore[arg-type]
     try:  # the guide's spec example validates against the components it registered
         (text,) = MODEL_YAML.findall(DOC.read_text(encoding="utf-8"))

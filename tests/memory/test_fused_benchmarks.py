@@ -47,7 +47,7 @@ def test_chunk_matmul_peak_is_measured_at_the_memorys_shapes():
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     """``gpu_check.py --dry-run`` runs end to end on CPU: a row per rule and N, the attention yardstick, the
-    measured peak, the targets block, and the JSON where asked."""
+    measured peak, the targets block, the backward kernel's gradient check, and the JSON where asked."""
     from gpu_check import main
 
     out = tmp_path / "gpu.json"
@@ -58,3 +58,4 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert rules == {"sequential", "momentum_scan", "fused", "dot_product_attention"}
     assert all(r["fwd_tok_s"] > 0 for r in result["rows"])
     assert "fused_over_momentum_scan" in saved["targets"]
+    assert saved["backward_check"]["met"] and saved["backward_check"]["max_rel_err"] < 1e-4  # the backward kernel

@@ -128,6 +128,11 @@ BAD_SPECS = [
         "--set model.memory.alpha_per_channel=true: model: cannot build the model: alpha_per_channel needs",
     ),
     ("override-mesh", {}, ["--set", "mesh.data=3"], "--set mesh.data=3: mesh: data=3"),
+    ("steps-bool", {"trainer.steps": True}, [], "trainer.steps: expected an integer, got true"),
+    ("option-bool", {"model.d_model": False}, [], "model.d_model: expected an integer, got false"),
+    ("lr-inf", {"optimizer.lr": float("inf")}, [], "optimizer.lr: must be a finite number"),
+    ("override-nan", {}, ["--set", "optimizer.b1=.nan"], "--set optimizer.b1=.nan: optimizer.b1: must be a finite"),
+    ("fork-from", {}, ["--fork-from", "nowhere"], "--fork-from nowhere: not a checkpoint directory"),
 ]
 
 
@@ -345,3 +350,26 @@ def test_yaml_bombs_are_refused_within_a_second(tmp_path: Path, capsys, text: st
     result = run_cli(capsys, [str(spec_file)])
     assert time.monotonic() - start < 1.0
     _assert_one_error(result, expected)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--top-p", "0"], "--top-p: must be > 0 and ≤ 1, got 0"),
+        (["--prompt", "a", "--prompt-ids", "1 2"], "--prompt and --prompt-ids: give one of them, not both"),
+    ],
+    ids=["top-p-zero", "two-prompts"],
+)
+def test_bad_generate_options_are_one_line(tmp_path: Path, capsys, args, expected) -> None:
+    _assert_one_error(run_cli(capsys, ["generate", str(tmp_path / "run"), *args]), expected)
+
+
+def test_dry_run_checks_the_run_directory(tmp_path: Path, capsys) -> None:
+    """--dry-run refuses, like a real start, a run directory that holds a run of another spec (and writes nothing)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_spec(run_dir / "spec.yaml", toy_spec(run_dir, optimizer={"lr": 0.5}))
+    before = sorted(p.name for p in run_dir.iterdir())
+    result = run_cli(capsys, [str(write_spec(tmp_path / "spec.yaml", toy_spec(run_dir))), "--dry-run"])
+    _assert_one_error(result, "holds a run with a different spec (optimizer.lr: 0.5 → 0.01)")
+    assert sorted(p.name for p in run_dir.iterdir()) == before

@@ -120,3 +120,29 @@ def test_moved_run_directory_resumes_with_the_new_output_dir(tmp_path: Path, cap
     assert f"resumed {new} at step 3" in result.out
     assert [r["step"] for r in metrics(new)] == [1, 2, 3, 4, 5, 6]
     assert f"dir: {new}" in (new / "spec.yaml").read_text()
+
+
+def test_missing_digest_is_corrupt_and_no_usable_checkpoint_needs_restart(tmp_path: Path, capsys) -> None:
+    """A checkpoint without its digest is unreadable (never restored unverified); when no checkpoint is usable the
+    run is refused on this and every later start until ``--restart``, which keeps the old metrics aside."""
+    run_dir = tmp_path / "run"
+    spec_file = write_spec(tmp_path / "spec.yaml", toy_spec(run_dir, schedule={"warmup_steps": 2, "decay_steps": 9}))
+    assert run_cli(capsys, [str(spec_file)]).code == 0
+    shutil.rmtree(run_dir / "checkpoints" / "6" / "digest")
+    result = run_cli(capsys, [str(spec_file), "--set", "trainer.steps=7"])
+    assert result.code == 0, result.err
+    assert "6 is unreadable (ValueError: its digest is missing" in result.err and "using step 3 instead" in result.err
+    for digest in (run_dir / "checkpoints").glob("*/digest"):
+        shutil.rmtree(digest)
+    before = (run_dir / "metrics.jsonl").read_text()
+    for _ in range(2):  # refused now and on the next identical start: never a silent restart
+        result = run_cli(capsys, [str(spec_file), "--set", "trainer.steps=7"])
+        assert result.code == 2, result.err
+        errors = [line for line in result.err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "no usable checkpoint" in errors[0] and "--restart" in errors[0], result.err
+        assert "Traceback" not in result.err and (run_dir / "metrics.jsonl").read_text() == before
+    result = run_cli(capsys, [str(spec_file), "--set", "trainer.steps=7", "--restart"])
+    assert result.code == 0, result.err
+    assert [r["step"] for r in metrics(run_dir)] == list(range(1, 8))
+    (kept,) = run_dir.glob("metrics-before-restart-*.jsonl")
+    assert kept.read_text() == before

@@ -22,6 +22,7 @@ from titans_train.plan import load_splits
 from titans_train.sampling import load_run_model
 from titans_train.spec_check import load_train_spec
 from titans_train.tasks.niah import niah_min_context_length
+from titans_train.tasks.niah_multi import multi_min_context_length
 from titans_train.trainer import train
 from train.conftest import CliResult, toy_spec
 from train.toy import toy_registered
@@ -204,7 +205,7 @@ NIAH_MIN = niah_min_context_length()
 
 # (id, run: a | mqar | missing | empty | nocheckpoint, extra arguments, expected fragment of the error line)
 USER_ERRORS = [
-    ("unknown-task", "a", ["--task", "ppl"], "--task: unknown task 'ppl' (choose from lm, niah, mqar)"),
+    ("unknown-task", "a", ["--task", "ppl"], "--task: unknown task 'ppl' (choose from lm, niah, mqar, niah_multikey"),
     ("contexts-not-int", "a", ["--contexts", "12,x"], "--contexts: not a list of integers: '12,x'"),
     ("contexts-zero", "a", ["--contexts", "0"], "--contexts: give positive integers"),
     (
@@ -218,6 +219,18 @@ USER_ERRORS = [
         "mqar",
         ["--task", "niah", "--contexts", "256"],
         "S-NIAH is byte level and needs vocab_size >= 256 (the model has 64)",
+    ),
+    (
+        "multikey-too-short",
+        "a",
+        ["--task", "niah_multikey", "--contexts", "300"],
+        f"--contexts: niah_multikey needs contexts of at least {multi_min_context_length('niah_multikey')} bytes",
+    ),
+    (
+        "babilong-vocab",
+        "mqar",
+        ["--task", "babilong", "--contexts", "512"],
+        "babilong is byte level and needs vocab_size >= 256 (the model has 64)",
     ),
     ("value-kind", "a", ["--task", "niah", "--value-kind", "guid"], "--value-kind: must be number or uuid"),
     (
@@ -306,3 +319,45 @@ def test_unwritable_outputs_fail_before_any_evaluation(runs: Runs, tmp_path: Pat
 def test_default_context_too_short_for_niah_names_the_spec(runs: Runs, capsys) -> None:
     result = run_eval(capsys, [runs.a, "--task", "niah"])
     _assert_one_error(result, "data.seq_len (the default context): S-NIAH needs contexts of at least")
+
+
+def test_concurrent_result_writes_are_merged_under_a_lock(tmp_path: Path) -> None:
+    """Evaluations of one run written at the same time all survive in its eval.json (a new result replaces only
+    the earlier one of its task and context)."""
+    import threading
+
+    from titans_train.evaluate.report import FORMAT, merge_json
+
+    path = tmp_path / "eval.json"
+
+    def document(context: int, accuracy: float) -> dict:
+        result = {"task": "niah", "context": context, "accuracy": accuracy}
+        run = {"run_dir": "r", "step": 3, "results": [result]}
+        return {"format": FORMAT, "seed": 0, "examples": 4, "runs": [run]}
+
+    threads = [threading.Thread(target=merge_json, args=(path, document(c, 0.5))) for c in range(16, 32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert merge_json(path, document(16, 1.0)) == 15
+    (run,) = json.loads(path.read_text())["runs"]
+    assert sorted(r["context"] for r in run["results"]) == list(range(16, 32))
+    assert [r["accuracy"] for r in run["results"] if r["context"] == 16] == [1.0]
+
+
+def test_haystack_tasks_smoke_with_plot(runs: Runs, tmp_path: Path, capsys) -> None:
+    out, png = tmp_path / "haystack.json", tmp_path / "haystack.png"
+    tasks = ["--task", "niah_multikey", "--task", "niah_multivalue", "--task", "babilong"]
+    result = run_eval(capsys, [runs.a, *tasks, "--contexts", "520,600", "--examples", "2", "-o", out, "--plot", png])
+    assert result.code == 0, result.err
+    (run,) = json.loads(out.read_text())["runs"]
+    got = {(r["task"], r["context"]): r for r in run["results"]}
+    assert set(got) == {(t, c) for t in ("niah_multikey", "niah_multivalue", "babilong") for c in (520, 600)}
+    for r in got.values():
+        assert r["n"] == 2 and 0.0 <= r["accuracy"] <= 1.0 and len(r["samples"]) == 2
+        assert sum(total for _, total in r["by_depth"].values()) == 2
+    assert got["niah_multikey", 520]["chance"] == 0.25 and got["babilong", 600]["chance"] == pytest.approx(1 / 6)
+    assert got["niah_multivalue", 600]["num_needles"] == 4 and "all_accuracy" in got["niah_multivalue", 600]
+    assert got["babilong", 520]["num_facts"] == 4
+    assert "babilong @520" in result.out and png.read_bytes().startswith(b"\x89PNG")

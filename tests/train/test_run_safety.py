@@ -170,6 +170,51 @@ def test_signal_finishes_the_step_saves_and_exits_130(tmp_path: Path, capsys, mo
     assert [r["step"] for r in metrics(run_dir, "eval")] == [3, 6]
 
 
+def test_a_second_signal_stops_at_once_with_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    """SIGTERM then SIGINT while step 4 is logged: one ``interrupted:`` line, exit 130, no traceback; the last
+    complete checkpoint (3) is intact and the rerun continues from it."""
+    from titans_train.rundir import RunDir
+
+    run_dir = tmp_path / "run"
+    spec_file = write_spec(tmp_path / "spec.yaml", toy_spec(run_dir))
+    original_log = RunDir.log
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def log(self, record):
+        original_log(self, record)
+        if record["kind"] == "train" and record["step"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(RunDir, "log", log)
+    try:
+        result = run_cli(capsys, [str(spec_file)])
+    finally:
+        for signum, handler in handlers.items():  # a third signal would end this process at once
+            signal.signal(signum, handler)
+    assert result.code == 130, result.err
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert lines == [
+        "interrupted: SIGINT again: stopped at once; the last complete checkpoint (if any) is kept, rerun to continue"
+    ], result.err
+    monkeypatch.setattr(RunDir, "log", original_log)
+    resumed = run_cli(capsys, [str(spec_file)])
+    assert resumed.code == 0 and f"resumed {run_dir} at step 3" in resumed.out, resumed.err
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_changed_training_data_is_refused_on_resume(tmp_path: Path, capsys, corpus: Path) -> None:
+    """The corpus shrank between two starts: the resume is one line (run.json's data facts), nothing written."""
+    run_dir = tmp_path / "run"
+    spec_file = write_spec(tmp_path / "spec.yaml", toy_spec(run_dir, corpus, trainer={"steps": 3}))
+    assert run_cli(capsys, [str(spec_file)]).code == 0
+    corpus.write_text(corpus.read_text(encoding="utf-8")[: corpus.stat().st_size // 2], encoding="utf-8")
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    result = run_cli(capsys, [str(spec_file), "--set", "trainer.steps=6"])
+    _assert_one_error(result, "the training data changed since this run started (train_tokens: ")
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+
+
 def test_a_run_saved_before_new_options_existed_still_resumes(tmp_path: Path) -> None:
     """Options added since a run was saved take their defaults when the saved spec is compared, except those whose
     default changed since (``PAST_DEFAULTS``): they take the value the run used."""

@@ -131,7 +131,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
         run_dir,
         optimizer={"lr": 1e30, "clip_norm": None},
         schedule={"warmup_steps": 0},
-        trainer={"steps": 12},
+        trainer={"steps": 12, "max_weight": None},  # the non-finite check alone
         checkpoint={"every": 1, "keep": 2},
     )
     result = _train(capsys, tmp_path, spec)
@@ -144,6 +144,38 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert f"the last good checkpoint is step {kept[-1]}" in line
     generated = run_cli(capsys, ["generate", str(run_dir), "--prompt", "x", "-n", "2", "--temperature", "0"])
     assert generated.code == 0, generated.err
+
+
+def test_blown_up_weights_stop_the_run_before_they_are_checkpointed(tmp_path: Path, capsys) -> None:
+    """At lr 1e3 the loss stays finite while the weights blow up (the model collapses): the run stops at the first
+    step whose largest parameter exceeds trainer.max_weight, and every kept checkpoint is below it."""
+    run_dir = tmp_path / "run"
+    spec = toy_spec(
+        run_dir,
+        optimizer={"lr": 1e3, "clip_norm": None},
+        schedule={"warmup_steps": 0},
+        trainer={"steps": 12, "max_weight": 2.5e3},
+        checkpoint={"every": 1, "keep": 12},
+    )
+    result = _train(capsys, tmp_path, spec)
+    assert result.code == 3, result.err
+    line = next(line for line in result.err.splitlines() if line.startswith("error:"))
+    assert "above trainer.max_weight = 2500" in line and "--fork-from" in line, line
+    diverged = int(line.split("at step ")[1].split(":")[0])
+    assert 1 < diverged <= 12
+    assert Checkpoints(run_dir, read_only=True).steps() == list(range(1, diverged))
+    # the documented way on with another lr: fork the last good checkpoint into a new run directory
+    last = run_dir / "checkpoints" / str(diverged - 1)
+    forked_spec = write_spec(tmp_path / "forked.yaml", {**spec, "optimizer": {"lr": 1e-3}})
+    refused = run_cli(capsys, [str(forked_spec), "--fork-from", str(last)])
+    assert refused.code == 2 and "already holds a run; choose a new output.dir" in refused.err, refused.err
+    new_dir = tmp_path / "forked"
+    args = [str(forked_spec), "--fork-from", str(last), "--set", f"output.dir={new_dir}"]
+    forked = run_cli(capsys, [*args, "--set", f"trainer.steps={diverged + 1}"])
+    assert forked.code == 0, forked.err
+    assert f"forked from {last}" in forked.out
+    assert [r["step"] for r in metrics(new_dir)] == list(range(1, diverged + 2))
+    assert losses(new_dir)[: diverged - 1] == losses(run_dir)[: diverged - 1]
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, capsys) -> None:

@@ -9,6 +9,8 @@ from titans_attention.attention_components import ATTENTIONS
 from titans_attention.config import VariantConfig
 from titans_attention.recipes import RECIPES, recipe_variant
 
+TITANS_PLUGIN_API = "1.0"  # the titans-core plugin API this plugin is written against (titans_core.api)
+
 
 @hookimpl
 def register_components(register: Callable[..., None]) -> None:

@@ -1,10 +1,10 @@
 """The conformance checks a plugin author runs on a registered variant (built-in or their own)::
 
-    from titans_attention.testing import check_registered_variant
+    from titans_attention.testing import check_variant
 
     def test_my_variant():
-        check_registered_variant("my_variant")                  # tiny dims, crossing windows/segments/chunks
-        check_registered_variant("my_variant", attention={"name": "global"})   # options override TINY
+        check_variant("my_variant")                  # tiny dims, crossing windows/segments/chunks
+        check_variant("my_variant", attention={"name": "global"})   # options override TINY
 
 It builds the variant through the registry (so the contracts are checked) and asserts
 
@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 from titans_core.registry import get_registry
 from titans_core.spec import make_config
-from titans_core.testing import check_variant
+from titans_core.testing import check_variant as check_decoding
 
 TINY: dict[str, Any] = dict(
     vocab_size=32,
@@ -93,4 +93,10 @@ def check_registered_variant(name: str, *, T: int = 13, split: int = 5, tol: flo
     config = {**TINY, **options}
     if hasattr(model, "from_embeddings"):
         check_gradient_causality(model, d_model=config["d_model"], T=min(T, 10))
-    check_variant(_Compiled(model), vocab_size=config["vocab_size"], T=T, split=split, tol=tol)
+    check_decoding(_Compiled(model), vocab_size=config["vocab_size"], T=T, split=split, tol=tol)
+
+
+def check_variant(name: str, *, T: int = 13, split: int = 5, tol: float = 1e-4, **options: Any) -> None:
+    """Everything the host relies on of the registered variant ``name`` (one call; see the module docstring): it
+    builds through the registry (its components' contracts), is exactly causal and decodes as the full pass."""
+    check_registered_variant(name, T=T, split=split, tol=tol, **options)

@@ -1,8 +1,10 @@
 """titans-core: protocols, the plugin registry and the spec schema shared by every Titans package."""
 
+from titans_core.api import PLUGIN_API
 from titans_core.config import ComponentConfig, SpecModel
 from titans_core.contracts import ContractError, check_contract
 from titans_core.errors import (
+    ComponentBuildError,
     DuplicateComponentError,
     InvalidRegistrationError,
     PluginLoadError,
@@ -48,6 +50,7 @@ __all__ = [
     "UpdateRule",
     "Variant",
     "init_rule_state",
+    "PLUGIN_API",
     # contracts
     "ContractError",
     "check_contract",
@@ -69,6 +72,7 @@ __all__ = [
     "parse_spec",
     "spec_json_schema",
     # errors
+    "ComponentBuildError",
     "DuplicateComponentError",
     "InvalidRegistrationError",
     "PluginLoadError",

@@ -5,6 +5,7 @@ Commands::
     titans-plugins list [--json]          # every component: kind, name, distribution, version, config class
     titans-plugins show KIND NAME [--json]  # a component's options (type, default, constraints, description)
     titans-plugins schema KIND            # JSON schema of a `{name: ..., ...}` section of KIND
+    titans-plugins new NAME [--dir DIR]   # a plugin package from the template, with its tests
 
 ``list`` exits with status 1 when a plugin failed to load. User errors (:class:`TitansUserError`) print
 ``error: <message>`` on stderr and exit with status 2, without a traceback: wrap a command with
@@ -18,6 +19,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
@@ -116,6 +118,7 @@ def _component_json(component: Component) -> dict[str, str]:
         "version": component.version,
         "config": _qualname(component.config_cls),
         "factory": _qualname(component.factory),
+        "description": component.description,
     }
 
 
@@ -212,7 +215,7 @@ def show_component(
     console.print(Text(f"{kind} {name!r} from {component.source}"))
     console.print(Text(f"config class: {_qualname(component.config_cls)}"))
     console.print(Text(f"factory: {_qualname(component.factory)}"))
-    doc = (component.config_cls.__doc__ or "").strip().split("\n\n")[0]
+    doc = component.description or (component.config_cls.__doc__ or "").strip().split("\n\n")[0]
     if doc:
         console.print(Text(doc))
     table = Table("option", "type", "default", "constraints", "description")
@@ -241,6 +244,23 @@ def schema(kind: Annotated[str, typer.Argument(help="Component kind, e.g. memory
     if not registry.is_known_kind(kind):
         raise UnknownComponentError(registry.unknown_error_text(kind, "?"))
     sys.stdout.write(json.dumps(kind_json_schema(kind), indent=2) + "\n")
+
+
+@app.command("new")
+@run_user_command
+def new(
+    name: Annotated[str, typer.Argument(help="Distribution name of the plugin, e.g. my-memory.")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to write it (must not exist); default ./NAME.")
+    ] = None,
+) -> None:
+    """Write a plugin package (one component of each kind and their tests) from the template."""
+    from titans_core.plugin_new import new_plugin
+
+    target = directory if directory is not None else Path(name)
+    files = new_plugin(name, target)
+    sys.stdout.write(f"wrote {len(files)} files to {target}\n")
+    sys.stdout.write(f"next: uv add --editable {target}  (then: titans-plugins list; pytest {target})\n")
 
 
 def main() -> None:

@@ -17,17 +17,50 @@ holds. Tagged classes are cached per (kind, name, config class), so validating t
 from __future__ import annotations
 
 import threading
-from typing import Any, ClassVar, Literal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_serializer,
+)
 
 NAME_FIELD = "name"
 
 
-class SpecModel(BaseModel):
-    """Base of spec sections: unknown keys are errors, validated objects are immutable (and hashable)."""
+def _types(annotation: Any) -> set[Any]:
+    """The types an annotation admits (unions, Optional and Annotated unwrapped; Literal values as their types)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _types(get_args(annotation)[0])
+    if origin is Literal:
+        return {type(v) for v in get_args(annotation)}
+    if origin in (Union, UnionType):
+        return set().union(*(_types(a) for a in get_args(annotation)))
+    return {origin or annotation}
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class SpecModel(BaseModel):
+    """Base of spec sections: unknown keys are errors, validated objects are immutable (and hashable). Numbers
+    are strict for every field of every section and component: floats must be finite (no ``.inf``/``.nan``),
+    and a boolean is never taken for a number (``steps: true`` is an error, not 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            admitted = _types(cls.model_fields[info.field_name].annotation)
+            if bool not in admitted and Any not in admitted and admitted & {int, float}:
+                kind = "an integer" if int in admitted else "a number"
+                raise ValueError(f"expected {kind}, got {str(value).lower()}")
+        return value
 
 
 class ComponentConfig(SpecModel):

@@ -8,8 +8,10 @@ plugin (distribution) and every missing piece, instead of a traceback from deep 
     titans_core.RuleState (build it with titans_core.init_rule_state), got tuple
 
 The checks are structural (attributes, signatures) and, where that is cheap, behavioural on abstract values
-(``jax.eval_shape``: no arrays are computed): a memory model's ``init``/``apply`` shapes, an update rule's
-state type and one call on a tiny linear memory, an objective's output shapes; an attention's call signatures.
+(``jax.eval_shape``: no arrays are computed): a memory model's ``init``/``apply`` shapes and dtypes (float32 and
+bfloat16) and its optional ``read_and_linearize``; an update rule's state and every path of a chunked rule on a
+tiny linear memory (``titans_core.rule_contract``: 2·chunk + 3 tokens, split and unaligned calls, per-channel α,
+bfloat16); an objective's output shapes; an attention's call signatures.
 Kinds without a checker (plugin-defined kinds) pass. Correctness — e.g. that an objective's cotangent is the
 gradient of its loss — is the job of the author's tests (see ``titans_memory.testing``).
 """
@@ -24,50 +26,19 @@ import jax
 import jax.numpy as jnp
 
 from titans_core.errors import TitansUserError
-from titans_core.protocols import Gates, RuleState
+from titans_core.rule_contract import abstract as _abstract
+from titans_core.rule_contract import check_update_rule
+from titans_core.rule_contract import short as _short
 
-PROBE_T, PROBE_D = 3, 8  # the abstract problem the behavioural checks run: T tokens of width D
-_F32 = jnp.float32
+PROBE_T, PROBE_D = 3, 8  # the abstract problem the model and objective checks run: T tokens of width D
 
 
 class ContractError(TitansUserError, TypeError):
     """A built component does not satisfy its kind's protocol (one line: the component, its plugin, what)."""
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}{'…' if len(text) > 200 else ''}"
-
-
 def _missing_methods(obj: Any, methods: dict[str, str]) -> list[str]:
     return [f"has no method {sig}" for name, sig in methods.items() if not callable(getattr(obj, name, None))]
-
-
-def _abstract(shape: tuple[int, ...], dtype: Any = _F32) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(shape, dtype)
-
-
-class _ProbeLinear:
-    """M(x) = x W: the memory model the update-rule check runs on."""
-
-    channel_axis_ok = True
-    matrix_param = "w"  # a matrix memory: rules with a matrix-only fast path (``fused``) accept it
-
-    def init(self, key: jax.Array, dim: int) -> dict[str, jax.Array]:
-        return {"w": jnp.zeros((dim, dim), _F32)}
-
-    def apply(self, params: dict[str, jax.Array], x_TxD: jax.Array) -> jax.Array:
-        return x_TxD @ params["w"]
-
-
-class _ProbeL2:
-    """ℓ = ‖pred − v‖² per token: the objective the update-rule check passes."""
-
-    def loss(self, pred_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array:
-        return jnp.sum(jnp.square(pred_TxD - v_TxD), axis=-1)
-
-    def cotangent(self, pred_TxD: jax.Array, v_TxD: jax.Array) -> jax.Array:
-        return 2.0 * (pred_TxD - v_TxD)
 
 
 def check_memory_model(model: Any) -> list[str]:
@@ -98,13 +69,47 @@ def check_memory_model(model: Any) -> list[str]:
             )
     if problems:
         return problems
+    for dtype in (jnp.float32, jnp.bfloat16):  # bfloat16: compute_dtype bfloat16 casts M_0 and the inputs
+        call = "apply(params, x_TxD)" + (" in bfloat16" if dtype == jnp.bfloat16 else "")
+        cast = jax.tree.map(lambda p, d=dtype: _abstract(p.shape, d), params)
+        try:
+            out = jax.eval_shape(model.apply, cast, _abstract((T, D), dtype))
+        except Exception as exc:
+            return [f"{call} raised {_short(exc)}"]
+        got = _wrong_shape(out, (T, D))
+        if got is not None:
+            return [f"{call} must return a T×dim array ({T}, {D}), got {got}"]
+        if out.dtype != dtype:
+            return [f"{call} must return the inputs' dtype {jnp.dtype(dtype).name}, got {out.dtype}"]
+    if hasattr(model, "read_and_linearize"):
+        problems += _read_and_linearize_problems(model, params, T, D)
+    return problems
+
+
+def _read_and_linearize_problems(model: Any, params: Any, T: int, D: int) -> list[str]:
+    """The optional fast path of the chunked rules: (M(q), M(k), grad_sums), grad_sums(cot_TxD, *w_TxC) → one
+    parameter tree per weighting."""
+    call = "read_and_linearize(params, q_TxD, k_TxD)"
+
+    def run(params, q, k, cot, w):
+        out = model.read_and_linearize(params, q, k)
+        if not (isinstance(out, tuple) and len(out) == 3 and callable(out[2])):
+            raise TypeError(f"must return (M(q), M(k), grad_sums), got {type(out).__name__}")
+        return out[0], out[1], out[2](cot, w, w)
+
+    x = _abstract((T, D))
     try:
-        out = jax.eval_shape(model.apply, params, _abstract((T, D)))
+        y_q, y_k, sums = jax.eval_shape(run, params, x, x, x, _abstract((T, 1)))
     except Exception as exc:
-        return [f"apply(params, x_TxD) raised {_short(exc)}"]
-    got = _wrong_shape(out, (T, D))
-    if got is not None:
-        problems.append(f"apply(params, x_TxD) must return a T×dim array ({T}, {D}), got {got}")
+        return [f"{call} (or its grad_sums(cot_TxD, w_Tx1, w_Tx1)) raised {_short(exc)}"]
+    problems = [
+        f"{call}: {what} must be a T×dim array ({T}, {D}), got {got}"
+        for what, y in (("M(q)", y_q), ("M(k)", y_k))
+        if (got := _wrong_shape(y, (T, D))) is not None
+    ]
+    want = jax.tree.structure((params, params))
+    if not isinstance(sums, tuple) or jax.tree.structure(sums) != want:  # type: ignore[operator]
+        problems.append(f"{call}: grad_sums(cot, w1, w2) must return one parameter tree per weighting ({want})")
     return problems
 
 
@@ -144,83 +149,6 @@ def check_objective(objective: Any) -> list[str]:
         got = _wrong_shape(out, want)
         if got is not None:
             problems.append(f"{method}({args}) must return shape {want}, got {got}")
-    return problems
-
-
-def check_update_rule(rule: Any) -> list[str]:
-    """``UpdateRule``: chunk_size, init_state → RuleState, and the call NeuralMemory makes (the protocol)."""
-    problems = _missing_methods(rule, {"init_state": "init_state(params0)", "__call__": "__call__(model, state, ...)"})
-    size = getattr(rule, "chunk_size", None)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        problems.append(f"chunk_size must be an int ≥ 1, got {size!r}")
-    if not problems:
-        try:
-            inspect.signature(rule).bind(*range(6), aligned=True, objective=None)
-        except TypeError as exc:
-            problems.append(
-                "__call__ must accept (model, state, q_TxD, k_TxD, v_TxD, gates, *, aligned=False, "
-                f"objective=None) ({exc})"
-            )
-        except ValueError:  # no signature to inspect (a builtin): the probe call below decides
-            pass
-    if problems:
-        return problems
-    T, D = PROBE_T, PROBE_D
-    params0 = {"w": _abstract((D, D))}
-    try:
-        state = jax.eval_shape(rule.init_state, params0)
-    except Exception as exc:
-        return [f"init_state(params0) raised {_short(exc)}"]
-    if not isinstance(state, RuleState):
-        return [
-            "init_state(params0) must return titans_core.RuleState (build it with "
-            f"titans_core.init_rule_state), got {type(state).__name__}"
-        ]
-    problems = _state_problems("init_state(params0)", state, params0)
-    if problems:
-        return problems
-    model, objective = _ProbeLinear(), _ProbeL2()
-    x = _abstract((T, D))
-    gates = Gates(_abstract((T,)), _abstract((T,)), _abstract((T, 1)))  # type: ignore[arg-type]  # shapes only
-    for aligned in (True, False):
-        call = f"rule(model, state, q, k, v, gates, aligned={aligned}, objective=...)"
-        try:
-            out = jax.eval_shape(
-                lambda st, q, k, v, g, a=aligned: rule(model, st, q, k, v, g, aligned=a, objective=objective),
-                state,
-                x,
-                x,
-                x,
-                gates,
-            )
-        except Exception as exc:
-            return [f"{call} raised {_short(exc)}"]
-        if not (isinstance(out, tuple) and len(out) == 2):
-            return [f"{call} must return (y_TxD, RuleState), got {type(out).__name__}"]
-        y, new_state = out
-        if not isinstance(y, jax.ShapeDtypeStruct) or y.shape != (T, D):
-            got = getattr(y, "shape", type(y).__name__)
-            problems.append(f"{call}: y must have shape ({T}, {D}), got {got}")
-        if not isinstance(new_state, RuleState):
-            problems.append(f"{call} must return a titans_core.RuleState, got {type(new_state).__name__}")
-        else:
-            problems += _state_problems(call, new_state, params0)
-        if problems:
-            return problems
-    return problems
-
-
-def _state_problems(where: str, state: RuleState, params0: Any) -> list[str]:
-    problems = []
-    want = jax.tree.structure(params0)
-    for field in ("start", "memory", "surprise"):
-        got = jax.tree.structure(getattr(state, field))
-        if got != want:  # type: ignore[operator]  # PyTreeDef compares by structure (jaxlib stub lacks __ne__)
-            problems.append(f"{where}: RuleState.{field} must have the structure of the parameters ({want}), got {got}")
-    pos = state.pos
-    scalar = isinstance(pos, jax.ShapeDtypeStruct) and pos.shape == ()
-    if not (scalar and jnp.issubdtype(pos.dtype, jnp.integer)):
-        problems.append(f"{where}: RuleState.pos must be an integer scalar, got {pos!r}")
     return problems
 
 

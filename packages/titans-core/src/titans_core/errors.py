@@ -36,6 +36,12 @@ class UnknownComponentError(TitansUserError, LookupError):
     """A component kind or name that is not registered."""
 
 
+class ComponentBuildError(TitansUserError):
+    """A component's factory raised (a bug of its plugin, e.g. a config field it does not have): one line naming
+    the component, its plugin and the cause. Factories reject option combinations with ``ValueError`` (reported
+    as a spec error) instead."""
+
+
 @dataclass(frozen=True)
 class SpecProblem:
     """One problem in a spec: where it is (file, line, dotted path) and what is wrong.

@@ -41,17 +41,22 @@ from typing import Any, Protocol
 import pluggy
 
 from titans_core import hookspecs
+from titans_core.api import api_problem
 from titans_core.config import ComponentConfig, tagged_config_class
 from titans_core.contracts import check_contract
 from titans_core.errors import (
+    ComponentBuildError,
     DuplicateComponentError,
     InvalidRegistrationError,
     PluginLoadWarning,
+    TitansUserError,
     UnknownComponentError,
 )
 from titans_core.protocols import KINDS
+from titans_core.rule_contract import short
 
 ENV_VAR = "TITANS_PLUGINS"
+TRACEBACK_ENV_VAR = "TITANS_TRACEBACK"  # set: a factory's exception propagates with its traceback
 PROGRAMMATIC = "<programmatic>"
 UNKNOWN_DIST = "<unknown distribution>"
 PLUGIN_HINT = "(If it comes from a plugin, is the plugin installed? Check `titans-plugins list`.)"
@@ -75,6 +80,7 @@ class Component:
     factory: Callable[..., Any]
     dist: str = PROGRAMMATIC
     version: str = ""
+    description: str = ""  # one line for `titans-plugins show`; default: the config class's docstring
 
     @property
     def source(self) -> str:
@@ -139,9 +145,11 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def check_registration(kind: Any, name: Any, config_cls: Any, factory: Any) -> None:
+def check_registration(kind: Any, name: Any, config_cls: Any, factory: Any, description: Any = "") -> None:
     """Raise :class:`InvalidRegistrationError` unless the arguments of ``register(...)`` are well formed."""
     where = f"register({kind!r}, {name!r}, ...)"
+    if not isinstance(description, str) or "\n" in description.strip():
+        raise InvalidRegistrationError(f"{where}: description must be one line of text, got {description!r}")
     for label, value in (("kind", kind), ("name", name)):
         if not isinstance(value, str) or not _IDENT.match(value):
             raise InvalidRegistrationError(
@@ -177,7 +185,6 @@ class Registry:
         self.warnings: list[str] = []
         self.allow: frozenset[str] | None = None
         self.plugin_manager: pluggy.PluginManager = _new_plugin_manager()
-        self._checked: set[tuple[str, str, str]] = set()
 
     # ----------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -226,14 +233,21 @@ class Registry:
         dist, version = _dist_of(ep)
         staged: list[Component] = []
 
-        def register(kind: str, name: str, config_cls: type, factory: Callable[..., Any]) -> None:
-            check_registration(kind, name, config_cls, factory)
-            staged.append(Component(kind, name, config_cls, factory, dist, version))
+        def register(
+            kind: str, name: str, config_cls: type, factory: Callable[..., Any], *, description: str = ""
+        ) -> None:
+            check_registration(kind, name, config_cls, factory, description)
+            staged.append(Component(kind, name, config_cls, factory, dist, version, description))
 
         pm = self.plugin_manager
         plugin: Any = None
         try:
             plugin = ep.load()
+            problem = api_problem(plugin)
+            if problem is not None:  # incompatible: its hook is not run (it may call what this core lacks)
+                error = LoadError(ep.name, dist, problem)
+                self.load_errors.append(error)
+                return error
             pm.register(plugin, name=ep.name)
             pm.check_pending()  # earlier plugins passed: a failure is this one's (e.g. a misspelt hook)
             others = [p for p in pm.get_plugins() if p is not plugin]
@@ -256,10 +270,11 @@ class Registry:
         *,
         dist: str = PROGRAMMATIC,
         version: str = "",
+        description: str = "",
     ) -> Component:
         """Register a component directly (tests, notebooks). Same checks as plugin registrations."""
-        check_registration(kind, name, config_cls, factory)
-        component = Component(kind, name, config_cls, factory, dist, version)
+        check_registration(kind, name, config_cls, factory, description)
+        component = Component(kind, name, config_cls, factory, dist, version, description)
         self._add_all([component])
         return component
 
@@ -310,11 +325,20 @@ class Registry:
                 f"titans_core.spec.make_config(kind, name, ...); got {type(config).__name__}"
             )
         component = self.get(kind, config.name)  # type: ignore[attr-defined]
-        built = component.factory(config, **kwargs)
-        key = (kind, component.name, config.model_dump_json())
-        if key not in self._checked:  # once per configuration: a variant builds its memory once per layer
+        try:
+            built = component.factory(config, **kwargs)
+        except (TitansUserError, ValueError):  # already one line (a nested component's), or a spec error
+            raise
+        except Exception as exc:
+            if os.environ.get(TRACEBACK_ENV_VAR):
+                raise
+            raise ComponentBuildError(
+                f"{component.describe()} failed to build: {short(exc)} (set {TRACEBACK_ENV_VAR}=1 for the traceback)"
+            ) from exc
+        key = (kind, component.factory, config.model_dump_json())
+        if key not in _CHECKED:  # once per configuration: a variant builds its memory once per layer
             check_contract(kind, built, who=component.describe())
-            self._checked.add(key)
+            _CHECKED.add(key)
         return built
 
     # ------------------------------------------------------------------------------------------------ errors
@@ -348,6 +372,7 @@ class Registry:
         return "\n".join([self.unknown_message(kind, name), *(f"note: {note}" for note in self.notes())])
 
 
+_CHECKED: set[tuple[str, Any, str]] = set()  # (kind, factory, config JSON) that passed their contract check
 _registry: Registry | None = None
 _registry_lock = threading.Lock()
 

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from titans_memory.memory import MemoryState, NeuralMemory, _rule_axes
+from titans_memory.memory import MemoryState, NeuralMemory, vmap_rule
 
 #: The keys of :func:`memory_diagnostics`, in display order.
 DIAGNOSTIC_KEYS = tuple(
@@ -75,12 +75,7 @@ def trace_chunks(memory: NeuralMemory, x_BxTxD: jax.Array, state: MemoryState | 
     rule = lambda st, q, k, v, g: memory.update_rule(  # noqa: E731 — as NeuralMemory.__call__ calls it
         memory.memory_model, st, q, k, v, g, aligned=aligned, objective=memory.objective
     )
-    axes = _rule_axes(state.rule)
-    run = jax.vmap(
-        jax.vmap(rule, in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes)),
-        in_axes=(axes, 0, 0, 0, 0),
-        out_axes=(0, axes),
-    )
+    run = vmap_rule(rule)
 
     def piece(rule_state, inp):
         y, new = run(rule_state, *inp)

@@ -26,18 +26,23 @@ reads M_{t−1}.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 from pydantic import Field, model_validator
 from titans_core.config import ComponentConfig
 from titans_core.contracts import check_contract
-from titans_core.layers import CausalDepthwiseConv, RMSNorm, head_width, linear
+from titans_core.layers import CausalDepthwiseConv, RMSNorm, head_width
+from titans_core.layers import linear as _linear
 from titans_core.protocols import MemoryModel, Objective, UpdateRule
 from titans_core.registry import get_registry
+from titans_core.rule_contract import declared_gates
 from titans_core.spec import ComponentRef, component_field
 
 from titans_memory.rules.base import Gates, PyTree, RuleState
@@ -70,9 +75,11 @@ class NeuralMemoryConfig(ComponentConfig):
 
 
 class MemoryState(NamedTuple):
-    """Everything needed to continue a sequence: the rule state per batch element and head (leaves B×H×…, ``pos``
-    shared), and the causal-convolution caches (B×(K−1)×channels): ``q``/``kv`` of the update stream and ``read_q``
-    of the read-only stream (``retrieve``). Empty when the convolution is off."""
+    """Everything needed to continue a sequence: the rule state per batch element and head (leaves B×H×…; ``pos``,
+    the position in the current chunk, is B: one per row, shared by the heads), and the causal-convolution caches
+    (B×(K−1)×channels): ``q``/``kv`` of the update stream and ``read_q`` of the read-only stream (``retrieve``).
+    Empty when the convolution is off. Its shapes and dtypes are fixed by ``NeuralMemory.init_state``: every call
+    returns a state of the same shapes and dtypes (so it can be a ``lax.scan`` carry)."""
 
     rule: RuleState
     conv: dict[str, jax.Array]
@@ -91,8 +98,25 @@ class FixedInit(nnx.Variable):
     """M_0 when it is not learned (``learn_init=False``): a deterministic, seeded init that the optimiser skips."""
 
 
-def _rule_axes(state: RuleState):
-    return RuleState(0, 0, 0, None, 0)  # type: ignore[arg-type]  # vmap in/out axes of each field, not arrays
+def _rule_axes(state: RuleState | None = None, *, batch: bool = False):
+    """vmap in/out axes of each RuleState field (not arrays): ``pos`` is per row (axis 0 over the batch) and shared
+    by the heads (None over the heads)."""
+    return RuleState(0, 0, 0, 0 if batch else None, 0)  # type: ignore[arg-type]
+
+
+def vmap_rule(rule, *, store: bool = False):
+    """``rule(state, q, k, v, gates[, store_T])`` of one head and one row, vmapped over heads then rows: the rule
+    state's leaves are B×H×… (``pos`` B), q/k/v/gates B×H×T×…, the store mask B×T (shared by the heads).
+
+    Per-row ``pos`` (decision): each row keeps its own position in the chunk grid, so rows at different positions
+    (after a reset of some rows, or pieces of different lengths) each see the chunk boundaries of their own stream;
+    inside the rule, which sees one row, ``pos`` is the scalar of the ``UpdateRule`` protocol. Rows never share
+    chunk boundaries, so a row's result does not depend on the others'."""
+    extra_h = (None,) if store else ()
+    head = _rule_axes(batch=False)
+    inner = jax.vmap(rule, in_axes=(head, 0, 0, 0, 0) + extra_h, out_axes=(0, head))
+    row = _rule_axes(batch=True)
+    return jax.vmap(inner, in_axes=(row, 0, 0, 0, 0) + (0,) * store, out_axes=(0, row))
 
 
 class NeuralMemory(nnx.Module):
@@ -108,8 +132,13 @@ class NeuralMemory(nnx.Module):
         memory_model: MemoryModel | None = None,
         update_rule: UpdateRule | None = None,
         objective: Objective | None = None,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
     ):
+        """``dtype``: the computation dtype of the projections and the inputs the rule sees (None: the input's, as
+        Flax layers); ``param_dtype``: the dtype of every parameter and of M_0, hence of the carried M and S."""
         cfg = config or NeuralMemoryConfig()
+        self.dtype, self.param_dtype = dtype, param_dtype
         H = cfg.num_heads
         Dh = cfg.head_dim or head_width(d_model, H, suffix=" when head_dim is not set")
         self.config, self.d_model, self.num_heads, self.head_dim = cfg, d_model, H, Dh
@@ -119,11 +148,16 @@ class NeuralMemory(nnx.Module):
         check_model = getattr(self.update_rule, "check_model", None)
         if callable(check_model):  # a rule that supports only some memory models says so now, not at trace time
             check_model(self.memory_model, self.objective)
+        if cfg.alpha_per_channel and not getattr(self.update_rule, "alpha_per_channel", True):
+            raise ValueError(
+                f"alpha_per_channel: the update rule {type(self.update_rule).__name__} takes one α per token"
+            )
         if cfg.alpha_per_channel and not self.memory_model.channel_axis_ok:
             raise ValueError(
                 "alpha_per_channel needs a memory model whose parameters are per output channel (e.g. mlp with depth 1)"
             )
         HD = H * Dh
+        linear = functools.partial(_linear, dtype=dtype, param_dtype=param_dtype)
         # Logical sharding axes (titans_core.layers.LOGICAL_AXES): projections split over "heads" (H·Dh); the
         # per-head gates and M_0 are small and stay replicated.
         self.qkv = linear(d_model, 3 * HD, "embed", "heads", rngs=rngs)
@@ -141,14 +175,18 @@ class NeuralMemory(nnx.Module):
             kernel_init=small,
             bias_init=nnx.initializers.constant(_logit(init)),
         )
-        self.gate_theta = gate(H, cfg.init_lr / cfg.max_lr)
-        self.gate_eta = gate(H, cfg.init_momentum)
-        self.gate_alpha = gate(H * C, cfg.init_forget)
+        # only the gates the rule reads (its optional ``gates`` declaration, titans_core.rule_contract); the others
+        # are zeros: no step (θ), no momentum (η), no forgetting (α)
+        used = declared_gates(self.update_rule)
+        self.gate_theta = gate(H, cfg.init_lr / cfg.max_lr) if "theta" in used else None
+        self.gate_eta = gate(H, cfg.init_momentum) if "eta" in used else None
+        self.gate_alpha = gate(H * C, cfg.init_forget) if "alpha" in used else None
         self.out_norm = RMSNorm(Dh)
         self.out_gate = linear(d_model, HD, "embed", "heads", rngs=rngs) if cfg.output_gate else None
         self.out_proj = linear(HD, d_model, "heads", "embed", rngs=rngs)
         # M_0: any pytree of arrays (nested dicts, lists, …), one Variable per leaf, leaves H×…
         params0 = jax.vmap(lambda k: self.memory_model.init(k, Dh))(jax.random.split(rngs.params(), H))
+        params0 = jax.tree.map(lambda x: x.astype(param_dtype), params0)
         wrap = nnx.Param if cfg.learn_init else FixedInit
         self.memory_init = nnx.data(
             jax.tree.map(lambda x: wrap(x, out_sharding=(None,) * x.ndim, eager_sharding=False), params0)
@@ -174,6 +212,11 @@ class NeuralMemory(nnx.Module):
         }
         # None, not an empty dict, without token parameters: the model's state is exactly as before
         self.gate_objective = nnx.Dict(gates) if gates else None
+        if jnp.dtype(param_dtype) != jnp.float32:  # the shared conv and norm layers make float32 parameters
+            for layer in (self.conv_q, self.conv_kv, self.out_norm):
+                for _, var in nnx.iter_graph(layer) if layer is not None else ():
+                    if isinstance(var, nnx.Param):
+                        var.value = var.value.astype(param_dtype)
 
     # -- state ---------------------------------------------------------------------------------------------------
     def initial_params(self) -> PyTree:
@@ -182,19 +225,55 @@ class NeuralMemory(nnx.Module):
         return jax.tree.map(lambda var: var[...], self.memory_init, is_leaf=is_var)
 
     def init_state(self, batch_size: int) -> MemoryState:
+        """A fresh memory for ``batch_size`` rows: M_0, S_0 = 0, pos = 0 (per row), zero convolution caches. Its
+        dtypes are those of every later state: M and S in M_0's (``param_dtype``), the caches in ``dtype`` (the
+        computation dtype; float32 when not set)."""
         p0 = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch_size,) + x.shape), self.initial_params())
-        rule = self.update_rule.init_state(p0)._replace(pos=jnp.zeros((), jnp.int32))
+        rule = self.update_rule.init_state(p0)._replace(pos=jnp.zeros((batch_size,), jnp.int32))
         if hasattr(self.update_rule, "init_extra"):  # e.g. a sliding window of past tokens (RuleState.extra)
             dtype = jax.tree.leaves(p0)[0].dtype
             rule = rule._replace(extra=self.update_rule.init_extra((batch_size, self.num_heads), self.head_dim, dtype))
         conv = {}
         if self.conv_q is not None and self.conv_kv is not None:  # both or neither (conv_kernel > 0)
+            cdt = self.dtype or jnp.float32
             conv = {
-                "q": self.conv_q.init_cache(batch_size),
-                "kv": self.conv_kv.init_cache(batch_size),
-                "read_q": self.conv_q.init_cache(batch_size),
+                "q": self.conv_q.init_cache(batch_size, cdt),
+                "kv": self.conv_kv.init_cache(batch_size, cdt),
+                "read_q": self.conv_q.init_cache(batch_size, cdt),
             }
         return MemoryState(rule, conv)
+
+    def reset(self, state: MemoryState, mask_B: jax.Array) -> MemoryState:
+        """``state`` with the rows where ``mask_B`` is true set back to a fresh memory (M_0, S = 0, pos = 0, zero
+        caches), the other rows untouched. Exact at any position: each row has its own chunk position."""
+        self.check_state(state)
+        B = _batch_size(state)
+        fresh = self.init_state(B)
+        mask_B = jnp.asarray(mask_B, bool)
+        if mask_B.shape != (B,):
+            raise ValueError(f"reset: mask_B must have shape ({B},), got {mask_B.shape}")
+        pick = lambda f, o: jnp.where(mask_B.reshape((B,) + (1,) * (o.ndim - 1)), f, o)  # noqa: E731
+        return jax.tree.map(pick, fresh, state)
+
+    def check_state(self, state: MemoryState, batch_size: int | None = None) -> None:
+        """Raise a ValueError naming the first leaf whose structure, shape or dtype differs from ``init_state``'s
+        (a state from another model or batch size, or one cast to another dtype). Costs nothing at run time."""
+        if not isinstance(state, MemoryState):
+            raise ValueError(f"expected a MemoryState, got {type(state).__name__}")
+        B = _batch_size(state) if batch_size is None else batch_size
+        expected = jax.eval_shape(lambda: self.init_state(B))
+        got_paths, got_def = jax.tree_util.tree_flatten_with_path(state)
+        want_paths, want_def = jax.tree_util.tree_flatten_with_path(expected)
+        if got_def != want_def:  # type: ignore[operator]  # PyTreeDef's stubs lack __ne__
+            raise ValueError(f"memory state structure {got_def} does not match this memory's {want_def}")
+        for (path, got), (_, want) in zip(got_paths, want_paths, strict=True):
+            shape, dtype = jnp.shape(got), jnp.result_type(got)
+            if shape != want.shape or dtype != want.dtype:
+                where = jax.tree_util.keystr(path)
+                raise ValueError(
+                    f"memory state{where}: expected {want.dtype}{list(want.shape)}, got {dtype}{list(shape)} "
+                    f"(make states with init_state({B}) and pass them back unchanged)"
+                )
 
     def on_chunk_boundary(self, num_tokens: int) -> bool:
         """Whether a memory that has written ``num_tokens`` tokens since M_0 — or any multiple of that count — sits
@@ -224,9 +303,15 @@ class NeuralMemory(nnx.Module):
     def _gates(self, x_BxTxD) -> Gates:
         B, T, _ = x_BxTxD.shape
         to_heads = lambda g: g.reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)  # noqa: E731
-        theta = self.config.max_lr * jax.nn.sigmoid(to_heads(self.gate_theta(x_BxTxD)))[..., 0]
-        eta = jax.nn.sigmoid(to_heads(self.gate_eta(x_BxTxD)))[..., 0]
-        alpha = jax.nn.sigmoid(to_heads(self.gate_alpha(x_BxTxD)))
+        C = self.head_dim if self.config.alpha_per_channel else 1
+        sig = lambda gate, n: (  # noqa: E731  # an undeclared gate (None) is 0
+            jax.nn.sigmoid(to_heads(gate(x_BxTxD)))
+            if gate is not None
+            else jnp.zeros((B, self.num_heads, T, n), x_BxTxD.dtype)
+        )
+        theta = self.config.max_lr * sig(self.gate_theta, 1)[..., 0]
+        eta = sig(self.gate_eta, 1)[..., 0]
+        alpha = sig(self.gate_alpha, C)
         objective_T = {
             name: jax.nn.softplus(to_heads(gate(x_BxTxD)))[..., 0] for name, gate in (self.gate_objective or {}).items()
         }
@@ -239,17 +324,32 @@ class NeuralMemory(nnx.Module):
             y = y * jax.nn.sigmoid(self.out_gate(x_BxTxD))
         return self.out_proj(y)
 
-    # -- the two operations --------------------------------------------------------------------------------------
+    # -- the operations ------------------------------------------------------------------------------------------
     def __call__(
-        self, x_BxTxD: jax.Array, state: MemoryState | None = None, *, aligned: bool = False
+        self,
+        x_BxTxD: jax.Array,
+        state: MemoryState | None = None,
+        *,
+        aligned: bool = False,
+        store_mask_BxT: jax.Array | None = None,
     ) -> tuple[jax.Array, MemoryState]:
         """Read (Eq 15) and write (Eq 13–14) the sequence x; returns (output B×T×D, state after x).
 
-        Without a state the memory starts fresh from M_0. ``aligned=True`` promises that the state sits on a chunk
-        boundary (state.rule.pos == 0), which lets the rule skip mid-chunk handling (one chunk of padding)."""
-        aligned = aligned or state is None
+        Without a state the memory starts fresh from M_0. ``aligned=True`` promises that every row of the state sits
+        on a chunk boundary (state.rule.pos == 0), which lets the rule skip mid-chunk handling (one chunk of padding);
+        a broken promise raises outside jit and makes the outputs and state NaN under jit (never silently wrong).
+
+        ``store_mask_BxT`` (1/true: write, 0/false: skip; default: write all): a skipped token (padding, a prompt
+        you only want read) is read like any other but leaves M and S exactly as they were — its gates act as
+        θ = 0, α = 0 and η = 1 (η = 1, not the token's η: with η < 1 the surprise would still decay on a skipped
+        token). It still takes its place in the chunk grid (pos advances) and in the convolution's context, like
+        titans-pytorch's ``store_mask``. Every built-in rule supports it; a plugin rule must accept ``store_T``."""
+        B, given = x_BxTxD.shape[0], state is not None
         if state is None:
-            state = self.init_state(x_BxTxD.shape[0])
+            aligned, state = True, self.init_state(B)
+        else:
+            self.check_state(state, B)
+        x_BxTxD = x_BxTxD.astype(self.dtype) if self.dtype is not None else x_BxTxD
         HD = self.num_heads * self.head_dim
         qkv = self.qkv(x_BxTxD)
         conv = dict(state.conv)
@@ -258,29 +358,51 @@ class NeuralMemory(nnx.Module):
         if not state.conv:
             conv = {}
         gates = self._gates(x_BxTxD)
-        rule = lambda st, q, k, v, g: self.update_rule(  # noqa: E731
-            self.memory_model, st, q, k, v, g, aligned=aligned, objective=self.objective
+        options = {"aligned": aligned, "objective": self.objective}
+        args: tuple[Any, ...] = (state.rule, q, k, v, gates)
+        if store_mask_BxT is not None:
+            if jnp.shape(store_mask_BxT) != x_BxTxD.shape[:2]:
+                raise ValueError(f"store_mask_BxT must have shape {x_BxTxD.shape[:2]}, got {jnp.shape(store_mask_BxT)}")
+            _check_accepts_store(self.update_rule)
+            args += (jnp.asarray(store_mask_BxT).astype(bool),)
+        rule = lambda st, q, k, v, g, *w: self.update_rule(  # noqa: E731
+            self.memory_model, st, q, k, v, g, **options, **({"store_T": w[0]} if w else {})
         )
-        axes = _rule_axes(state.rule)
-        run = jax.vmap(
-            jax.vmap(rule, in_axes=(axes, 0, 0, 0, 0), out_axes=(0, axes)),
-            in_axes=(axes, 0, 0, 0, 0),
-            out_axes=(0, axes),
-        )
-        y, rule_state = run(state.rule, q, k, v, gates)
-        return self._read_out(x_BxTxD, y), MemoryState(rule_state, conv)
+        y, rule_state = vmap_rule(rule, store=store_mask_BxT is not None)(*args)
+        state_out = MemoryState(rule_state, conv)
+        if aligned and given:
+            y, state_out = _require_aligned(state.rule.pos, y, state_out)
+        state_out = jax.tree.map(lambda n, o: n.astype(o.dtype), state_out, state)  # dtypes never change
+        return self._read_out(x_BxTxD, y), state_out
+
+    def read(self, x_BxTxD: jax.Array, state: MemoryState | None = None) -> jax.Array:
+        """Read only, from the current memory: y_t = M_t(q_t) (Eq 15) with M_t = ``state.rule.memory``, the
+        weights after the last written token, and q from x as if x came next in the stream (the update stream's
+        convolution context, not advanced). Nothing is written and the state is not returned: it is unchanged.
+        Equals ``self(x, state, store_mask_BxT=zeros)[0]`` for a rule with ``read: token``."""
+        if state is None:
+            state = self.init_state(x_BxTxD.shape[0])
+        else:
+            self.check_state(state, x_BxTxD.shape[0])
+        x_BxTxD = x_BxTxD.astype(self.dtype) if self.dtype is not None else x_BxTxD
+        HD = self.num_heads * self.head_dim
+        q, _ = self._query(self.qkv(x_BxTxD)[..., :HD], state.conv.get("q"))
+        y = jax.vmap(jax.vmap(self.memory_model.apply))(state.rule.memory, q)  # over B, H
+        return self._read_out(x_BxTxD, y)
 
     def retrieve(self, x_BxTxD: jax.Array, state: MemoryState | None = None) -> tuple[jax.Array, MemoryState]:
         """Read only: y_t = M*(q_t) with q from x (Eq 15), no update. Reads the chunk-start weights M_{t'}
         (``RuleState.start``, what the current chunk's tokens read with ``read: chunk``) whatever the rule's
-        ``read`` option (MAC reads h from it, Eq 21). Advances only the read stream's convolution cache."""
+        ``read`` option (MAC reads h from it, Eq 21). Advances only the read stream's convolution cache.
+        (:meth:`read` reads the current weights M_t instead.)"""
         if state is None:
             state = self.init_state(x_BxTxD.shape[0])
+        x_BxTxD = x_BxTxD.astype(self.dtype) if self.dtype is not None else x_BxTxD
         HD = self.num_heads * self.head_dim
         q, read_q = self._query(self.qkv(x_BxTxD)[..., :HD], state.conv.get("read_q"))
         apply = jax.vmap(jax.vmap(self.memory_model.apply))  # over B, H
         y = apply(state.rule.start, q)
-        conv = {**state.conv, "read_q": read_q} if state.conv else {}
+        conv = {**state.conv, "read_q": read_q.astype(state.conv["read_q"].dtype)} if state.conv else {}
         return self._read_out(x_BxTxD, y), state._replace(conv=conv)
 
     def diagnostics(self, x_BxTxD: jax.Array, state: MemoryState | None = None) -> dict[str, jax.Array]:
@@ -297,6 +419,39 @@ def _component(kind: str, given, config):
         return get_registry().build(config)
     check_contract(kind, given, who=f"NeuralMemory({kind}={type(given).__name__}(...))")
     return given
+
+
+def _batch_size(state: MemoryState) -> int:
+    return int(jnp.shape(state.rule.pos)[0]) if jnp.ndim(state.rule.pos) else 1
+
+
+def _check_accepts_store(rule) -> None:
+    """A store mask needs a rule that takes ``store_T`` (every built-in rule does); say so instead of a TypeError."""
+    try:
+        params = inspect.signature(rule.__call__).parameters
+    except (TypeError, ValueError):
+        return
+    if "store_T" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise ValueError(f"store_mask_BxT: the update rule {type(rule).__name__} does not accept store_T")
+
+
+def _require_aligned(pos_B: jax.Array, y, state: MemoryState):
+    """``aligned=True`` with a row off a chunk boundary: a ValueError when pos is concrete; under jit (pos is traced)
+    those rows' outputs and state become NaN, so a broken promise is never silently wrong."""
+    if not isinstance(pos_B, jax.core.Tracer):
+        if bool(jnp.any(pos_B != 0)):
+            raise ValueError(
+                f"aligned=True needs every row on a chunk boundary (state.rule.pos == 0), got pos {pos_B.tolist()}"
+            )
+        return y, state
+    off_B = pos_B != 0
+
+    def poison(x):
+        if not jnp.issubdtype(x.dtype, jnp.floating) or x.ndim == 0 or x.shape[0] != off_B.shape[0]:
+            return x
+        return jnp.where(off_B.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.nan, x)
+
+    return jax.tree.map(poison, y), jax.tree.map(poison, state)
 
 
 def _l2norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:

@@ -11,6 +11,8 @@ from titans_memory.rules.fused import FusedConfig, FusedRule
 from titans_memory.rules.momentum_scan import MomentumScanRule
 from titans_memory.rules.sequential import SequentialRule
 
+TITANS_PLUGIN_API = "1.0"  # the titans-core plugin API this plugin is written against (titans_core.api)
+
 
 @hookimpl
 def register_components(register: Callable[..., None]) -> None:

@@ -4,14 +4,15 @@
 :mod:`titans_train.steps`), saved sharded and restored directly into the current mesh's shardings (so a run
 may be resumed on another mesh layout). ``data`` is the grain iterator state (JSON). ``digest`` (JSON) holds
 checksums of every array of ``state`` and of ``data`` (:mod:`titans_train.digest`), computed at save time and
-verified at restore: a checkpoint whose bytes changed afterwards is treated like an unreadable one
-(checkpoints written before digests existed have none and are not verified).
+verified at restore: a checkpoint whose bytes changed afterwards, or whose ``digest`` is missing, is treated like
+an unreadable one (verification is never skipped silently).
 
 Saving is asynchronous by default (``checkpoint.asynchronous``); orbax writes each checkpoint into a temporary
 directory and renames it when complete, so a process killed mid-save leaves no half checkpoint behind
 (temporary directories are cleaned up on the next start). A checkpoint that exists but cannot be restored —
 truncated or corrupt files, or a state whose step disagrees with its directory — is moved to
-``RUN_DIR/corrupt-checkpoints/`` with a warning, and the next older one is used.
+``RUN_DIR/corrupt-checkpoints/`` with a warning, and the next older one is used. When none is usable the run is
+refused, now and on every later start (:func:`quarantined`), until it is restarted explicitly (``--restart``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ from titans_train.write_errors import REASONS, free_bytes, human, install_quiet_
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt-checkpoints"
 ITEMS = ("state", "data", "digest")
+#: How to start over a run none of whose checkpoints is usable (the only way: never silently from step 0).
+RESTART_HINT = "run the same command with --restart to start it over from step 0 (metrics.jsonl is kept aside)"
+
+
+def quarantined(run_dir: Path) -> list[Path]:
+    """The checkpoints of ``run_dir`` moved aside as unreadable."""
+    corrupt = Path(run_dir) / CORRUPT_DIR
+    return sorted(corrupt.iterdir()) if corrupt.is_dir() else []
 
 
 def warn(message: str) -> None:
@@ -139,9 +148,9 @@ class Checkpoints:
 
     def _restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         items = {"state": ocp.args.StandardRestore(abstract_state), "data": ocp.args.JsonRestore()}
-        has_digest = (self.directory / str(step) / "digest").exists()  # absent in checkpoints before digests
-        if has_digest:
-            items["digest"] = ocp.args.JsonRestore()
+        if not (self.directory / str(step) / "digest").is_dir():  # never restore unverified
+            raise ValueError("its digest is missing, so its arrays cannot be verified")
+        items["digest"] = ocp.args.JsonRestore()
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         state, data = restored["state"], restored["data"]
         saved_step = int(np.asarray(jax.device_get(state["step"])))
@@ -149,15 +158,22 @@ class Checkpoints:
             raise ValueError(f"the state inside says step {saved_step}")
         if not isinstance(data, dict):
             raise ValueError("the data-iterator state is missing")
-        if has_digest:
-            saved = restored["digest"] if isinstance(restored["digest"], dict) else {}
-            changed = mismatches(saved.get("arrays") or {}, state_digest(state))
-            if changed:
-                shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-                raise ValueError(f"digest mismatch: the data of {shown} changed after it was saved")
-            if saved.get("data") != data_digest(data):
-                raise ValueError("digest mismatch: the data-iterator state changed after it was saved")
+        saved = restored["digest"] if isinstance(restored["digest"], dict) else {}
+        changed = mismatches(saved.get("arrays") or {}, state_digest(state))
+        if changed:
+            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            raise ValueError(f"digest mismatch: the data of {shown} changed after it was saved")
+        if saved.get("data") != data_digest(data):
+            raise ValueError("digest mismatch: the data-iterator state changed after it was saved")
         return state, data
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        """(state, data state) of checkpoint ``step``, verified; CheckpointError naming it if it is unusable."""
+        try:
+            return self._restore(step, abstract_state)
+        except Exception as exc:  # noqa: BLE001 - any failure means this checkpoint is unusable
+            cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} is unusable ({cause})") from None
 
     def _quarantine(self, step: int) -> None:
         if jax.process_index() == 0:
@@ -192,5 +208,6 @@ class Checkpoints:
                 continue
             return step, state, data
         if steps:
-            raise CheckpointError(f"no usable checkpoint in {self.directory} (all {len(steps)} are unreadable)")
+            moved = f", moved to {self.run_dir / CORRUPT_DIR}); {RESTART_HINT}" if quarantine else ")"
+            raise CheckpointError(f"no usable checkpoint in {self.directory} (all {len(steps)} are unreadable{moved}")
         return None

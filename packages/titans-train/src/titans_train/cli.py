@@ -3,15 +3,20 @@
 Usage::
 
     titans-train SPEC.yaml [--set trainer.steps=100 ...] [--dry-run]   # = titans-train train SPEC.yaml ...
+    titans-train SPEC.yaml --restart                                   # start over a run with no usable checkpoint
+    titans-train SPEC.yaml --set output.dir=NEW --fork-from RUN/checkpoints/STEP   # a new run from a checkpoint
     titans-train schema                                                 # JSON schema of a spec (or --schema)
     titans-train plot RUN_DIR                                           # RUN_DIR/plots/{loss,eval,memory}.png
     titans-train generate RUN_DIR --prompt "def " [--max-new-tokens 200 --temperature 0.8 --top-k 40 ...]
 
 A first argument that is not a command name is taken as a spec file, so ``titans-train SPEC.yaml`` runs ``train``.
 The whole spec (and the data) is validated before anything is written. Exit status: 0 success; 2 a user error —
-a bad spec, bad data, an unusable run directory — printed as ``error: …`` without a traceback; 3 the training
-diverged (a non-finite loss; the last good checkpoint is kept); 130 stopped by SIGINT/SIGTERM after saving a
-checkpoint of the step in progress (rerun the command to continue).
+a bad spec, bad data, an unusable run directory (a run none of whose checkpoints is usable included: never
+restarted from step 0 without ``--restart``) — printed as ``error: …`` without a traceback; 3 the training
+diverged (a non-finite loss or gradient norm, or a parameter above ``trainer.max_weight``; the last good
+checkpoint is kept, and ``--fork-from`` continues from it in a new run directory with other hyper-parameters);
+130 stopped by SIGINT/SIGTERM after saving a checkpoint of the step in progress (rerun the command to continue;
+a second signal stops at once, keeping the last complete checkpoint).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from titans_core import spec_json_schema
+from titans_core import TitansUserError, spec_json_schema
 from titans_core.cli import make_app, make_console, print_user_error, run_user_command
 
+from titans_train.compile_cache import enable_persistent_cache
 from titans_train.errors import DivergedError, RunDirError
 from titans_train.interrupt import Interrupted
 from titans_train.spec import TrainSpec
@@ -56,6 +62,23 @@ def train_command(
         bool,
         typer.Option("--dry-run", help="Print the resolved spec, parameter count and mesh plan; then exit."),
     ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="Start the run directory over from step 0 when none of its checkpoints is usable "
+            "(refused otherwise; its metrics.jsonl is kept as metrics-before-restart-<time>.jsonl).",
+        ),
+    ] = False,
+    fork_from: Annotated[
+        str | None,
+        typer.Option(
+            "--fork-from",
+            metavar="RUN_DIR/checkpoints/STEP",
+            help="Start a new run (a new output.dir) from a checkpoint of another run, e.g. with another "
+            "optimizer.lr; its metrics up to that step are copied.",
+        ),
+    ] = None,
 ) -> None:
     """Train the model of SPEC.yaml (resuming its run directory if it holds the same run)."""
     from titans_train.dry_run import print_dry_run
@@ -66,18 +89,26 @@ def train_command(
     spec, locator = load_train_spec(spec_file, overrides or [])
     console = _console()
     if dry_run:
-        print_dry_run(make_plan(spec, locator), console)
+        from pathlib import Path
+
+        from titans_train.rundir import inspect_run_dir
+
+        plan = make_plan(spec, locator)
+        inspect_run_dir(Path(spec.output.dir), spec)  # a run directory holding another run is refused here too
+        print_dry_run(plan, console)
         return
+    enable_persistent_cache()  # titans_train.compile_cache: a rerun loads its compiled programs
     try:
-        result = train(spec, locator, console=console)
+        result = train(spec, locator, restart=restart, fork_from=fork_from, console=console)
     except DivergedError as exc:
         print_user_error(exc)
         raise SystemExit(DivergedError.exit_code) from None
     except Interrupted as exc:
         print_user_error(exc, prefix="interrupted")
         raise SystemExit(Interrupted.exit_code) from None
-    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: stop at once
-        message = "stopped at once; the last complete checkpoint (if any) is kept, rerun to continue"
+    except KeyboardInterrupt as exc:  # before training started, or a second SIGINT/SIGTERM: stop at once
+        again = f"{exc.args[0]} again: " if exc.args else ""
+        message = f"{again}stopped at once; the last complete checkpoint (if any) is kept, rerun to continue"
         print_user_error(Exception(message), prefix="interrupted")
         raise SystemExit(Interrupted.exit_code) from None
     import jax
@@ -129,6 +160,11 @@ def generate_command(
 
     from titans_train import sampling as gen
 
+    if prompt is not None and prompt_ids is not None:
+        raise TitansUserError("--prompt and --prompt-ids: give one of them, not both")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise TitansUserError(f"--top-p: must be > 0 and ≤ 1, got {top_p:g}")
+    enable_persistent_cache()
     model, spec, step, byte_level = gen.load_run_model(Path(run_dir))
     ids = None
     if prompt_ids is not None:

@@ -3,14 +3,17 @@
 While :class:`StopOnSignal` is active, the first SIGINT or SIGTERM only records a request: the trainer
 finishes the step in progress (its metrics and scheduled evaluation included), saves a checkpoint of that
 step, says where, and exits with status 130 (:class:`Interrupted`). Running the same command again continues
-from that step exactly. The handlers are restored as soon as the first signal arrives, so a second Ctrl-C
-interrupts at once (a checkpoint being written then is discarded by orbax; the previous one stays intact).
+from that step exactly. A second SIGINT or SIGTERM interrupts at once: it raises KeyboardInterrupt, which the CLI
+reports as one ``interrupted:`` line with exit status 130 (a checkpoint being written then is discarded by orbax;
+the previous one stays intact). A third ends the process immediately (status 130, one line), whatever it was
+doing.
 
 In a run of several processes each step all-gathers the flags, so every process stops after the same step.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
@@ -27,6 +30,11 @@ class Interrupted(TitansUserError):
     exit_code = 130
 
 
+def _exit_at_once(signum: int, frame: FrameType | None) -> None:
+    os.write(2, f"interrupted: {signal.Signals(signum).name} again: exiting at once\n".encode())
+    os._exit(Interrupted.exit_code)
+
+
 class StopOnSignal:
     """A context manager turning SIGINT/SIGTERM into :meth:`requested` (main thread only; elsewhere inert)."""
 
@@ -35,8 +43,13 @@ class StopOnSignal:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signum
-        self._restore()  # a second signal acts at once
+        if self.received is None:
+            self.received = signum  # the first: stop after this step
+            return
+        self._previous.clear()  # kept until the process ends: a third signal during the clean-up exits at once
+        for other in SIGNALS:
+            signal.signal(other, _exit_at_once)
+        raise KeyboardInterrupt(signal.Signals(signum).name)  # the second: stop now
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():

@@ -20,7 +20,9 @@ from titans_core.layers import LOGICAL_AXES
 
 from titans_train import distributed
 from titans_train import mesh as mesh_lib
+from titans_train.carry import CarrySetup, cache_structure, carry_shapes, zero_carry
 from titans_train.data import BatchLayout, LabelledTask, Splits, TaskSplits, split_corpus, split_task
+from titans_train.data.streams import stream_period, windows_per_stream
 from titans_train.optim import lr_schedule, make_optimizer
 from titans_train.spec import TrainSpec
 from titans_train.spec_check import SpecLocator
@@ -64,6 +66,7 @@ class Plan:
     replicated: NamedSharding
     layout: BatchLayout
     splits: Splits | TaskSplits | None
+    carry: CarrySetup | None = None  # trainer.carry_memory: the carried cache (titans_train.carry)
 
     @property
     def labelled(self) -> bool:
@@ -97,11 +100,15 @@ class Plan:
             "rest": nnx.to_pure_dict(self.abstract_rest),
             "step": jax.ShapeDtypeStruct((), jnp.int32),
             "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
-        }
+        } | self._carry_part(carry_shapes)
+
+    def _carry_part(self, make: Any) -> State:
+        """``{"carry": make(cache leaves, grad_accum)}`` with trainer.carry_memory, else nothing."""
+        return {} if self.carry is None else {"carry": make(self.carry.leaves, self.spec.trainer.grad_accum)}
 
     def init_state(self) -> State:
         """A fresh training state, created directly in its shardings (one jit; no host copy of the model)."""
-        spec, tx = self.spec, self.tx
+        spec, tx, carry_part = self.spec, self.tx, self._carry_part
 
         def init() -> State:
             _, param_state, rest = split_params(build_model(spec))
@@ -112,7 +119,7 @@ class Plan:
                 "rest": nnx.to_pure_dict(rest),
                 "step": jnp.zeros((), jnp.int32),
                 "rng": jax.random.key_data(jax.random.key(spec.trainer.seed + 1)),
-            }
+            } | carry_part(zero_carry)
 
         return jax.jit(init, out_shardings=self.state_shardings)()
 
@@ -173,6 +180,15 @@ def make_plan(spec: TrainSpec, locator: SpecLocator, *, load_data: bool = True, 
                 f"mesh.data × mesh.fsdp = {data_parallel}",
             )
         )
+    if t.carry_memory and (len(devices) > 1 or jax.process_count() > 1):
+        where = f"{jax.process_count()} processes" if jax.process_count() > 1 else f"a mesh of {len(devices)} devices"
+        problems.append(
+            (
+                "trainer.carry_memory",
+                f"needs a single device (the carried state is not sharded with the batch), got {where}; "
+                "set mesh.num_devices: 1 or turn carry_memory off",
+            )
+        )
     locator.check(problems)
 
     mesh = mesh_lib.make_mesh(shape, devices)
@@ -192,6 +208,17 @@ def make_plan(spec: TrainSpec, locator: SpecLocator, *, load_data: bool = True, 
     global_shape = (t.grad_accum, micro, spec.data.seq_len + 1)
     lo, hi = mesh_lib.local_rows(batch_sharding, global_shape)
     splits = load_splits(spec) if load_data else None
+    carry = None
+    if t.carry_memory:
+        if isinstance(splits, TaskSplits):
+            raise locator.error(
+                [("trainer.carry_memory", "applies to language data only (a task's examples are independent)")]
+            )
+        windows = windows_per_stream(splits.train.size, spec.data.seq_len, t.batch_size) if splits else 1
+        treedef, leaves = cache_structure(graphdef, abstract_params, abstract_rest, micro)
+        W, R = stream_period(windows, t.carry_reset_every)
+        carry = CarrySetup(treedef, leaves, W, R)
+        state_shardings["carry"] = [replicated for _ in leaves]
     return Plan(
         spec=spec,
         locator=locator,
@@ -210,6 +237,7 @@ def make_plan(spec: TrainSpec, locator: SpecLocator, *, load_data: bool = True, 
         replicated=replicated,
         layout=BatchLayout(t.batch_size, t.grad_accum, lo, hi),
         splits=splits,
+        carry=carry,
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -169,6 +170,27 @@ class RunDir:
             if step_of is not None and step_of <= step:
                 kept.append(line)
         _write_atomic(path, "".join(line + "\n" for line in kept))
+
+    def copy_metrics(self, source: Path, step: int) -> None:
+        """Start metrics.jsonl with the records of run ``source`` up to ``step`` (a run forked from it)."""
+        if not self.primary:
+            return
+        lines = []
+        path = Path(source) / METRICS_FILE
+        if path.exists():
+            lines = [line for line in path.read_text(encoding="utf-8").splitlines() if (_step_of(line) or 0) <= step]
+        _write_atomic(self.path / METRICS_FILE, "".join(line + "\n" for line in lines))
+
+    def set_metrics_aside(self) -> Path | None:
+        """Rename metrics.jsonl to ``metrics-before-restart-<time>.jsonl`` (a run started over keeps its old
+        records); the new path, or None if there was none."""
+        path = self.path / METRICS_FILE
+        if not self.primary or not path.exists():
+            return None
+        target = self.path / f"metrics-before-restart-{int(time.time())}.jsonl"
+        with _reported(target):
+            os.replace(path, target)
+        return target
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one metrics record (one write of one whole line)."""

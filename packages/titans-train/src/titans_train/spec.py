@@ -6,7 +6,8 @@ Sections (each a small frozen pydantic model; unknown keys are errors)::
     data:         {source: {name: python_stdlib, ...}, seq_len, val_fraction, shuffle}
     optimizer:    AdamW: lr, b1, b2, eps, weight_decay, no_decay, clip_norm
     schedule:     linear warmup then cosine decay: warmup_steps, decay_steps, min_lr_ratio
-    trainer:      steps, batch_size, grad_accum, seed, log_every, eval_every, eval_batches, diagnostics_every
+    trainer:      steps, batch_size, grad_accum, seed, log_every, eval_every, eval_batches, diagnostics_every,
+                  carry_memory, carry_reset_every
     precision:    compute_dtype (float32 | bfloat16; master weights stay float32)
     mesh:         data, fsdp, tensor (-1 = the remaining devices), num_devices, rules (logical axis → mesh
     axis)
@@ -85,6 +86,22 @@ class TrainerSpec(SpecModel):
     log_every: int = Field(10, ge=1, description="steps between progress lines when stdout is not a terminal")
     eval_every: int | None = Field(200, ge=1, description="steps between evaluations (null: only at the end)")
     eval_batches: int = Field(8, ge=1, description="validation batches per evaluation (fewer if the split is small)")
+    max_weight: float | None = Field(
+        1e4,
+        gt=0,
+        description="stop as diverged when a parameter's magnitude exceeds this (weights blown up; null: off)",
+    )
+    carry_memory: bool = Field(
+        False,
+        description="each batch row is a stream of consecutive windows; the model's recurrent state (memory, "
+        "attention caches) after one window starts the next, without gradient (truncated BPTT; language data only)",
+    )
+    carry_reset_every: int | None = Field(
+        None,
+        ge=1,
+        description="with carry_memory: restart every stream from a fresh state every N windows "
+        "(null: only when a stream wraps to its start)",
+    )
     diagnostics_every: int | Literal["log_every"] | None = Field(
         "log_every",
         description="steps between memory diagnostics in metrics.jsonl (log_every: as trainer.log_every; null: off)",
@@ -197,6 +214,7 @@ RESUMABLE_CHANGES = (
     "trainer.eval_every",
     "trainer.eval_batches",
     "trainer.diagnostics_every",
+    "trainer.max_weight",
     "checkpoint",
     "mesh",
     "distributed",

@@ -69,6 +69,12 @@ def check_static(spec: TrainSpec) -> list[Problem]:
     t = spec.trainer
     if t.batch_size % t.grad_accum:
         problems.append(("trainer.grad_accum", f"{t.grad_accum} does not divide trainer.batch_size = {t.batch_size}"))
+    if t.carry_reset_every is not None and not t.carry_memory:
+        problems.append(("trainer.carry_reset_every", "applies only with trainer.carry_memory: true"))
+    if t.carry_memory and spec.data.shuffle and "shuffle" in spec.data.model_fields_set:
+        problems.append(
+            ("data.shuffle", "must be false with trainer.carry_memory (each row reads its stream in order)")
+        )
     for i, pattern in enumerate(spec.optimizer.no_decay):
         try:
             re.compile(pattern)

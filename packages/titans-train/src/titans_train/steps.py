@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,9 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from titans_train.tasks.scoring import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from titans_train.carry import CarrySetup
 
 State = dict[str, Any]
 
@@ -101,8 +104,12 @@ def make_steps(
     state_shardings: Any,
     batch_sharding: NamedSharding,
     replicated: NamedSharding,
+    carry: CarrySetup | None = None,
 ) -> Steps:
-    """Build and jit the training and evaluation steps."""
+    """Build and jit the training and evaluation steps.
+
+    ``carry`` (``trainer.carry_memory``): the training step continues every row from the cache in
+    ``state["carry"]`` and stores the cache after its window there (:mod:`titans_train.carry`)."""
     loss_fn = make_loss(graphdef, compute_dtype)
     forward = make_forward(graphdef, compute_dtype)
     grad_fn = jax.value_and_grad(loss_fn)
@@ -121,13 +128,32 @@ def make_steps(
         (loss_sum, grad_sum), _ = jax.lax.scan(micro, (jnp.zeros((), jnp.float32), zeros), batch)
         return loss_sum / accum, jax.tree.map(lambda g: g / accum, grad_sum)
 
+    if carry is not None:
+        from titans_train.carry import make_carry_loss_and_grads  # (it builds on this module)
+        from titans_train.data.streams import stream_starts
+
+        carried_loss_and_grads = make_carry_loss_and_grads(graphdef, compute_dtype, carry.treedef)
+
     def train_step(state: State, batch: jax.Array) -> tuple[State, dict[str, jax.Array]]:
-        loss, grads = loss_and_grads(state["params"], state["rest"], batch)
+        extra: State = {}
+        if carry is None:
+            loss, grads = loss_and_grads(state["params"], state["rest"], batch)
+        else:
+            reset = stream_starts(state["step"], carry.windows, carry.reset_every)
+            loss, grads, extra["carry"] = carried_loss_and_grads(
+                state["params"], state["rest"], batch, state["carry"], reset
+            )
         updates, opt = tx.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         rng = jax.random.key_data(jax.random.split(jax.random.wrap_key_data(state["rng"]))[0])
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
-        new_state = {**state, "params": params, "opt": opt, "step": state["step"] + 1, "rng": rng}
+        weight_max = jnp.max(jnp.stack([jnp.max(jnp.abs(p)) for p in jax.tree.leaves(params)]))  # NaN if any is
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "lr": schedule(state["step"]),
+            "weight_max": weight_max.astype(jnp.float32),
+        }
+        new_state = {**state, "params": params, "opt": opt, "step": state["step"] + 1, "rng": rng, **extra}
         return new_state, metrics
 
     def eval_micro(state: State, rows: jax.Array) -> dict[str, jax.Array]:

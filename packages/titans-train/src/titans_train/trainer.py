@@ -11,13 +11,17 @@ complete checkpoint implies that all metrics of its step are written); at the en
 checkpoint, and a sample generation. SIGINT/SIGTERM stop the run after the step in progress, with a checkpoint
 of it (:mod:`titans_train.interrupt`).
 
-A non-finite loss or gradient norm stops the run with :class:`~titans_train.errors.DivergedError` naming the
-step; that state is never saved, pending checkpoint writes are completed, so the last good checkpoint stays
-intact.
+A non-finite loss or gradient norm, or a parameter whose magnitude is not finite or exceeds
+``trainer.max_weight`` (weights blown up while the loss stays finite), stops the run with
+:class:`~titans_train.errors.DivergedError` naming the step and how to fork the last good checkpoint into a new
+run directory (``--fork-from``) with other hyper-parameters; that state is never saved, pending checkpoint
+writes are completed, so the last good checkpoint stays intact. A resumed run must see the data it started with
+(run.json's token counts and SHA-256; :func:`_check_same_data`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -31,16 +35,17 @@ from jax.experimental import multihost_utils
 from rich.console import Console
 
 from titans_train import sampling as gen
-from titans_train.checkpoint import Checkpoints
+from titans_train.checkpoint import RESTART_HINT, Checkpoints, quarantined, warn
 from titans_train.data import TaskSplits, TrainBatches, eval_batches
-from titans_train.errors import DivergedError
+from titans_train.data.streams import StreamBatches
+from titans_train.errors import CheckpointError, DivergedError, RunDirError
 from titans_train.interrupt import Interrupted, StopOnSignal
 from titans_train.lock import hold_run_dir
 from titans_train.memory_stats import has_memory, make_train_diagnostics, to_floats
 from titans_train.mesh import global_batch
 from titans_train.plan import Plan, make_plan
 from titans_train.progress import TrainProgress, bits
-from titans_train.rundir import RunDir, inspect_run_dir
+from titans_train.rundir import RunDir, inspect_run_dir, read_facts
 from titans_train.spec import TrainSpec
 from titans_train.spec_check import SpecLocator
 from titans_train.steps import Steps, make_steps
@@ -66,10 +71,59 @@ def _evaluate(plan: Plan, steps: Steps, state: Any, batches: list[np.ndarray]) -
     return {key: float(np.mean([r[key] for r in results])) for key in ("loss", "accuracy")}
 
 
+#: Facts of run.json that describe the data: a resumed run must see the same (the data-iterator state indexes it).
+DATA_FACTS = ("train_tokens", "val_tokens", "train_examples", "val_examples", "data_sha256")
+
+
+def _fingerprint(*arrays: np.ndarray | None) -> str:
+    """SHA-256 of the token arrays (shape, dtype and bytes)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is not None:
+            digest.update(f"{array.shape}{array.dtype}".encode())
+            digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def _check_same_data(run_dir: Path, facts: dict[str, Any]) -> None:
+    """RunDirError if the data of a resumed run differ from those it started with (run.json's data facts); a
+    run.json from before a fact existed is not compared on that fact."""
+    saved = read_facts(run_dir)
+    changed = [k for k in DATA_FACTS if k in saved and k in facts and saved[k] != facts[k]]
+    if changed:
+        shown = "; ".join(
+            f"{k}: {saved[k]} → {facts[k]}" if k != "data_sha256" else "its SHA-256 differs" for k in changed
+        )
+        raise RunDirError(
+            f"output.dir {run_dir}: the training data changed since this run started ({shown}); restore the data, "
+            "or train on the new data in another output.dir (--fork-from a checkpoint to keep the weights)"
+        )
+
+
+def _divergence(values: dict[str, float], max_weight: float | None) -> str | None:
+    """Why a step's metrics mean the run diverged (None if they do not): a non-finite loss or gradient norm,
+    or a parameter whose magnitude is not finite or exceeds ``trainer.max_weight``."""
+    if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
+        return f"loss {values['loss']}, gradient norm {values['grad_norm']} (not finite)"
+    weight = values["weight_max"]
+    if not math.isfinite(weight) or (max_weight is not None and weight > max_weight):
+        bound = "" if max_weight is None else f" (above trainer.max_weight = {max_weight:g})"
+        return f"largest parameter magnitude {weight:.3g}{bound}"
+    return None
+
+
 class Trainer:
     """One run of a validated spec (use :func:`train`)."""
 
-    def __init__(self, plan: Plan, *, resume: bool, console: Console | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        resume: bool,
+        restart: bool = False,
+        fork: Path | None = None,
+        console: Console | None = None,
+    ):
         spec = plan.spec
         assert plan.splits is not None
         self.plan, self.spec, self.splits = plan, spec, plan.splits
@@ -87,21 +141,36 @@ class Trainer:
             facts.update(
                 train_tokens=int(self.splits.train.size),
                 val_tokens=int(self.splits.val.size) if self.splits.val is not None else 0,
+                data_sha256=_fingerprint(self.splits.train, self.splits.val),
             )
         if resume:
-            self.run_dir.update_spec(spec)
-        else:
+            _check_same_data(self.run_dir.path, facts)
+        self.console = console or Console(highlight=False)
+        forked = self._fork(fork) if fork is not None else None  # before anything is written
+        if not resume:
             self.run_dir.start(spec, facts)
         self.checkpoints = Checkpoints(
             self.run_dir.path, keep=spec.checkpoint.keep, asynchronous=spec.checkpoint.asynchronous
         )
-        self.batches = TrainBatches(
-            self.splits.train,
-            spec.data.seq_len,
-            plan.layout,
-            seed=spec.trainer.seed,
-            shuffle=spec.data.shuffle,
-        )
+        try:
+            restored = forked or self._restore(resume=resume, restart=restart)
+        except BaseException:
+            self.checkpoints.close()  # orbax's background threads would print tracebacks at exit
+            raise
+        if resume:
+            self.run_dir.update_spec(spec)
+        self.batches: TrainBatches | StreamBatches
+        if plan.carry is not None:  # trainer.carry_memory: every row reads its own stream of windows
+            assert isinstance(self.splits.train, np.ndarray)
+            self.batches = StreamBatches(self.splits.train, spec.data.seq_len, plan.layout)
+        else:
+            self.batches = TrainBatches(
+                self.splits.train,
+                spec.data.seq_len,
+                plan.layout,
+                seed=spec.trainer.seed,
+                shuffle=spec.data.shuffle,
+            )
         self.eval_data = (
             eval_batches(self.splits.val, spec.data.seq_len, plan.layout, spec.trainer.eval_batches)
             if self.splits.val is not None
@@ -115,15 +184,18 @@ class Trainer:
             state_shardings=plan.state_shardings,
             batch_sharding=plan.batch_sharding,
             replicated=plan.replicated,
+            carry=plan.carry,
         )
-        self.console = console or Console(highlight=False)
-        restored = self.checkpoints.restore_latest(plan.abstract_state()) if resume else None
         if restored is not None:
             self.step, self.state, data_state = restored
             self.batches.set_state(data_state)
         else:
             self.step, self.state = 0, plan.init_state()
-        if resume:
+        if fork is not None and forked is not None:
+            self.run_dir.copy_metrics(fork.parent.parent, forked[0])
+        if resume and restored is None and restart:
+            self.run_dir.set_metrics_aside()
+        elif resume:
             self.run_dir.truncate_metrics(self.step)
         self.diagnostics_every = spec.trainer.diagnostics_interval()
         if self.diagnostics_every is not None and not has_memory(
@@ -141,6 +213,37 @@ class Trainer:
             if self.diagnostics_every is not None
             else None
         )
+
+    def _fork(self, checkpoint: Path) -> tuple[int, Any, dict[str, Any]]:
+        """The state of ``checkpoint`` (RUN/checkpoints/STEP of another run) to continue from in this new run."""
+        source = Checkpoints(checkpoint.parent.parent, read_only=True)
+        try:
+            state, data = source.restore(int(checkpoint.name), self.plan.abstract_state())
+        finally:
+            source.close()
+        self.console.print(f"forked from {checkpoint}", highlight=False)
+        return int(checkpoint.name), state, data
+
+    def _restore(self, *, resume: bool, restart: bool) -> tuple[int, Any, dict[str, Any]] | None:
+        """The newest usable checkpoint of a resumed run. A run whose checkpoints are all unusable (now, or moved
+        aside by an earlier start) is refused unless ``restart``: it never starts over from step 0 silently."""
+        if not resume:
+            return None
+        try:
+            restored = self.checkpoints.restore_latest(self.plan.abstract_state())
+        except CheckpointError:
+            if not restart:
+                raise
+            restored = None
+        aside = quarantined(self.run_dir.path)
+        if restored is None and aside and not restart:
+            raise CheckpointError(
+                f"no usable checkpoint in {self.checkpoints.directory}: {len(aside)} unreadable one(s) were moved "
+                f"to {aside[0].parent}; {RESTART_HINT}"
+            )
+        if restored is None and restart:
+            warn(f"--restart: {self.run_dir.path} starts over from step 0")
+        return restored
 
     def _log_eval(self, progress: TrainProgress) -> float | None:
         if not self.eval_data:
@@ -187,15 +290,22 @@ class Trainer:
                 self.state, metrics = self.steps.train(self.state, batch)
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 self.step += 1
-                if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
+                problem = _divergence(values, spec.trainer.max_weight)
+                if problem:
                     self.checkpoints.wait()
                     kept = self.checkpoints.steps()
                     last = f"the last good checkpoint is step {kept[-1]}" if kept else "no checkpoint was written"
+                    fork = (
+                        f"; to continue from it with other hyper-parameters, fork it into a new run directory: "
+                        f"--fork-from {self.checkpoints.directory / str(kept[-1])} --set output.dir=NEW_DIR "
+                        "--set optimizer.lr=…"
+                        if kept
+                        else ""
+                    )
                     raise DivergedError(
-                        f"training diverged at step {self.step}: loss {values['loss']}, gradient norm "
-                        f"{values['grad_norm']} (not finite); stopped, {last} "
+                        f"training diverged at step {self.step}: {problem}; stopped, {last} "
                         f"(in {self.checkpoints.directory}). "
-                        "Try a lower optimizer.lr, a longer schedule.warmup_steps or optimizer.clip_norm."
+                        f"Try a lower optimizer.lr, a longer schedule.warmup_steps or optimizer.clip_norm{fork}"
                     )
                 losses.append(values["loss"])
                 tps = progress.update(self.step, values["loss"], first=self.step == start + 1)
@@ -258,11 +368,31 @@ class Trainer:
         return text
 
 
-def train(spec: TrainSpec, locator: SpecLocator, *, console: Console | None = None) -> TrainResult:
-    """Train ``spec`` (validated; ``locator`` places later problems in the spec file)."""
+def fork_source(path: str) -> Path:
+    """The checkpoint directory ``--fork-from PATH`` names (RUN_DIR/checkpoints/STEP); CheckpointError if not one."""
+    checkpoint = Path(path).absolute()
+    if not (checkpoint.name.isdigit() and checkpoint.parent.name == "checkpoints" and checkpoint.is_dir()):
+        raise CheckpointError(f"--fork-from {path}: not a checkpoint directory (expected RUN_DIR/checkpoints/STEP)")
+    return checkpoint
+
+
+def train(
+    spec: TrainSpec,
+    locator: SpecLocator,
+    *,
+    restart: bool = False,
+    fork_from: str | None = None,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train ``spec`` (validated; ``locator`` places later problems in the spec file). ``restart``: start the run
+    directory over from step 0 if none of its checkpoints is usable (otherwise refused). ``fork_from``: start this
+    new run from a checkpoint of another run (RUN_DIR/checkpoints/STEP), e.g. with another optimizer.lr."""
+    fork = fork_source(fork_from) if fork_from is not None else None
     plan = make_plan(spec, locator)
     with hold_run_dir(Path(spec.output.dir)):  # one process per run directory (titans_train.lock)
         resume = inspect_run_dir(Path(spec.output.dir), spec)
+        if fork is not None and resume:
+            raise RunDirError(f"--fork-from: output.dir {spec.output.dir} already holds a run; choose a new output.dir")
         if jax.process_count() > 1:  # every process decides before process 0 writes anything
             multihost_utils.sync_global_devices("titans-train: run directory inspected")
-        return Trainer(plan, resume=resume, console=console).run()
+        return Trainer(plan, resume=resume, restart=restart, fork=fork, console=console).run()

@@ -19,6 +19,7 @@ from titans_atlas.poly import PolyMemory, PolyMemoryConfig
 from titans_atlas.reference import omega_reference
 
 __all__ = [
+    "TITANS_PLUGIN_API",
     "AtlasRuleConfig",
     "OmegaRule",
     "OmegaRuleConfig",
@@ -30,6 +31,9 @@ __all__ = [
     "register_components",
 ]
 __version__ = "0.1.0"
+
+
+TITANS_PLUGIN_API = "1.0"  # the titans-core plugin API this plugin is written against (titans_core.api)
 
 
 @hookimpl

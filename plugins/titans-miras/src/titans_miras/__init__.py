@@ -18,6 +18,7 @@ from titans_miras.retention import RetentionRule, RetentionRuleConfig
 from titans_miras.yaad import YaadConfig, YaadObjective
 
 __all__ = [
+    "TITANS_PLUGIN_API",
     "MemoraConfig",
     "MemoraRule",
     "MonetaConfig",
@@ -29,6 +30,9 @@ __all__ = [
     "register_components",
 ]
 __version__ = "0.1.0"
+
+
+TITANS_PLUGIN_API = "1.0"  # the titans-core plugin API this plugin is written against (titans_core.api)
 
 
 @hookimpl

@@ -12,7 +12,10 @@ from titans_core import hookimpl
 
 from titans_swiglu_memory.memory import SwiGLUMemory, SwiGLUMemoryConfig
 
-__all__ = ["SwiGLUMemory", "SwiGLUMemoryConfig", "register_components"]
+__all__ = ["TITANS_PLUGIN_API", "SwiGLUMemory", "SwiGLUMemoryConfig", "register_components"]
+
+
+TITANS_PLUGIN_API = "1.0"  # the titans-core plugin API this plugin is written against (titans_core.api)
 
 
 @hookimpl

@@ -28,6 +28,7 @@ __all__ = [
     "clip_scale",
     "decay",
     "init_rule_state",
+    "mask_gates",
     "token_grad",
     "tree_norm",
 ]
@@ -114,3 +115,18 @@ def clip_scale(norm: jax.Array, max_norm: float | None) -> jax.Array:
 def decay(tree: PyTree, keep_C: jax.Array) -> PyTree:
     """(1 − α) M: scales every leaf; a per-channel factor (C > 1) broadcasts over the last (output-channel) axis."""
     return jax.tree.map(lambda x: x * keep_C.astype(x.dtype), tree)
+
+
+def mask_gates(gates: Gates, store_T: jax.Array | None) -> Gates:
+    """The gates of a piece with a store mask (1: write the token, 0: skip it): a skipped token gets θ = 0, α = 0
+    and η = 1, so that S_t = η_t S_{t−1} − θ_t u_t leaves S exactly as it was (with the paper's η < 1 the surprise
+    would still decay on a skipped token), and the rules' write mask (the one that stops padding from adding S to M)
+    keeps M exactly as it was. ``None``: every token is written."""
+    if store_T is None:
+        return gates
+    w_T = store_T.astype(bool)
+    return gates._replace(
+        theta_T=jnp.where(w_T, gates.theta_T, jnp.zeros_like(gates.theta_T)),
+        eta_T=jnp.where(w_T, gates.eta_T, jnp.ones_like(gates.eta_T)),
+        alpha_TxC=jnp.where(w_T[:, None], gates.alpha_TxC, jnp.zeros_like(gates.alpha_TxC)),
+    )

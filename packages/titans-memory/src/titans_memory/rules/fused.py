@@ -23,9 +23,11 @@ What it supports (decisions, checked at build time by :meth:`FusedRule.check_mod
   (``state.pos`` > 0), bf16 inputs with float32 state (the products run in the inputs' dtype, the state stays in its
   own, as in ``momentum_scan``).
 
-Training: a ``jax.custom_vjp`` whose forward pass is the kernel and whose backward pass recomputes the piece with
-``momentum_scan`` (plain JAX, with its per-chunk rematerialisation) and takes that function's VJP: the same function,
-so the outer gradients equal the reference's. The backward pass is therefore as fast as ``momentum_scan``'s.
+Training: the kernel call is a ``jax.custom_vjp`` (``chunk_loop_with_vjp``, rules/fused_kernel.py) whose forward
+pass is the kernel, also writing each chunk's start state (M_{t'}, M, S), and whose backward pass is a second Pallas
+kernel (rules/fused_backward.py) that walks the chunks in reverse and takes the VJP of the same per-chunk step: no
+second forward pass of the chunk loop. The padding and the gate-only coefficients around the call are plain JAX,
+differentiated as such. The outer gradients equal ``momentum_scan``'s (float64, tests/memory/test_fused_backward.py).
 
 Backend: ``interpret`` None (default) picks the Pallas interpreter on CPU and the compiled kernel elsewhere, from
 ``jax.default_backend()`` at trace time; true/false force it.
@@ -45,10 +47,10 @@ from titans_core.errors import TitansUserError
 
 from titans_memory.memory_models import TwoLayerForm
 from titans_memory.objectives import resolve
-from titans_memory.rules.base import Gates, RuleBase, RuleState, UpdateRuleConfig
+from titans_memory.rules.base import Gates, RuleBase, RuleState, UpdateRuleConfig, mask_gates
 from titans_memory.rules.fused_kernel import matrix_chunk_loop
 from titans_memory.rules.fused_mlp_kernel import two_layer_chunk_loop
-from titans_memory.rules.momentum_scan import MomentumScanRule, chunk_coefficients
+from titans_memory.rules.momentum_scan import chunk_coefficients
 
 
 class FusedUnsupportedError(TitansUserError, ValueError):
@@ -93,7 +95,8 @@ def two_layer_form(model: MemoryModel) -> TwoLayerForm | None:
 
 def chunk_loop(model: MemoryModel) -> Callable | None:
     """The kernel that implements this model, as fn(start, memory, surprise, q, k, v, coefs, **options) ->
-    (y, start, memory, surprise) on parameter dicts; None if no kernel does."""
+    (y, start, memory, surprise) on parameter dicts (differentiable: its backward pass is a kernel too); None if no
+    kernel does."""
     name = matrix_param(model)
     if name is not None:
 
@@ -120,7 +123,6 @@ class FusedRule(RuleBase):
         _require_chunk_read(cfg.read)  # re-check after overrides (model_copy does not validate)
         super().__init__(cfg)
         self.config: FusedConfig = cfg
-        self._reference = MomentumScanRule(UpdateRuleConfig(**shared))
 
     def check_model(self, model: MemoryModel, objective: Objective | None = None) -> None:
         """Build-time check (NeuralMemory calls it): raise :class:`FusedUnsupportedError` for a model the kernel
@@ -158,30 +160,17 @@ class FusedRule(RuleBase):
         *,
         aligned: bool = False,
         objective: Objective | None = None,
+        store_T: jax.Array | None = None,
     ) -> tuple[jax.Array, RuleState]:
-        """``aligned=True`` promises state.pos == 0 (no padding chunk); ``objective``: the inner loss (default ℓ2)."""
+        """``aligned=True`` promises state.pos == 0 (no padding chunk); ``objective``: the inner loss (default ℓ2);
+        ``store_T``: the store mask (1 write, 0 skip: the token is read, M and S stay exactly as they were), as in
+        ``momentum_scan``."""
         self.check_model(model, objective)
         objective = resolve(objective)
-        loop = chunk_loop(model)
-        reference = lambda st, q, k, v, g: self._reference(  # noqa: E731
-            model, st, q, k, v, g, aligned=aligned, objective=objective
-        )
+        store = jnp.ones(q_TxD.shape[0], bool) if store_T is None else store_T.astype(bool)
+        return self._forward(chunk_loop(model), objective, state, q_TxD, k_TxD, v_TxD, gates, aligned, store)
 
-        @jax.custom_vjp
-        def run(state, q, k, v, gates):
-            return self._forward(loop, objective, state, q, k, v, gates, aligned)
-
-        def fwd(state, q, k, v, gates):
-            return run(state, q, k, v, gates), (state, q, k, v, gates)
-
-        def bwd(primals, cotangents):  # recompute with momentum_scan (the same function) and take its VJP
-            _, vjp = jax.vjp(reference, *primals)
-            return vjp(cotangents)
-
-        run.defvjp(fwd, bwd)
-        return run(state, q_TxD, k_TxD, v_TxD, gates)
-
-    def _forward(self, loop, objective, state: RuleState, q, k, v, gates: Gates, aligned: bool):
+    def _forward(self, loop, objective, state: RuleState, q, k, v, gates: Gates, aligned: bool, store_T: jax.Array):
         """Pad to whole chunks (tokens at offset pos; padding is the identity: θ = 0, η = 1, α = 0, masked), compute
         the gate-only coefficients per chunk, run the kernel, cut the outputs back out."""
         T, D = q.shape
@@ -196,8 +185,10 @@ class FusedRule(RuleBase):
             buf = jnp.full((L,) + x.shape[1:], fill, x.dtype)
             return jax.lax.dynamic_update_slice_in_dim(buf, x, offset, axis=0)
 
+        gates = mask_gates(gates, store_T)  # skipped tokens: θ = 0, η = 1, α = 0, and out of the write mask
         slots = jnp.arange(L)
         mask = ((slots >= offset) & (slots < offset + T)).astype(gates.theta_T.dtype)
+        mask = mask * place(store_T.astype(mask.dtype), 0.0)
         theta, eta, alpha = place(gates.theta_T, 0.0), place(gates.eta_T, 1.0), place(gates.alpha_TxC, 0.0)
         C = alpha.shape[-1]
         chunked = lambda x: x.reshape((n, b) + x.shape[1:])  # noqa: E731

@@ -24,7 +24,8 @@ only), which is what ``momentum_scan`` gets from its one-hot weightings. a and m
 a per-token factor min(1, max/‖u_i‖) on both, as in the matrix kernel. Decision: the squared norms are summed in
 the state's dtype (float32 for bf16 inputs: the exact norm of the bf16 factors' outer products, where
 ``momentum_scan`` rounds each product to bf16 first); the products run in the inputs' dtype, the state stays in its
-own. The kernel is the forward pass of the rule's ``custom_vjp`` (rules/fused.py): nothing differentiates it.
+own. The step is run by the chunk loop shared with the matrix kernel (``run_chunks``, rules/fused_kernel.py), and
+differentiated by the reverse-time kernel of rules/fused_backward.py (the VJP of this same step per chunk).
 
 Dims below ``MIN_DOT`` (b, D or H) use broadcast-and-sum products instead of ``tl.dot`` (see fused_kernel.py).
 """
@@ -35,12 +36,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as pltriton
 
 from titans_memory.memory_models import TwoLayerForm, layer_norm, layer_norm_backward, value_and_slope
 from titans_memory.rules.base import clip_scale
-from titans_memory.rules.fused_kernel import MIN_DOT, _dot, _dot_tn
+from titans_memory.rules.fused_kernel import MIN_DOT, _dot, _dot_tn, chunk_loop_with_vjp
 
 
 def _dot_nt(a_bxD: jax.Array, w_HxD: jax.Array, use_dot: bool) -> jax.Array:
@@ -55,10 +54,9 @@ def _row_sq(x_bxD: jax.Array, dtype) -> jax.Array:
     return jnp.sum(x * x, axis=-1, keepdims=True)
 
 
-def _make_kernel(
-    form: TwoLayerForm, n_chunks: int, b: int, cotangent: Callable, max_grad_norm: float | None, use_dot: bool
-):
-    P = len(form.names)  # parameters: W_0, W_1 (and γ, kept as 1×D)
+def two_layer_step(form: TwoLayerForm, cotangent: Callable, max_grad_norm: float | None, use_dot: bool) -> Callable:
+    """One chunk of the two-layer MLP memory (the equations above): step(start, memory, surprise, q, k, v, a, m,
+    keep_M, keep_S, s_to_M, closes) -> (y, start, memory, surprise), each state a tuple over ``form.names`` (γ 1×D)."""
     act, norm = form.activation, form.residual_norm
 
     def apply(w, x, keep=False):
@@ -71,53 +69,39 @@ def _make_kernel(
         normed, rstd = layer_norm(out)
         return x + w[2] * normed, hidden, slope, (normed, rstd)
 
-    def kernel(*refs):
-        start_refs, mem_refs, sur_refs = refs[:P], refs[P : 2 * P], refs[2 * P : 3 * P]
-        q_ref, k_ref, v_ref, a_ref, m_ref, keepM_ref, keepS_ref, sToM_ref, close_ref, y_ref = refs[3 * P : 3 * P + 10]
-        outs = refs[3 * P + 10 :]
-        sdt = mem_refs[0].dtype  # state dtype (float32 even when the inputs are bf16)
-
-        def chunk(c, carry):
-            start, memory, surprise = carry
-            rows = pl.ds(c * b, b)
-            q, k, v = q_ref[rows, :], k_ref[rows, :], v_ref[rows, :]
-            cdt = q.dtype  # compute dtype of the products: the inputs' (as MLPMemory does)
-            w = [x.astype(cdt) for x in start]
-            y_ref[rows, :] = apply(w, q)[0].astype(y_ref.dtype)  # Eq 15: tokens of the chunk read M_{t'}
-            pred, hidden, slope, ln = apply(w, k, keep=True)
-            resid = cotangent(pred, v)  # ∂ℓ_i/∂M(k_i) at M_{t'} (Eq 12, 16)
-            # backward rows (MLPMemory._linearize): factors (h, δ) with u = hᵀ δ per matrix, and γ's rows
-            delta1 = resid if ln is None else layer_norm_backward(resid * w[2], *ln)
-            delta0 = _dot_nt(delta1, w[1], use_dot) * slope
-            factors = [(k, delta0), (hidden, delta1)]
-            gain_rows = None if ln is None else resid * ln[0]
-            a, m = a_ref[rows, :], m_ref[rows, :]  # b×1 each (C = 1)
-            if max_grad_norm is not None:  # ‖u_i‖² = Σ_layers ‖h_i‖²‖δ_i‖² (+ ‖r_i ⊙ n_i‖²)
-                sq = sum(_row_sq(h, sdt) * _row_sq(d, sdt) for h, d in factors)
-                if gain_rows is not None:
-                    sq = sq + _row_sq(gain_rows, sdt)
-                scale = clip_scale(jnp.sqrt(sq), max_grad_norm)  # forward only: no gradient flows through the kernel
-                a, m = a * scale.astype(a.dtype), m * scale.astype(m.dtype)
-            a, m = a.astype(cdt), m.astype(cdt)
-            # −Σ_i w_i u_i for w = a (into S) and w = m (into M): the sign goes on the small δ rows
-            d_S = [_dot_tn(a * h, -d, use_dot).astype(sdt) for h, d in factors]
-            d_M = [_dot_tn(m * h, -d, use_dot).astype(sdt) for h, d in factors]
+    def step(start, memory, surprise, q, k, v, a, m, keepM, keepS, sToM, closes):
+        sdt = memory[0].dtype  # state dtype (float32 even when the inputs are bf16)
+        cdt = q.dtype  # compute dtype of the products: the inputs' (as MLPMemory does)
+        w = [x.astype(cdt) for x in start]
+        y = apply(w, q)[0]  # Eq 15: tokens of the chunk read M_{t'}
+        pred, hidden, slope, ln = apply(w, k, keep=True)
+        resid = cotangent(pred, v)  # ∂ℓ_i/∂M(k_i) at M_{t'} (Eq 12, 16)
+        # backward rows (MLPMemory._linearize): factors (h, δ) with u = hᵀ δ per matrix, and γ's rows
+        delta1 = resid if ln is None else layer_norm_backward(resid * w[2], *ln)
+        delta0 = _dot_nt(delta1, w[1], use_dot) * slope
+        factors = [(k, delta0), (hidden, delta1)]
+        gain_rows = None if ln is None else resid * ln[0]
+        if max_grad_norm is not None:  # ‖u_i‖² = Σ_layers ‖h_i‖²‖δ_i‖² (+ ‖r_i ⊙ n_i‖²)
+            sq = sum(_row_sq(h, sdt) * _row_sq(d, sdt) for h, d in factors)
             if gain_rows is not None:
-                d_S.append(jnp.sum(a * -gain_rows, axis=0, keepdims=True).astype(sdt))
-                d_M.append(jnp.sum(m * -gain_rows, axis=0, keepdims=True).astype(sdt))
-            keepM, keepS, sToM = (r[pl.ds(c, 1), :].astype(sdt) for r in (keepM_ref, keepS_ref, sToM_ref))
-            closes = close_ref[pl.ds(c, 1), :] > 0  # 1×1
-            new_surprise = tuple(keepS * s + d for s, d in zip(surprise, d_S, strict=True))
-            new_memory = tuple(keepM * mem + sToM * s + d for mem, s, d in zip(memory, surprise, d_M, strict=True))
-            start = tuple(jnp.where(closes, new, old) for new, old in zip(new_memory, start, strict=True))
-            return start, new_memory, new_surprise
+                sq = sq + _row_sq(gain_rows, sdt)
+            positive = sq > 0  # √ with a finite derivative at 0 (the backward kernel differentiates this step)
+            scale = clip_scale(jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0), max_grad_norm)
+            a, m = a * scale.astype(a.dtype), m * scale.astype(m.dtype)
+        a, m = a.astype(cdt), m.astype(cdt)
+        # −Σ_i w_i u_i for w = a (into S) and w = m (into M): the sign goes on the small δ rows
+        d_S = [_dot_tn(a * h, -d, use_dot).astype(sdt) for h, d in factors]
+        d_M = [_dot_tn(m * h, -d, use_dot).astype(sdt) for h, d in factors]
+        if gain_rows is not None:
+            d_S.append(jnp.sum(a * -gain_rows, axis=0, keepdims=True).astype(sdt))
+            d_M.append(jnp.sum(m * -gain_rows, axis=0, keepdims=True).astype(sdt))
+        keepM, keepS, sToM = (x.astype(sdt) for x in (keepM, keepS, sToM))
+        new_surprise = tuple(keepS * s + d for s, d in zip(surprise, d_S, strict=True))
+        new_memory = tuple(keepM * mem + sToM * s + d for mem, s, d in zip(memory, surprise, d_M, strict=True))
+        start = tuple(jnp.where(closes, new, old) for new, old in zip(new_memory, start, strict=True))
+        return y, start, new_memory, new_surprise
 
-        carry = tuple(tuple(r[...] for r in group) for group in (start_refs, mem_refs, sur_refs))
-        final = jax.lax.fori_loop(0, n_chunks, chunk, carry)
-        for ref, value in zip(outs, [x for group in final for x in group], strict=True):
-            ref[...] = value
-
-    return kernel
+    return step
 
 
 def two_layer_chunk_loop(
@@ -137,23 +121,18 @@ def two_layer_chunk_loop(
 ):
     """Run the kernel on one head: L = n·b tokens (already padded to whole chunks), parameter dicts (M_{t'}, M, S),
     ``coefs`` = (a_Lx1, m_Lx1, keep_M_nx1, keep_S_nx1, s_to_M_nx1, closes_nx1). Returns (y_LxD, start, memory,
-    surprise), the dicts with the same names and shapes."""
-    L, D = q_LxD.shape
+    surprise), the dicts with the same names and shapes; differentiable (``chunk_loop_with_vjp``)."""
+    D = q_LxD.shape[1]
     names = form.names
     if coefs[1].shape[-1] != 1:
         raise ValueError("the two-layer kernel takes one α per token (C = 1)")
     H = memory[form.w_in].shape[-1]
     as2d = lambda tree: [tree[name].reshape(1, -1) if tree[name].ndim == 1 else tree[name] for name in names]  # noqa: E731
     states = [x for tree in (start, memory, surprise) for x in as2d(tree)]
-    kernel = _make_kernel(form, L // chunk_size, chunk_size, cotangent, max_grad_norm, min(chunk_size, D, H) >= MIN_DOT)
-    state_shapes = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in states]
-    out_shape = (jax.ShapeDtypeStruct((L, D), q_LxD.dtype), *state_shapes)
-    # compiled: the Triton lowering, as for the matrix kernel (fused_kernel.py)
-    params = None if interpret else pltriton.CompilerParams(num_warps=4, num_stages=1)
-    call = pl.pallas_call(
-        kernel, out_shape=out_shape, interpret=interpret, compiler_params=params, name="titans_fused_mlp2"
+    step = two_layer_step(form, cotangent, max_grad_norm, min(chunk_size, D, H) >= MIN_DOT)
+    y, outs = chunk_loop_with_vjp(
+        step, states, q_LxD, k_LxD, v_LxD, coefs, chunk_size=chunk_size, interpret=interpret, name="titans_fused_mlp2"
     )
-    y, *outs = call(*states, q_LxD, k_LxD, v_LxD, *coefs)
     P = len(names)
     trees = [
         {name: x.reshape(memory[name].shape) for name, x in zip(names, outs[i * P : (i + 1) * P], strict=True)}

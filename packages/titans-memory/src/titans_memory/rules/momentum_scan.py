@@ -49,6 +49,7 @@ from titans_memory.rules.base import (
     RuleState,
     clip_scale,
     decay,
+    mask_gates,
     tree_norm,
 )
 from titans_memory.rules.token_read import linearize_for_token_read, token_coefficients
@@ -171,10 +172,16 @@ class MomentumScanRule(RuleBase):
         *,
         aligned: bool = False,
         objective: Objective | None = None,
+        store_T: jax.Array | None = None,
     ) -> tuple[jax.Array, RuleState]:
         """``aligned=True`` promises state.pos == 0 (a chunk boundary): the chunk boundaries are known at trace
-        time. ``objective``: the inner loss whose cotangent drives the update (default ℓ2, Eq 12)."""
-        xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC, gates.objective_T)
+        time. ``objective``: the inner loss whose cotangent drives the update (default ℓ2, Eq 12). ``store_T``
+        (1 write, 0 skip; default all 1): a skipped token is read but leaves M and S exactly unchanged — its gates
+        act as θ = 0, η = 1, α = 0 and it joins the write mask of padding (``base.mask_gates``)."""
+        dtype = q_TxD.dtype
+        store = jnp.ones(q_TxD.shape[0], dtype) if store_T is None else store_T.astype(bool).astype(dtype)
+        gates = mask_gates(gates, store_T)
+        xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC, gates.objective_T, store)
         run = self._aligned if aligned else self._general
         return run(model, resolve(objective), state, xs)
 
@@ -187,7 +194,6 @@ class MomentumScanRule(RuleBase):
 
         def body(carry, inp):
             memory, surprise = carry  # a whole chunk: it reads (and takes its gradients at) the M it starts from
-            inp = inp + (jnp.ones(b, inp[0].dtype),)
             y, memory, surprise = self._update(model, objective, memory, memory, surprise, inp)
             return (memory, surprise), y
 
@@ -197,7 +203,7 @@ class MomentumScanRule(RuleBase):
             ys.append(y.reshape((n_full * b,) + y.shape[2:]))
         start = memory
         if tail:
-            rest = jax.tree.map(lambda x: x[n_full * b :], xs) + (jnp.ones(tail, xs[0].dtype),)
+            rest = jax.tree.map(lambda x: x[n_full * b :], xs)
             y, memory, surprise = self._update(model, objective, start, memory, surprise, rest)
             ys.append(y)
         y_TxD = jnp.concatenate(ys) if ys else jnp.zeros_like(xs[0])  # (T = 0 leaves the state as it was)
@@ -215,7 +221,7 @@ class MomentumScanRule(RuleBase):
             return jax.lax.dynamic_update_slice_in_dim(buf, x, offset, axis=0)
 
         slots = jnp.arange(L)
-        mask = ((slots >= offset) & (slots < offset + T)).astype(xs[0].dtype)
+        mask = ((slots >= offset) & (slots < offset + T)).astype(xs[0].dtype) * place(xs[7], 0.0)
         fills = (0.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # padding is the identity: θ = 0, η = 1, α = 0
         padded = tuple(place(x, f) for x, f in zip(xs[:6], fills, strict=True))
         padded += (jax.tree.map(lambda x: place(x, 1.0), xs[6]), mask)  # objective parameters: any finite value

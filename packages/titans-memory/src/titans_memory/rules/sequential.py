@@ -15,6 +15,7 @@ from titans_memory.rules.base import (
     RuleState,
     clip_scale,
     decay,
+    mask_gates,
     token_grad,
     tree_norm,
 )
@@ -28,9 +29,11 @@ class SequentialRule(RuleBase):
         M_t = (1 − α_t) M_{t−1} + S_t                       (Eq 14)
         y_t = M_{t'}(q_t)   (read: chunk, read-before-write)   or   y_t = M_t(q_t)   (read: token)   (Eq 15)
 
-    and when t closes a chunk, M_{t'} := M_t. With b = 1 and read: chunk this is plain online gradient
-    descent with momentum where token t reads M_{t−1}; read: token reads the weights after t's own write
-    (TTT's per-token read, arXiv 2407.04620), while every gradient is still taken at M_{t'}.
+    and when t closes a chunk, M_{t'} := M_t. A token with ``store_T`` = 0 is read but not written:
+    S_t = S_{t−1}, M_t = M_{t−1} (it keeps its place in the chunk: boundaries do not move). With b = 1 and
+    read: chunk this is plain online gradient descent with momentum where token t reads M_{t−1}; read: token
+    reads the weights after t's own write (TTT's per-token read, arXiv 2407.04620),
+    while every gradient is still taken at M_{t'}.
     """
 
     def __call__(
@@ -44,22 +47,26 @@ class SequentialRule(RuleBase):
         *,
         aligned: bool = False,
         objective: Objective | None = None,
+        store_T: jax.Array | None = None,
     ) -> tuple[jax.Array, RuleState]:
         del aligned  # any position works token by token
         b = self.chunk_size
 
         def step(carry: RuleState, inp):
-            q, k, v, theta, eta, alpha, objective_1 = inp
+            q, k, v, theta, eta, alpha, objective_1, store = inp
             u = token_grad(model, carry.start, k, v, objective, objective_1)
             theta = theta * clip_scale(tree_norm(u), self.config.max_grad_norm)
             surprise = jax.tree.map(lambda s, g: eta * s - theta * g, carry.surprise, u)
-            memory = jax.tree.map(jnp.add, decay(carry.memory, 1.0 - alpha), surprise)
+            # a skipped token (θ = 0, η = 1, α = 0) keeps S; it must not add S to M either
+            memory = jax.tree.map(lambda m, s: jnp.where(store, m + s, m), decay(carry.memory, 1.0 - alpha), surprise)
             y = model.apply(memory if self.config.read == "token" else carry.start, q[None])[0]
             pos = carry.pos + 1
             closes = pos == b
             start = jax.tree.map(lambda m, s: jnp.where(closes, m, s), memory, carry.start)
             return RuleState(start, memory, surprise, jnp.where(closes, 0, pos)), y
 
-        xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC, gates.objective_T)
+        store = jnp.ones(q_TxD.shape[0], bool) if store_T is None else store_T.astype(bool)
+        gates = mask_gates(gates, store_T)
+        xs = (q_TxD, k_TxD, v_TxD, gates.theta_T, gates.eta_T, gates.alpha_TxC, gates.objective_T, store)
         state, y_TxD = jax.lax.scan(step, state, xs)
         return y_TxD, state

@@ -29,7 +29,15 @@ from titans_train.tasks.scoring import IGNORE_INDEX
 Split = Literal["train", "val"]
 #: Stream tags: numpy treats seed lists that differ only by trailing zeros alike, so no tag is 0, and the
 #: evaluation streams of :mod:`titans_train.evaluate.scorers` use tags of their own.
-STREAM_TAGS = {"train": 1, "val": 2, "eval_mqar": 3, "eval_niah": 4}
+STREAM_TAGS = {
+    "train": 1,
+    "val": 2,
+    "eval_mqar": 3,
+    "eval_niah": 4,
+    "eval_niah_multikey": 5,
+    "eval_niah_multivalue": 6,
+    "eval_babilong": 7,
+}
 
 
 def example_rng(seed: int, split: Split, index: int) -> np.random.Generator:

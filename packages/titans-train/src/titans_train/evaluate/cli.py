@@ -1,9 +1,10 @@
-"""``titans-eval``: evaluate trained runs on held-out text, S-NIAH and MQAR.
+"""``titans-eval``: evaluate trained runs on held-out text, S-NIAH, multi-key / multi-value NIAH, BABILong-style
+and MQAR.
 
 Usage::
 
-    titans-eval RUN_DIR [RUN_DIR ...] [--task lm|niah|mqar ...] [--contexts 256,512,1024] [--examples 40]
-                [--seed 0] [-o results.json] [--plot accuracy.png]
+    titans-eval RUN_DIR [RUN_DIR ...] [--task lm|niah|mqar|niah_multikey|niah_multivalue|babilong ...]
+                [--contexts 256,512,1024] [--examples 40] [--seed 0] [-o results.json] [--plot accuracy.png]
 
 Each run is loaded from its latest checkpoint; every task is measured at every context length. The results are
 printed as a table and written to ``--output`` (default ``RUN_DIR/eval.json`` for one run; required for
@@ -25,11 +26,13 @@ import typer
 from titans_core import TitansUserError
 from titans_core.cli import make_app, make_console, run_user_command
 
-from titans_train.evaluate.report import FORMAT, plot_results, print_table, write_json
+from titans_train.compile_cache import enable_persistent_cache
+from titans_train.evaluate.report import FORMAT, merge_json, plot_results, print_table
 from titans_train.evaluate.run import TASKS, EvalOptions, clear_text_cache, evaluate, plan_run
 
 app = make_app(
-    "titans-eval", "Evaluate trained Titans runs: held-out LM loss, S-NIAH and MQAR accuracy versus context length."
+    "titans-eval",
+    "Evaluate trained Titans runs: held-out LM loss, NIAH, BABILong-style and MQAR accuracy versus context length.",
 )
 
 
@@ -74,13 +77,18 @@ def main_command(
     run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run directories of titans-train.")],
     task: Annotated[
         list[str] | None,
-        typer.Option("--task", "-t", help="lm, niah or mqar (repeatable; default: the run's own task, else lm)."),
+        typer.Option(
+            "--task",
+            "-t",
+            help="lm, niah, mqar, niah_multikey, niah_multivalue or babilong (repeatable; default: the run's own task, "
+            "else lm).",
+        ),
     ] = None,
     contexts: Annotated[
         str | None,
         typer.Option(help="Context lengths in tokens, e.g. 256,512,1024 (default: the run's seq_len)."),
     ] = None,
-    examples: Annotated[int, typer.Option(min=1, help="S-NIAH / MQAR examples per context length.")] = 40,
+    examples: Annotated[int, typer.Option(min=1, help="Task examples per context length (all but lm).")] = 40,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the generated examples.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 8,
     lm_tokens: Annotated[
@@ -93,7 +101,7 @@ def main_command(
         int | None, typer.Option(min=1, help="MQAR key-value pairs (default: the run's, else 8).")
     ] = None,
     mqar_vocab: Annotated[int | None, typer.Option(min=4, help="MQAR vocabulary (default: the run's).")] = None,
-    value_kind: Annotated[str | None, typer.Option(help="S-NIAH value: number or uuid.")] = None,
+    value_kind: Annotated[str | None, typer.Option(help="Needle value of the NIAH tasks: number or uuid.")] = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Result JSON (default: RUN_DIR/eval.json for one run)."),
@@ -127,14 +135,15 @@ def main_command(
     console = make_console(piped_width=0, stderr=True)  # progress lines: the terminal's own width
     clear_text_cache()  # --text files are read once per command, and afresh by the next one
     plans = [plan_run(d, options) for d in run_dirs]  # every problem surfaces before any evaluation
+    enable_persistent_cache()  # titans_train.compile_cache
     runs = [evaluate(p, options, progress=lambda m: console.print(m, style="dim")) for p in plans]
     for run, label in zip(runs, labels_for(run_dirs, [r["variant"] for r in runs]), strict=True):
         run["label"] = label
     document = {"format": FORMAT, "seed": seed, "examples": examples, "runs": runs}
     print_table(document, make_console(piped_width=120))
     try:
-        write_json(output, document)
-        console.print(f"wrote {output}")
+        kept = merge_json(output, document)  # concurrent evaluations of one run all survive
+        console.print(f"wrote {output}" + (f" (with {kept} earlier results kept)" if kept else ""))
         if plot is not None:
             console.print(f"wrote {plot_results(document, plot)}")
     except OSError as exc:

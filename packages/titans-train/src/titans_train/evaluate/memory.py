@@ -5,6 +5,7 @@ the training records), measured on the first ``--batch-size`` sequences of that 
 - ``lm``: the held-out windows (the inputs of the first windows that
   :func:`~titans_train.evaluate.scorers.heldout_lm` scores);
 - ``niah``: the S-NIAH prompts, cut to the shortest prompt's length (so that no row is padding);
+- ``niah_multikey``, ``niah_multivalue``, ``babilong``: their prompts, cut likewise;
 - ``mqar``: the MQAR inputs.
 """
 
@@ -15,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from titans_train.data.pipeline import Windows
-from titans_train.evaluate.scorers import mqar_eval_examples, niah_eval_examples
+from titans_train.evaluate.scorers import (
+    HAYSTACK_TASKS,
+    haystack_eval_examples,
+    mqar_eval_examples,
+    niah_eval_examples,
+)
 from titans_train.memory_stats import MemoryProbe, MemoryStats
 from titans_train.tasks.niah import encode_text
 
@@ -26,11 +32,12 @@ def eval_inputs(plan: Any, options: Any, task: str, context: int) -> np.ndarray:
     if task == "lm":
         windows = Windows(plan.lm_tokens, context)
         return windows.gather(np.arange(min(len(windows), n)))[:, :-1]
-    if task == "niah":
-        prompts = [
-            encode_text(e.prompt)
-            for e in niah_eval_examples(options.seed, context, options.examples, plan.value_kind)[:n]
-        ]
+    if task == "niah" or task in HAYSTACK_TASKS:
+        if task == "niah":
+            examples = niah_eval_examples(options.seed, context, options.examples, plan.value_kind)
+        else:
+            examples = haystack_eval_examples(task, options.seed, context, options.examples, **plan.haystack[task])
+        prompts = [encode_text(e.prompt) for e in examples[:n]]
         shortest = min(p.size for p in prompts)
         return np.stack([p[:shortest] for p in prompts]).astype(np.int32)
     if task == "mqar":

@@ -15,6 +15,7 @@ Result file (``"format": "titans-eval/1"``)::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -42,6 +43,41 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def merge_json(path: Path, document: dict[str, Any]) -> int:
+    """Merge ``document`` into the result file ``path`` under an exclusive lock (``.NAME.lock`` beside it), so
+    evaluations of one run written at the same time all survive; the number of earlier results kept.
+
+    Results are keyed by (run directory, checkpoint step, task, context): a new result replaces the old one of its
+    key, every other earlier result is kept. An earlier file of another format, seed or example count is not
+    comparable and is replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        same = isinstance(old, dict) and all(old.get(k) == document[k] for k in ("format", "seed", "examples"))
+        kept = 0
+        if same and isinstance(old, dict) and isinstance(old.get("runs"), list):
+            runs = {(r["run_dir"], r["step"]): r for r in document["runs"]}
+            merged = []
+            for run in old["runs"]:
+                new = runs.pop((run.get("run_dir"), run.get("step")), None)
+                if new is None:
+                    merged.append(run)
+                    kept += len(run.get("results", []))
+                    continue
+                keys = {(r["task"], r["context"]) for r in new["results"]}
+                earlier = [r for r in run.get("results", []) if (r.get("task"), r.get("context")) not in keys]
+                kept += len(earlier)
+                merged.append({**new, "results": earlier + new["results"]})
+            merged.extend(runs.values())
+            document = {**document, "runs": merged}
+        write_json(path, document)
+    return kept
 
 
 def _metric(result: dict[str, Any]) -> str:
@@ -121,7 +157,7 @@ def plot_results(document: dict[str, Any], path: Path) -> Path:
         chances = {
             r["chance"] for run in document["runs"] for r in run["results"] if r["task"] == task and "chance" in r
         }
-        if len(chances) == 1 and 100 * min(chances) >= 0.5:  # a visible chance level (MQAR); S-NIAH's is ~0
+        if len(chances) == 1 and 100 * min(chances) >= 0.5:  # a visible chance level (MQAR, BABILong, MK-NIAH)
             ax.axhline(100 * min(chances), color="grey", linestyle="--", linewidth=1, label="chance")
         ax.set_xscale("log", base=2)
         ax.set_xticks(contexts, [str(c) for c in contexts])
@@ -133,7 +169,9 @@ def plot_results(document: dict[str, Any], path: Path) -> Path:
         else:
             ax.set_ylabel("accuracy (%)")
             ax.set_ylim(-3, 103)
-        ax.set_title({"lm": "held-out LM", "niah": "S-NIAH", "mqar": "MQAR"}.get(task, task))
+        titles = {"lm": "held-out LM", "niah": "S-NIAH", "mqar": "MQAR", "niah_multikey": "MK-NIAH"}
+        titles |= {"niah_multivalue": "MV-NIAH", "babilong": "BABILong-style (qa1)"}
+        ax.set_title(titles.get(task, task))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,9 +1,10 @@
 """Evaluate trained runs: resolve what to measure for each run directory, then measure it.
 
 :func:`plan_run` checks every option against a run (before any model work), :func:`evaluate` does the work.
-Defaults follow the run: the tasks are the run's own task (``mqar`` / ``niah`` data sources) or the held-out
-LM loss (any text source), the context is the run's ``data.seq_len``, and MQAR uses the run's key-value
-settings when it was trained on MQAR. Each result of a model with a neural memory also holds the memory
+Defaults follow the run: the tasks are the run's own task (``mqar`` / ``niah`` / ``niah_multikey`` /
+``niah_multivalue`` / ``babilong`` data sources) or the held-out LM loss (any text source), the context is the
+run's ``data.seq_len``, and MQAR and the haystack tasks use the run's settings (key-value pairs, needles,
+facts) when it was trained on that task. Each result of a model with a neural memory also holds the memory
 diagnostics on that task's inputs (``"memory"``, see :mod:`titans_train.evaluate.memory`).
 """
 
@@ -19,18 +20,21 @@ from titans_attention.params import count_params
 from titans_core import TitansUserError
 
 from titans_train.evaluate.memory import EvalMemoryStats
-from titans_train.evaluate.scorers import Predictor, heldout_lm, mqar_eval, niah_eval
+from titans_train.evaluate.scorers import HAYSTACK_TASKS, Predictor, haystack_eval, heldout_lm, mqar_eval, niah_eval
+from titans_train.tasks.babilong import DEFAULT_FACTS, babilong_min_context_length
 from titans_train.tasks.mqar import validate_mqar_config
 from titans_train.tasks.niah import niah_min_context_length
+from titans_train.tasks.niah_multi import DEFAULT_NEEDLES, multi_min_context_length
 
-TASKS = ("lm", "niah", "mqar")
+TASKS = ("lm", "niah", "mqar", *HAYSTACK_TASKS)
+_NEEDLE_FIELDS = {"niah_multikey": "num_keys", "niah_multivalue": "num_values"}  # source field of num_needles
 
 
 @dataclass(frozen=True)
 class EvalOptions:
     """What ``titans-eval`` was asked for (None: follow the run)."""
 
-    tasks: tuple[str, ...] | None = None  # lm, niah, mqar (None: the run's own task)
+    tasks: tuple[str, ...] | None = None  # one or more of TASKS (None: the run's own task)
     contexts: tuple[int, ...] | None = None  # context lengths in tokens (None: the run's data.seq_len)
     examples: int = 40  # S-NIAH and MQAR examples per context length
     seed: int = 0  # seed of the generated examples
@@ -39,7 +43,7 @@ class EvalOptions:
     text: tuple[str, ...] = ()  # held-out LM text files (default: the run's validation split)
     num_kv_pairs: int | None = None  # MQAR key-value pairs (default: the run's, else 8)
     mqar_vocab: int | None = None  # MQAR vocabulary (default: the run's, else the model's vocab_size)
-    value_kind: str | None = None  # S-NIAH value: number | uuid (default: the run's, else number)
+    value_kind: str | None = None  # (multi-)NIAH value: number | uuid (default: the run's, else number)
 
 
 @dataclass
@@ -55,6 +59,7 @@ class RunPlan:
     contexts: tuple[int, ...]
     mqar: dict[str, Any] = field(default_factory=dict)
     value_kind: str = "number"
+    haystack: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> generator options
     lm_tokens: np.ndarray | None = None
 
 
@@ -69,7 +74,7 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
 
     model, spec, step, byte_level = load_run_model(run_dir)
     source_name, source = _source(spec)
-    tasks = options.tasks or ((source_name,) if source_name in ("mqar", "niah") else ("lm",))
+    tasks = options.tasks or ((source_name,) if source_name in TASKS else ("lm",))
     contexts = options.contexts or (spec.data.seq_len,)
     plan = RunPlan(run_dir, model, spec, step, byte_level, tuple(tasks), tuple(contexts))
     where = f"{run_dir}"
@@ -84,6 +89,8 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
         if short:
             flag = "--contexts" if options.contexts else f"{where}: data.seq_len (the default context)"
             raise TitansUserError(f"{flag}: S-NIAH needs contexts of at least {shortest} bytes, got {short[0]}")
+    for task in (t for t in tasks if t in HAYSTACK_TASKS):
+        _plan_haystack(plan, task, source_name, source, options)
     if "mqar" in tasks:
         own = source_name == "mqar"
         plan.mqar = {
@@ -117,6 +124,29 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
                 f"{need:,} (the largest context + 1)"
             )
     return plan
+
+
+def _plan_haystack(plan: RunPlan, task: str, source_name: str, source: Any, options: EvalOptions) -> None:
+    """Resolve the generator options of a haystack task and check the model and contexts against them."""
+    where, own = str(plan.run_dir), source_name == task
+    if plan.spec.vocab_size < 256:
+        raise TitansUserError(
+            f"{where}: {task} is byte level and needs vocab_size >= 256 (the model has {plan.spec.vocab_size})"
+        )
+    if task == "babilong":
+        args: dict[str, Any] = {"num_facts": source.num_facts if own else DEFAULT_FACTS}
+        shortest = babilong_min_context_length(**args)
+    else:
+        kind = options.value_kind or (
+            getattr(source, "value_kind", "number") if source_name.startswith("niah") else "number"
+        )
+        args = {"num_needles": getattr(source, _NEEDLE_FIELDS[task]) if own else DEFAULT_NEEDLES, "value_kind": kind}
+        shortest = multi_min_context_length(task, **args)
+    short = [c for c in plan.contexts if c < shortest]
+    if short:
+        flag = "--contexts" if options.contexts else f"{where}: data.seq_len (the default context)"
+        raise TitansUserError(f"{flag}: {task} needs contexts of at least {shortest} bytes, got {short[0]}")
+    plan.haystack[task] = args
 
 
 @functools.cache
@@ -173,6 +203,12 @@ def evaluate(plan: RunPlan, options: EvalOptions, progress: Any = None) -> dict[
             elif task == "niah":
                 results.append(
                     niah_eval(predictor, context, n=options.examples, seed=options.seed, value_kind=plan.value_kind)
+                )
+            elif task in HAYSTACK_TASKS:
+                results.append(
+                    haystack_eval(
+                        predictor, task, context, n=options.examples, seed=options.seed, **plan.haystack[task]
+                    )
                 )
             else:
                 results.append(mqar_eval(predictor, context, n=options.examples, seed=options.seed, **plan.mqar))

@@ -1,4 +1,5 @@
-"""Scoring a model on the evaluation tasks: held-out LM loss, S-NIAH and MQAR (what ``titans-eval`` runs).
+"""Scoring a model on the evaluation tasks: held-out LM loss, S-NIAH, multi-key / multi-value NIAH, BABILong-style
+and MQAR (what ``titans-eval`` runs).
 
 Every function takes a :class:`Predictor` (a model wrapped in jitted, fixed-shape forward passes), so any
 model with ``model(tokens_BxT) -> logits_BxTxV`` can be evaluated, and returns a plain dict that goes into the
@@ -12,6 +13,10 @@ Decisions:
   repeated *full* forward passes over the prompt plus the tokens generated so far, right-padded to one fixed
   length per context: exactly greedy decoding (the models are causal, so padding after a position never
   changes its logits), batched over examples whose prompts differ in length, and compiled once per context.
+- **The other haystack tasks are generated and scored the same way** (:func:`haystack_eval`): ``niah_multikey``
+  by the S-NIAH rule; ``niah_multivalue`` by RULER's ``string_match_all`` (``accuracy`` is the mean fraction of
+  the values present in the generation, ``all_accuracy`` the rate of generations holding every value);
+  ``babilong`` by the first generated word (chance: one location in six).
 - **MQAR accuracy** is the argmax at every labelled position (the value after each query) against the label,
   over all queries of all examples (Zoology's metric). Its chance level is 1 / num_kv_pairs (a guesser that
   sees the pairs' values but not the binding), or 1 / (number of value ids) with a ``delay`` (the pairs out
@@ -35,8 +40,10 @@ from flax import nnx
 
 from titans_train.data.examples import STREAM_TAGS
 from titans_train.data.pipeline import Windows
+from titans_train.tasks.babilong import babilong_chance_level, babilong_dataset, score_babilong
 from titans_train.tasks.mqar import mqar_accuracy, mqar_batch
 from titans_train.tasks.niah import NiahExample, decode_tokens, encode_text, niah_dataset, score_niah
+from titans_train.tasks.niah_multi import multi_dataset, score_multikey, score_multivalue
 from titans_train.tasks.scoring import (
     IGNORE_INDEX,
     accuracy_stderr,
@@ -151,7 +158,14 @@ def greedy_continuations(predictor: Predictor, prompts: Sequence[np.ndarray], ne
     return np.stack([tokens[i, lengths[i] : lengths[i] + new_tokens] for i in rows])
 
 
-def _by_depth(examples: Sequence[NiahExample], hits: Sequence[bool]) -> dict[str, list[int]]:
+def generate_answers(predictor: Predictor, examples: Sequence[Any]) -> list[str]:
+    """``len(answer) + NIAH_EXTRA_TOKENS`` (longest answer) greedily generated characters after each prompt."""
+    new_tokens = max(len(e.answer) for e in examples) + NIAH_EXTRA_TOKENS
+    generated = greedy_continuations(predictor, [encode_text(e.prompt) for e in examples], new_tokens)
+    return [decode_tokens(g) for g in generated]
+
+
+def _by_depth(examples: Sequence[Any], hits: Sequence[bool]) -> dict[str, list[int]]:
     """``{depth: [correct, total]}`` over the examples (several examples may share a depth)."""
     out: dict[str, list[int]] = {}
     for example, hit in zip(examples, hits, strict=True):
@@ -165,9 +179,7 @@ def score_niah_examples(predictor: Predictor, examples: Sequence[NiahExample]) -
     """Exact-match accuracy of greedy generation on ``examples`` (one context length), with per-depth hits."""
     if not examples:
         raise ValueError("no S-NIAH examples to score")
-    new_tokens = max(len(e.answer) for e in examples) + NIAH_EXTRA_TOKENS
-    generated = greedy_continuations(predictor, [encode_text(e.prompt) for e in examples], new_tokens)
-    texts = [decode_tokens(g) for g in generated]
+    texts = generate_answers(predictor, examples)
     hits = [score_generation(text, e.answer) for text, e in zip(texts, examples, strict=True)]
     acc = float(np.mean(hits))
     return {
@@ -215,6 +227,63 @@ def niah_eval(predictor: Predictor, context: int, *, n: int, seed: int, value_ki
         "value_kind": value_kind,
         **score_niah_examples(predictor, examples),
     }
+
+
+# ------------------------------------------------------------------- multi-key / multi-value NIAH, BABILong
+HAYSTACK_TASKS = ("niah_multikey", "niah_multivalue", "babilong")
+"""The generated haystack tasks besides S-NIAH; their options (``num_needles``, ``value_kind`` / ``num_facts``)
+default to RULER's and the module defaults (4 needles, numbers, 4 facts)."""
+
+
+def haystack_eval_examples(task: str, seed: int, context: int, n: int, **options: Any) -> list[Any]:
+    """The examples :func:`haystack_eval` scores (``options``: the generator's keyword arguments)."""
+    stream = eval_seed(seed, task, context)
+    if task == "babilong":
+        return list(babilong_dataset(stream, n, context, **options))
+    if task in ("niah_multikey", "niah_multivalue"):
+        return list(multi_dataset(stream, n, context, task, **options))
+    raise ValueError(f"unknown haystack task {task!r} (choose from {', '.join(HAYSTACK_TASKS)})")
+
+
+def score_haystack_examples(predictor: Predictor, task: str, examples: Sequence[Any]) -> dict[str, Any]:
+    """Greedy generation scored by the task's rule (module docstring), with per-depth hits and 3 samples."""
+    if not examples:
+        raise ValueError(f"no {task} examples to score")
+    texts = generate_answers(predictor, examples)
+    pairs = list(zip(texts, examples, strict=True))
+    extra: dict[str, Any] = {}
+    if task == "niah_multivalue":
+        scores = [score_multivalue(t, e.values) if _prefix_ok(t) else 0.0 for t, e in pairs]
+        hits = [s == 1.0 for s in scores]
+        extra["all_accuracy"] = float(np.mean(hits))
+        chance = niah_chance_level(examples[0].value_kind)
+    else:
+        rule = score_multikey if task == "niah_multikey" else score_babilong
+        hits = [_prefix_ok(t) and rule(t, e.answer) for t, e in pairs]
+        scores = [float(h) for h in hits]
+        # multikey: a guesser that picks one of the values it saw; babilong: one of the locations
+        chance = 1.0 / len(examples[0].needles) if task == "niah_multikey" else babilong_chance_level()
+    acc = float(np.mean(scores))
+    return {
+        "accuracy": acc,
+        **extra,
+        "stderr": float(np.std(scores) / math.sqrt(len(scores))),  # = binomial stderr for 0/1 scores
+        "n": len(scores),
+        "chance": chance,
+        "by_depth": _by_depth(examples, hits),
+        "samples": [{"answer": e.answer, "generated": t} for t, e in pairs[:3]],
+    }
+
+
+def _prefix_ok(generated: str) -> bool:
+    """At most ``NIAH_EXTRA_TOKENS - 1`` leading whitespace bytes (as :func:`score_generation`)."""
+    return len(generated) - len(generated.lstrip()) < NIAH_EXTRA_TOKENS
+
+
+def haystack_eval(predictor: Predictor, task: str, context: int, *, n: int, seed: int, **options: Any) -> dict:
+    """One of :data:`HAYSTACK_TASKS` at one context length (bytes): ``n`` examples from ``seed``."""
+    examples = haystack_eval_examples(task, seed, context, n, **options)
+    return {"task": task, "context": context, **options, **score_haystack_examples(predictor, task, examples)}
 
 
 # ---------------------------------------------------------------------------------------------------- MQAR

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -110,6 +111,16 @@ class NiahExample:
     def text(self) -> str:
         """``prompt + answer``: the full sequence a model is trained on."""
         return self.prompt + self.answer
+
+
+class PromptAnswer(Protocol):
+    """An example of any haystack task: the prompt and the answer to generate after it."""
+
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def answer(self) -> str: ...
 
 
 def _check_value_kind(value_kind: str) -> None:
@@ -250,7 +261,7 @@ def decode_tokens(tokens: np.ndarray) -> str:
 
 
 def encode_niah_example(
-    example: NiahExample, pad_to: int | None = None, pad_id: int = 0
+    example: PromptAnswer, pad_to: int | None = None, pad_id: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(tokens, loss_mask)`` of ``prompt + answer``; ``loss_mask[i]`` iff ``tokens[i]`` is an answer byte.
 

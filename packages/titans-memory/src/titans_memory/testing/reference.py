@@ -1,17 +1,5 @@
-"""Checks a plugin author runs in their own tests (pytest or plain asserts): does my component behave?
-
-The registry checks every component's *shape* against its protocol when it is built (titans_core.contracts);
-these check *correctness*, in float64, against the references::
-
-    from titans_memory.testing import check_objective, check_rules_agree
-
-    def test_my_objective():
-        check_objective(MyObjective(MyConfig()))          # cotangent = ∇ loss, including its derivative
-        check_rules_agree(objective=MyObjective(MyConfig()))  # momentum_scan = sequential with it
-
-    def test_my_memory_model():
-        check_rules_agree(model=MyModel(MyConfig()))
-"""
+"""The float64 reference checks behind ``titans_memory.testing``: random problems, cotangent = ∇ loss, and two
+rules agreeing (outputs, state, outer gradients) on one aligned call."""
 
 from __future__ import annotations
 
@@ -61,7 +49,7 @@ def random_token_params(key: jax.Array, T: int, objective: Objective | None) -> 
     }
 
 
-def check_objective(objective: Objective, *, T: int = 7, D: int = 5, seed: int = 0, scale: float = 1.0) -> None:
+def check_cotangent(objective: Objective, *, T: int = 7, D: int = 5, seed: int = 0, scale: float = 1.0) -> None:
     """``cotangent`` equals the gradient of Σ_t ``loss`` (float64), and so does its own derivative (the outer
     loop of training differentiates through the cotangent, also into the per-token parameters of an objective
     with ``token_params``). ``scale`` sets the size of the residuals."""

@@ -1,0 +1,180 @@
+"""trainer.carry_memory: the carried state continues the concatenated sequence exactly, no gradient reaches earlier
+windows, the streams' layout, resume bit for bit, and the spec's checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+from titans_train.carry import cache_structure, make_carry_loss, make_carry_loss_and_grads
+from titans_train.checkpoint import Checkpoints
+from titans_train.data.pipeline import BatchLayout
+from titans_train.data.streams import StreamBatches, stream_period, stream_starts
+from titans_train.plan import split_params
+from train.conftest import losses, run_cli, toy_spec, write_spec
+from variants_utils import tiny
+
+T, B, K = 8, 2, 3  # window, rows, windows
+
+
+def _carried(variant: str):
+    """(model pieces, loss function, cache leaves) of a tiny variant, and K windows of one stream per row."""
+    model = tiny(variant, layers=2, chunk=4)
+    graphdef, params, rest = split_params(model)
+    treedef, leaves = cache_structure(graphdef, params, rest, B)
+    loss = jax.jit(make_carry_loss(graphdef, jnp.float32, treedef))
+    tokens_BxN = jax.random.randint(jax.random.key(1), (B, K * T + 1), 0, 32)
+    windows = [tokens_BxN[:, k * T : k * T + T + 1] for k in range(K)]
+    pure = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    return model, pure, loss, leaves, tokens_BxN, windows
+
+
+@pytest.mark.parametrize("variant", ["lmm", "mal"])
+def test_carried_windows_equal_the_concatenated_sequence(variant: str) -> None:
+    """Window k continued from the carried state scores exactly the last T positions of windows 1..k run as one
+    sequence (the memory state and the sliding-window cache are carried); from a fresh state it does not."""
+    model, (params, rest), loss, leaves, tokens_BxN, windows = _carried(variant)
+    carried = [jnp.zeros(s.shape, s.dtype) for s in leaves]
+    for k, rows in enumerate(windows):
+        value, carried = loss(params, rest, rows, carried, jnp.asarray(k == 0))
+        end = (k + 1) * T
+        logits = model(tokens_BxN[:, :end])[:, -T:]
+        want = optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BxN[:, end - T + 1 : end + 1]).mean()
+        np.testing.assert_allclose(float(value), float(want), rtol=1e-4)
+        if k:
+            fresh, _ = loss(params, rest, rows, carried, jnp.asarray(True))
+            assert abs(float(fresh) - float(want)) > 1e-3  # the carried state matters
+
+
+def test_no_gradient_flows_into_earlier_windows() -> None:
+    """The loss of window 2 depends on the carried state, but its gradient with respect to that state is zero,
+    and its parameter gradient equals the one with the state as a constant (computed under other parameters)."""
+    _, (params, rest), loss, leaves, _, windows = _carried("lmm")
+    fresh = [jnp.zeros(s.shape, s.dtype) for s in leaves]
+    _, carried = loss(params, rest, windows[0], fresh, jnp.asarray(True))
+
+    def of_carry(c):
+        return loss(params, rest, windows[1], c, jnp.asarray(False))[0]
+
+    floating = [i for i, c in enumerate(carried) if jnp.issubdtype(c.dtype, jnp.floating)]
+
+    def of_floating(values):
+        c = list(carried)
+        for i, v in zip(floating, values, strict=True):
+            c[i] = v
+        return of_carry(c)
+
+    grads = jax.grad(of_floating)([carried[i] for i in floating])
+    assert floating and all(float(jnp.abs(g).max()) == 0.0 for g in grads)
+    assert float(of_carry(carried)) != float(of_carry(fresh))
+
+    def through_first(p):  # both windows under p: window 1's state is computed from p too
+        _, c = loss(p, rest, windows[0], fresh, jnp.asarray(True))
+        return loss(p, rest, windows[1], c, jnp.asarray(False))[0]
+
+    got = jax.grad(through_first)(params)
+    want = jax.grad(lambda p: loss(p, rest, windows[1], carried, jnp.asarray(False))[0])(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, want)
+
+
+def test_gradient_accumulation_carries_each_micro_batch() -> None:
+    """With two micro-batches each carries its own rows: the loss and the new carry are those of the single
+    micro-batches."""
+    model, (params, rest), loss, leaves, _, windows = _carried("lmm")
+    graphdef, _, _ = split_params(model)
+    treedef, _ = cache_structure(graphdef, *split_params(model)[1:], 1)
+    run = jax.jit(make_carry_loss_and_grads(graphdef, jnp.float32, treedef))
+    one = jax.jit(make_carry_loss(graphdef, jnp.float32, treedef))
+    _, leaves1 = cache_structure(graphdef, *split_params(model)[1:], 1)
+    zero = [jnp.zeros((2, *s.shape), s.dtype) for s in leaves1]
+    _, _, carry = run(params, rest, windows[0][:, None], zero, jnp.asarray(True))
+    value, _, _ = run(params, rest, windows[1][:, None], carry, jnp.asarray(False))
+    singles = []
+    for r in range(2):
+        _, c = one(params, rest, windows[0][r : r + 1], [z[r] for z in zero], jnp.asarray(True))
+        singles.append(float(one(params, rest, windows[1][r : r + 1], c, jnp.asarray(False))[0]))
+    np.testing.assert_allclose(float(value), np.mean(singles), rtol=1e-5)
+
+
+def test_streams_read_contiguous_regions_and_reset() -> None:
+    tokens = np.arange(203)
+    layout = BatchLayout(batch_size=4, grad_accum=2, row_lo=0, row_hi=2)
+    streams = StreamBatches(tokens, 5, layout)
+    assert streams.region == 50 and streams.windows == 9  # (50 − 1) // 5
+    first, second = next(streams), next(streams)
+    assert first.shape == (2, 2, 6)
+    np.testing.assert_array_equal(first[1, 0], np.arange(100, 106))  # global row 2 reads region 2
+    np.testing.assert_array_equal(second[1, 0], np.arange(105, 111))  # its next window continues it
+    assert streams.get_state() == {"next_window": 2}
+    np.testing.assert_array_equal(streams.batch(9), first)  # a pass over the region: the stream starts again
+    W, R = stream_period(streams.windows, 4)
+    assert [bool(stream_starts(s, W, R)) for s in range(10)] == [1, 0, 0, 0, 1, 0, 0, 0, 0, 1]
+
+
+CARRY = {"steps": 6, "batch_size": 4, "eval_every": 3, "eval_batches": 2, "log_every": 1, "carry_memory": True}
+
+
+def _spec(run_dir: Path, **trainer) -> dict:
+    return toy_spec(
+        run_dir,
+        data={
+            "source": {"name": "python_stdlib", "max_bytes": 60_000},
+            "seq_len": 16,
+            "val_fraction": 0.1,
+            "shuffle": False,
+        },
+        trainer={**CARRY, **trainer},
+        mesh={"num_devices": 1},
+        schedule={"warmup_steps": 2, "decay_steps": 6},
+    )
+
+
+def test_resume_mid_stream_is_bit_for_bit(tmp_path: Path, capsys) -> None:
+    straight, split, plain = tmp_path / "straight", tmp_path / "split", tmp_path / "plain"
+    assert run_cli(capsys, [str(write_spec(tmp_path / "a.yaml", _spec(straight)))]).code == 0
+    spec = write_spec(tmp_path / "b.yaml", _spec(split))
+    assert run_cli(capsys, [str(spec), "--set", "trainer.steps=3"]).code == 0
+    result = run_cli(capsys, [str(spec)])
+    assert result.code == 0 and "resumed" in result.out
+    assert losses(split) == losses(straight)
+    # the carried state is in the checkpoint, and it matters: without it the same windows score differently
+    args = ocp.args.Composite(state=ocp.args.StandardRestore())
+    restored = Checkpoints(split, read_only=True).manager.restore(3, args=args)
+    assert "carry" in restored["state"] and any(np.abs(np.asarray(x)).max() > 0 for x in restored["state"]["carry"])
+    assert run_cli(capsys, [str(write_spec(tmp_path / "c.yaml", _spec(plain, carry_reset_every=1)))]).code == 0
+    assert losses(plain)[0] == losses(straight)[0] and losses(plain)[1:] != losses(straight)[1:]
+
+
+@pytest.mark.parametrize(
+    ("trainer", "data", "mesh", "message"),
+    [
+        (
+            {"carry_reset_every": 2},
+            {},
+            {"num_devices": 1},
+            "trainer.carry_reset_every: applies only with trainer.carry_memory",
+        ),
+        (
+            {"carry_memory": True},
+            {"shuffle": True},
+            {"num_devices": 1},
+            "data.shuffle: must be false with trainer.carry_memory",
+        ),
+        ({"carry_memory": True, "carry_reset_every": 0}, {}, {"num_devices": 1}, "trainer.carry_reset_every"),
+        ({"carry_memory": True}, {}, {}, "trainer.carry_memory: needs a single device"),
+        ({"carry_memory": True, "batch_size": 8000}, {}, {"num_devices": 1}, "every batch row reads its own region"),
+    ],
+)
+def test_spec_errors(tmp_path: Path, capsys, trainer: dict, data: dict, mesh: dict, message: str) -> None:
+    run_dir = tmp_path / "run"
+    spec = toy_spec(run_dir, trainer={"steps": 2, "batch_size": 4, **trainer}, mesh=mesh)
+    spec["data"].update(data)
+    result = run_cli(capsys, [str(write_spec(tmp_path / "s.yaml", spec))])
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
+    assert result.err.startswith("error") and not run_dir.exists()
