@@ -15,6 +15,10 @@
   subprocesses inherit it through the environment, and it is removed when the run ends. A cache directory
   already set in the environment is used as it is and kept.
 
+- Bytecode is written and reused: with ``PYTHONDONTWRITEBYTECODE`` set (some CI images set it), every worker and
+  every CLI subprocess compiled jax, flax and the packages from source at import (measured: 9–10 s per process
+  against 3.5 s with cached bytecode). It is unset here, before the workers and subprocesses start.
+
 Subprocesses that set their own ``XLA_FLAGS`` keep these flags with ``tests/xla_env.py``.
 """
 
@@ -22,7 +26,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:

@@ -83,14 +83,18 @@ def time_peer(py: Path, B: int, N: int, a) -> tuple[float, str]:
     return result["fwd_bwd_tok_s"], result["torch"]
 
 
-def ours(rule: str, B: int, N: int, a):
-    """A compiled forward+backward step of our NeuralMemory (depth-2 memory) and its arguments."""
+def ours(rule: str, read: str, B: int, N: int, a):
+    """A compiled forward+backward step of our NeuralMemory (depth-2 memory, the given Eq 15 read) and its arguments.
+
+    ``read="token"`` (the default of every rule but ``fused``) reads each token with the memory as of that token
+    (Eq 15: M_t applied to q_t); ``read="chunk"`` reads the whole chunk with the chunk-start memory, as titans-pytorch
+    does (its retrieval uses the previous chunk's weights)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
     from memory_throughput import build
 
-    graphdef, params, rest = nnx.split(build(rule, a.d_model, a.heads, a.chunk, "chunk", 2), nnx.Param, ...)
+    graphdef, params, rest = nnx.split(build(rule, a.d_model, a.heads, a.chunk, read, 2), nnx.Param, ...)
     x = jax.random.normal(jax.random.key(1), (B, N, a.d_model))
     loss = lambda p, x: jnp.mean(nnx.merge(graphdef, p, rest)(x)[0] ** 2)  # noqa: E731
     step = jax.jit(jax.value_and_grad(loss)).lower(params, x).compile()
@@ -107,6 +111,7 @@ def main() -> None:
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--chunk", type=int, default=16)
+    p.add_argument("--reads", nargs="+", default=["token", "chunk"], choices=["token", "chunk"])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument(
         "--results", default=str(HERE / "results" / "vs_titans_pytorch.json"), help='committed copy ("": skip)'
@@ -116,8 +121,14 @@ def main() -> None:
     py = peer_python(a.torch_source)
     rows, peer_torch = [], ""
     for N in a.lengths:
-        steps = {rule: ours(rule, a.batch, N, a) for rule in a.rules}
-        best = {name: 0.0 for name in ["titans-pytorch", *a.rules]}
+        steps = {}
+        for rule in a.rules:
+            for read in a.reads:
+                try:
+                    steps[f"{rule}/{read}"] = ours(rule, read, a.batch, N, a)
+                except (ValueError, NotImplementedError) as err:  # e.g. a rule without this read
+                    print(f"N={N}: {rule} read={read} skipped: {err}")
+        best = {name: 0.0 for name in ["titans-pytorch", *steps]}
         for _ in range(a.repeats):  # alternate, so both sides see the same machine load
             peer_tok_s, peer_torch = time_peer(py, a.batch, N, a)
             best["titans-pytorch"] = max(best["titans-pytorch"], peer_tok_s)
@@ -125,11 +136,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 step()
                 best[rule] = max(best[rule], a.batch * N / (time.perf_counter() - t0))
-        for rule in a.rules:
-            ratio = best[rule] / best["titans-pytorch"]
-            rows.append({"N": N, "rule": rule, "ours_tok_s": best[rule], "peer_tok_s": best["titans-pytorch"]})
-            rows[-1]["ratio"] = ratio
-            print(f"N={N}: {rule} {best[rule]:.0f} tok/s, titans-pytorch {best['titans-pytorch']:.0f}: {ratio:.2f}×")
+        for name in steps:
+            rule, read = name.split("/")
+            ratio = best[name] / best["titans-pytorch"]
+            rows.append({"N": N, "rule": rule, "read": read, "ours_tok_s": best[name]})
+            rows[-1] |= {"peer_tok_s": best["titans-pytorch"], "ratio": ratio}
+            print(f"N={N}: {name} {best[name]:.0f} tok/s, titans-pytorch {best['titans-pytorch']:.0f}: {ratio:.2f}×")
     import jax
 
     meta = {
@@ -139,7 +151,9 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "load_average_after": list(os.getloadavg()),
         "timing": f"best of {a.repeats} alternating calls each, forward+backward, wall clock",
-        "setting": {k: getattr(a, k) for k in ("lengths", "rules", "batch", "d_model", "heads", "chunk", "repeats")},
+        "setting": {
+            k: getattr(a, k) for k in ("lengths", "rules", "reads", "batch", "d_model", "heads", "chunk", "repeats")
+        },
     }
     text = json.dumps({"meta": meta, "rows": rows}, indent=2)
     for out in [HERE / "out" / "vs_titans_pytorch.json"] + ([Path(a.results)] if a.results else []):

@@ -58,6 +58,7 @@ def test_list_json_through_the_console_script():
             "version": "0.1.0",
             "config": "titans_swiglu_memory.memory.SwiGLUMemoryConfig",
             "factory": "titans_swiglu_memory.memory.SwiGLUMemory",
+            "description": "",
         }
     ]
 

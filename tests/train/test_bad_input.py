@@ -339,8 +339,13 @@ _ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         ("model: {name: toy}\nx: '" + "y" * (1 << 20) + "'\n", "a spec is at most 1,048,576"),
         ("model: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
         ("".join(" " * i + "k:\n" for i in range(1000)), "nested too deeply"),
+        (  # 600 KB, no alias: refused for its size (as written), not blamed on aliases
+            "model: {name: toy}\nx: [" + ", ".join(str(i) for i in range(90_000)) + "]\n",
+            "more than 20,000 values in 618,913 characters; a spec is far smaller",
+        ),
+        ("model: {name: toy}\nx:\n" + "".join(f"- {i}\n" for i in range(90_000)), "more than 20,000 values in"),
     ],
-    ids=["alias-bomb", "size-bomb", "nesting-bomb", "indent-bomb"],
+    ids=["alias-bomb", "size-bomb", "nesting-bomb", "indent-bomb", "flat-list", "block-list"],
 )
 def test_yaml_bombs_are_refused_within_a_second(tmp_path: Path, capsys, text: str, expected: str) -> None:
     import time

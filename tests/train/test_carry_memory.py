@@ -114,7 +114,8 @@ def test_streams_read_contiguous_regions_and_reset() -> None:
     assert streams.get_state() == {"next_window": 2}
     np.testing.assert_array_equal(streams.batch(9), first)  # a pass over the region: the stream starts again
     W, R = stream_period(streams.windows, 4)
-    assert [bool(stream_starts(s, W, R)) for s in range(10)] == [1, 0, 0, 0, 1, 0, 0, 0, 0, 1]
+    # a stream starts at window k of a pass when k % R == 0: windows 0, 4, 8 of the 9, then the next pass
+    assert [bool(stream_starts(s, W, R)) for s in range(10)] == [1, 0, 0, 0, 1, 0, 0, 0, 1, 1]
 
 
 CARRY = {"steps": 6, "batch_size": 4, "eval_every": 3, "eval_batches": 2, "log_every": 1, "carry_memory": True}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from titans_core import get_registry
+from titans_train.data.corpus import unigram_bits
 from titans_train.spec_check import load_train_spec
 from train.conftest import metrics, run_cli
 
@@ -54,8 +56,11 @@ def test_quickstart_flow_end_to_end(tmp_path: Path, capsys) -> None:
     assert result.code == 0, result.err
     assert "step 4/4  loss" in result.out and "bpb" in result.out
     assert "eval step 2:" in result.out and "eval step 4:" in result.out
+    evals = metrics(run_dir, "eval")
+    assert all(r["unigram_bpb"] == evals[0]["unigram_bpb"] > 0 for r in evals)  # the baseline, on the held-out split
+    assert f"(unigram {evals[0]['unigram_bpb']:.3f})" in result.out
     assert "sample (step 4):\ndef " in result.out
-    assert [r["step"] for r in metrics(run_dir, "eval")] == [2, 4]
+    assert [r["step"] for r in evals] == [2, 4]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
 
     plotted = run_cli(capsys, ["plot", str(run_dir)])
@@ -64,3 +69,13 @@ def test_quickstart_flow_end_to_end(tmp_path: Path, capsys) -> None:
     generated = run_cli(capsys, ["generate", str(run_dir), "--prompt", "import ", "--max-new-tokens", "16"])
     assert generated.code == 0, generated.err
     assert generated.out.startswith("import ")
+
+
+def test_unigram_baseline_is_the_smoothed_cross_entropy() -> None:
+    """Counts 3, 1, 0 (+1 each) over a vocabulary of 3: p = 4/7, 2/7, 1/7; the held-out tokens 0, 2 cost
+    (log2 7/4 + log2 7) / 2 bits each. A token never seen in training is finite (add-one smoothing)."""
+    train, val = np.array([0, 0, 0, 1]), np.array([0, 2])
+    expected = (np.log2(7 / 4) + np.log2(7)) / 2
+    assert abs(unigram_bits(train, val, 3) - expected) < 1e-12
+    uniform = unigram_bits(np.arange(256), np.arange(256), 256)
+    assert abs(uniform - 8.0) < 1e-12  # every byte equally frequent: 8 bits per byte

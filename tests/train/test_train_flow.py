@@ -168,7 +168,8 @@ def test_blown_up_weights_stop_the_run_before_they_are_checkpointed(tmp_path: Pa
     last = run_dir / "checkpoints" / str(diverged - 1)
     forked_spec = write_spec(tmp_path / "forked.yaml", {**spec, "optimizer": {"lr": 1e-3}})
     refused = run_cli(capsys, [str(forked_spec), "--fork-from", str(last)])
-    assert refused.code == 2 and "already holds a run; choose a new output.dir" in refused.err, refused.err
+    assert refused.code == 2 and "holds a run with a different spec" in refused.err, refused.err
+    assert "choose another output.dir" in refused.err
     new_dir = tmp_path / "forked"
     args = [str(forked_spec), "--fork-from", str(last), "--set", f"output.dir={new_dir}"]
     forked = run_cli(capsys, [*args, "--set", f"trainer.steps={diverged + 1}"])

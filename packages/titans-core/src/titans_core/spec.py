@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path as FilePath
@@ -203,7 +204,10 @@ def parse_spec(
 def load_spec_file(path: str | FilePath, model_cls: type[M], *, overrides: Sequence[str] = ()) -> M:
     """Read and validate the YAML spec file ``path`` (see :func:`parse_spec`); SpecError if unreadable."""
     try:
-        size = FilePath(path).stat().st_size
+        info = FilePath(path).stat()
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):  # /dev/zero, a FIFO: endless reads
+            raise SpecError(f"spec file {path}: not a regular file (a device, FIFO or socket)")
+        size = info.st_size
         if size > MAX_BYTES:
             raise SpecError(f"spec file {path}: {size:,} bytes; a spec is at most {MAX_BYTES:,}")
         text = FilePath(path).read_text(encoding="utf-8")

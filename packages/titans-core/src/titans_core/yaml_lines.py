@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.tokens import ScalarToken
 
 Path = tuple[Any, ...]
 MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -126,14 +127,39 @@ def _block_depth(text: str) -> int:
     return deepest
 
 
+def _count_values(text: str) -> None:
+    """Refuse a document that holds more than :data:`MAX_NODES` values as written (a long list, say) by scanning
+    its tokens (libyaml's scanner when available) and stopping at the limit: composing such a document first
+    takes seconds. Invalid YAML is left to the loader, which reports it."""
+    scanner = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    values, token = 0, None
+    try:
+        while values <= MAX_NODES and scanner.check_token():
+            token = scanner.get_token()
+            values += isinstance(token, ScalarToken)
+    except yaml.YAMLError:
+        return
+    finally:
+        scanner.dispose()
+    if values > MAX_NODES and token is not None:
+        raise ConstructorError(
+            None,
+            None,
+            f"more than {MAX_NODES:,} values in {len(text):,} characters; a spec is far smaller",
+            token.start_mark,
+        )
+
+
 def parse_yaml(text: str) -> YamlDocument:
     """Parse one YAML document with the safe loader; raises ``yaml.YAMLError`` on invalid YAML, and on
     documents no spec can be: over :data:`MAX_BYTES`, over :data:`MAX_NODES` values with aliases expanded
-    (an alias bomb would otherwise take minutes and gigabytes downstream), or nested too deeply."""
+    (an alias bomb would otherwise take minutes and gigabytes downstream) or as written (a long list), or nested
+    too deeply."""
     if len(text) > MAX_BYTES:
         raise yaml.YAMLError(f"{len(text):,} characters; a spec is at most {MAX_BYTES:,}")
     if max(_flow_depth(text), _block_depth(text)) > MAX_DEPTH:  # PyYAML's time grows ~quadratically with it
         raise yaml.YAMLError(f"nested too deeply for a spec (more than {MAX_DEPTH} levels)")
+    _count_values(text)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()

@@ -6,7 +6,7 @@ update rules (``SequentialRule`` — the reference —, ``MomentumScanRule`` —
 ``FusedRule`` — the same as one Pallas kernel), their state (``RuleState``, ``init_rule_state``) and gates
 (``Gates``) — defined in titans_core.protocols; objectives (the inner loss: ``L2Objective``,
 ``HuberObjective``, ``LpObjective``, ``DotObjective``); ``memory_diagnostics``: gate, update, surprise and
-read statistics.
+read statistics; ``MemoryStream``: pieces of any length with a bounded number of compiled programs.
 """
 
 from titans_memory.diagnostics import DIAGNOSTIC_KEYS, memory_diagnostics
@@ -26,6 +26,7 @@ from titans_memory.rules.base import Gates, RuleState, UpdateRuleConfig, assoc_l
 from titans_memory.rules.fused import FusedConfig, FusedRule, FusedUnsupportedError
 from titans_memory.rules.momentum_scan import MomentumScanRule
 from titans_memory.rules.sequential import SequentialRule
+from titans_memory.streaming import MemoryStream, piece_lengths
 
 __all__ = [
     "DIAGNOSTIC_KEYS",
@@ -45,6 +46,7 @@ __all__ = [
     "MLPMemory",
     "MLPMemoryConfig",
     "MemoryState",
+    "MemoryStream",
     "MomentumScanRule",
     "NeuralMemory",
     "NeuralMemoryConfig",
@@ -54,5 +56,6 @@ __all__ = [
     "UpdateRuleConfig",
     "assoc_loss",
     "memory_diagnostics",
+    "piece_lengths",
 ]
 __version__ = "0.1.0"

@@ -216,7 +216,7 @@ class NeuralMemory(nnx.Module):
             for layer in (self.conv_q, self.conv_kv, self.out_norm):
                 for _, var in nnx.iter_graph(layer) if layer is not None else ():
                     if isinstance(var, nnx.Param):
-                        var.value = var.value.astype(param_dtype)
+                        var.set_value(var.get_value().astype(param_dtype))
 
     # -- state ---------------------------------------------------------------------------------------------------
     def initial_params(self) -> PyTree:

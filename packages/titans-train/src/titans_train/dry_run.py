@@ -1,4 +1,5 @@
-"""``titans-train SPEC.yaml --dry-run``: the resolved spec, the parameter count and the mesh plan, as text."""
+"""``titans-train SPEC.yaml --dry-run``: the resolved spec, the parameter count, the mesh plan and a lower bound of
+a step's memory, as text."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from titans_core import dump_spec
 
 from titans_train.data import Splits, TaskSplits
 from titans_train.plan import Plan
+from titans_train.resources import human_bytes, memory_limit
 
 
 def _tokens(n: int) -> str:
@@ -61,6 +63,12 @@ def print_dry_run(plan: Plan, console: Console) -> None:
         f"precision: {spec.precision.compute_dtype} compute, float32 weights; "
         f"steps: {t.steps}, output: {spec.output.dir}"
     )
+    if plan.memory is not None:
+        limit = memory_limit(list(devices))
+        lines.append(
+            f"memory: a step needs at least {human_bytes(plan.memory.total)} ({plan.memory.describe()}) "
+            f"of the {limit.describe()}"
+        )
     for line in lines:
         console.print(Text(line), soft_wrap=True)
     table = Table("parameter", "shape", "logical axes", "mesh sharding", title="parameter layout")

@@ -1,7 +1,8 @@
 """Everything decided before training starts — and before anything is written: the devices and mesh, the abstract
 model (shapes only), the shardings of the whole training state, the optimizer, the batch layout of this process and
-the data. Any problem is raised here (:class:`~titans_core.SpecError` or :class:`~titans_train.errors.DataError`),
-so a bad spec or bad data never leaves an output directory behind.
+the data, and a training step's memory against the machine's (:mod:`titans_train.resources`). Any problem is
+raised here (:class:`~titans_core.SpecError` or :class:`~titans_train.errors.DataError`), so a bad spec or bad
+data never leaves an output directory behind.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from titans_train.carry import CarrySetup, cache_structure, carry_shapes, zero_c
 from titans_train.data import BatchLayout, LabelledTask, Splits, TaskSplits, split_corpus, split_task
 from titans_train.data.streams import stream_period, windows_per_stream
 from titans_train.optim import lr_schedule, make_optimizer
+from titans_train.resources import StepMemory, check_step_memory, memory_limit, step_memory
 from titans_train.spec import TrainSpec
 from titans_train.spec_check import SpecLocator
 from titans_train.steps import State
@@ -67,6 +69,7 @@ class Plan:
     layout: BatchLayout
     splits: Splits | TaskSplits | None
     carry: CarrySetup | None = None  # trainer.carry_memory: the carried cache (titans_train.carry)
+    memory: StepMemory | None = None  # a lower bound of a training step's memory (titans_train.resources)
 
     @property
     def labelled(self) -> bool:
@@ -195,7 +198,10 @@ def make_plan(spec: TrainSpec, locator: SpecLocator, *, load_data: bool = True, 
     params_sh = mesh_lib.state_shardings(abstract_params, mesh, rules)
     shapes_params = nnx.to_pure_dict(abstract_params)
     tx = make_optimizer(spec, shapes_params)
-    opt_sh = mesh_lib.opt_state_shardings(tx, jax.eval_shape(tx.init, shapes_params), params_sh, mesh)
+    opt_shapes = jax.eval_shape(tx.init, shapes_params)
+    memory = step_memory(spec, shapes_params, nnx.to_pure_dict(abstract_rest), opt_shapes)
+    locator.check(check_step_memory(memory, spec, memory_limit(devices)))  # before any batch or state exists
+    opt_sh = mesh_lib.opt_state_shardings(tx, opt_shapes, params_sh, mesh)
     replicated = mesh_lib.replicated(mesh)
     state_shardings = {
         "params": params_sh,
@@ -238,6 +244,7 @@ def make_plan(spec: TrainSpec, locator: SpecLocator, *, load_data: bool = True, 
         layout=BatchLayout(t.batch_size, t.grad_accum, lo, hi),
         splits=splits,
         carry=carry,
+        memory=memory,
     )
 
 

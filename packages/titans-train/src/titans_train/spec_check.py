@@ -19,6 +19,7 @@ from titans_core import SpecError, SpecProblem, load_spec_file
 from titans_core.spec_errors import override_origin
 from titans_core.yaml_lines import YamlDocument, parse_yaml
 
+from titans_train.resources import counter_problems
 from titans_train.spec import TrainSpec
 
 Problem = tuple[str, str]
@@ -90,6 +91,7 @@ def check_static(spec: TrainSpec) -> list[Problem]:
         )
     if d.coordinator_address is not None and not re.fullmatch(r"\[?[^\s\]]+\]?:\d+", d.coordinator_address):
         problems.append(("distributed.coordinator_address", f"expected HOST:PORT, got {d.coordinator_address!r}"))
+    problems.extend(counter_problems(spec))  # step counts within the int32 step counter
     top_k_set = "top_k" in spec.sample.model_fields_set  # the default (40) is clamped to the vocabulary
     if top_k_set and spec.sample.top_k is not None and spec.sample.top_k > spec.vocab_size:
         problems.append(("sample.top_k", f"must be ≤ model.vocab_size = {spec.vocab_size}, got {spec.sample.top_k}"))

@@ -37,6 +37,7 @@ from rich.console import Console
 from titans_train import sampling as gen
 from titans_train.checkpoint import RESTART_HINT, Checkpoints, quarantined, warn
 from titans_train.data import TaskSplits, TrainBatches, eval_batches
+from titans_train.data.corpus import unigram_bits
 from titans_train.data.streams import StreamBatches
 from titans_train.errors import CheckpointError, DivergedError, RunDirError
 from titans_train.interrupt import Interrupted, StopOnSignal
@@ -128,6 +129,9 @@ class Trainer:
         assert plan.splits is not None
         self.plan, self.spec, self.splits = plan, spec, plan.splits
         self.unit = "bpb" if self.splits.byte_level else "bpt"
+        self.unigram: float | None = None  # held-out bits per token of a unigram model: the baseline to beat
+        if not isinstance(self.splits, TaskSplits) and self.splits.val is not None and self.splits.val.size:
+            self.unigram = unigram_bits(self.splits.train, self.splits.val, spec.vocab_size)
         self.run_dir = RunDir(Path(spec.output.dir))
         facts = {
             "byte_level": self.splits.byte_level,
@@ -259,8 +263,12 @@ class Trainer:
                 "accuracy": acc,
                 "time": time.time(),
             }
+            | ({} if self.unigram is None else {f"unigram_{self.unit}": self.unigram})
         )
-        progress.message(f"eval step {self.step}: loss {loss:.4f}, {bits(loss):.3f} {self.unit}, accuracy {acc:.3f}")
+        baseline = "" if self.unigram is None else f" (unigram {self.unigram:.3f})"
+        progress.message(
+            f"eval step {self.step}: loss {loss:.4f}, {bits(loss):.3f} {self.unit}{baseline}, accuracy {acc:.3f}"
+        )
         return loss
 
     def run(self) -> TrainResult:

@@ -27,6 +27,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 
 from titans_train.errors import DataError
+from titans_train.resources import check_regular_file
 
 InvalidUtf8 = Literal["error", "replace", "skip"]
 
@@ -72,6 +73,7 @@ def expand_paths(patterns: list[str], *, suffixes: tuple[str, ...] = ()) -> list
                     kinds = f" ({', '.join(suffixes)})" if suffixes else ""
                     raise DataError(f"data: {pattern}: the directory holds no files{kinds}")
             else:
+                check_regular_file(path)  # /dev/zero, a FIFO: never read to the end
                 files = [path]
         for file in files:
             found.setdefault(str(file.resolve()), file)
@@ -119,6 +121,7 @@ def read_token_file(path: Path, dtype: str) -> np.ndarray:
     """A pre-tokenised array: ``.npy`` (its own dtype, must be 1-D integer) or raw ``.bin`` of ``dtype``."""
     if not path.exists():
         raise DataError(f"data: {path}: no such file")
+    check_regular_file(path)
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"data: {path}: empty file")
@@ -138,3 +141,13 @@ def read_token_file(path: Path, dtype: str) -> np.ndarray:
             f"data: {path}: {size} bytes is not a multiple of {itemsize} (the size of {dtype}); wrong dtype?"
         )
     return np.memmap(path, dtype=dtype, mode="r")
+
+
+def unigram_bits(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:
+    """Bits per token of ``val`` under a unigram model of ``train`` (add-one smoothed counts over the vocabulary).
+
+    The baseline a trained model must beat: it knows each token's frequency and nothing of its context. On a
+    byte-level corpus this is bits per byte (the quickstart reports it beside the model's held-out bits per byte)."""
+    counts = np.bincount(train.ravel(), minlength=vocab_size).astype(np.float64) + 1.0
+    log2p = np.log2(counts / counts.sum())
+    return float(-log2p[val.ravel()].mean())

@@ -21,6 +21,7 @@ from titans_core import TitansUserError
 
 from titans_train.evaluate.memory import EvalMemoryStats
 from titans_train.evaluate.scorers import HAYSTACK_TASKS, Predictor, haystack_eval, heldout_lm, mqar_eval, niah_eval
+from titans_train.resources import FLOAT32, check_context_memory
 from titans_train.tasks.babilong import DEFAULT_FACTS, babilong_min_context_length
 from titans_train.tasks.mqar import validate_mqar_config
 from titans_train.tasks.niah import niah_min_context_length
@@ -76,6 +77,8 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
     source_name, source = _source(spec)
     tasks = options.tasks or ((source_name,) if source_name in TASKS else ("lm",))
     contexts = options.contexts or (spec.data.seq_len,)
+    flag = "--contexts" if options.contexts else f"{run_dir}: data.seq_len"
+    check_context_memory(contexts, spec, FLOAT32 * count_params(model), flag)  # before any example is made
     plan = RunPlan(run_dir, model, spec, step, byte_level, tuple(tasks), tuple(contexts))
     where = f"{run_dir}"
     if "niah" in tasks:

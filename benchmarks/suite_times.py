@@ -1,0 +1,99 @@
+"""Where the test suite spends its time: per-file and slowest-test tables from one timed run.
+
+    uv run python benchmarks/suite_times.py                     # runs `uv run pytest` once (the README's command)
+    uv run python benchmarks/suite_times.py --junit FILE.xml    # tables from a run you already have
+
+Writes benchmarks/results/suite_times.json and .md: the wall time of the run, the number of tests, the summed
+test time per file (both workers together, so the sum is about twice the wall time on 2 cores) and the slowest
+tests. What makes the slow ones slow is mostly XLA compilation: each distinct model, shape or jitted function
+compiles once per worker process (seconds each on a CPU), so a file's cost is roughly its number of distinct
+programs. The notes below say why each of the slowest files needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+
+WHY = {  # the slowest files: what they compile, and why the test needs it
+    "tests/train/test_plugin_template.py": "builds a plugin package from the template, installs it, runs its tests",
+    "tests/attention/test_decode.py": "prefill + decode vs the full pass for each variant: 5 programs per variant",
+    "tests/variants/test_causality.py": "a gradient per output position for each variant (jacobian programs)",
+    "tests/train/test_train_flow.py": "whole training runs through the CLI (train, eval, checkpoint programs)",
+    "tests/memory/test_fused.py": "the Pallas kernel in interpret mode (depth 1 and 2, forward and backward)",
+    "tests/memory/test_fused_backward.py": "the Pallas backward kernel in interpret mode, float64",
+}
+
+
+def run_suite(junit: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(["uv", "run", "pytest", "-q", f"--junitxml={junit}"], cwd=ROOT, check=False)
+    return time.perf_counter() - t0
+
+
+def tables(junit: Path, wall_s: float | None) -> dict:
+    cases = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = case.get("classname", "").replace(".", "/") + ".py::" + case.get("name", "")
+        cases.append((name, float(case.get("time", 0.0))))
+    per_file: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for name, t in cases:
+        f = name.split("::")[0]
+        per_file[f] += t
+        counts[f] += 1
+    files = sorted(per_file, key=per_file.__getitem__, reverse=True)
+    return {
+        "wall_s": wall_s,
+        "tests": len(cases),
+        "summed_test_s": sum(t for _, t in cases),
+        "cpu_count": os.cpu_count(),
+        "files": [{"file": f, "tests": counts[f], "seconds": per_file[f], "why": WHY.get(f, "")} for f in files],
+        "slowest": [{"test": n, "seconds": t} for n, t in sorted(cases, key=lambda c: -c[1])[:25]],
+    }
+
+
+def markdown(r: dict) -> str:
+    wall = f"{r['wall_s'] / 60:.1f} min wall" if r["wall_s"] else "wall time not measured"
+    lines = [
+        f"# Test suite times ({r['tests']} tests, {wall}, {r['cpu_count']} cores; "
+        f"summed test time {r['summed_test_s'] / 60:.1f} min)",
+        "",
+        "| file | tests | seconds (summed) | why |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{f['file']}` | {f['tests']} | {f['seconds']:.0f} | {f['why']} |" for f in r["files"][:20]]
+    lines += ["", "| slowest tests | seconds |", "|---|---|"]
+    lines += [f"| `{s['test']}` | {s['seconds']:.1f} |" for s in r["slowest"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--junit", type=Path, help="tables from this JUnit XML instead of a new run")
+    p.add_argument("--wall-s", type=float, help="the wall time of the run behind --junit")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "suite_times")
+    a = p.parse_args()
+    junit, wall = a.junit, a.wall_s
+    if junit is None:
+        junit = HERE / "out" / "suite.xml"
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        wall = run_suite(junit)
+    r = tables(junit, wall)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.with_suffix(".json").write_text(json.dumps(r, indent=2))
+    a.out.with_suffix(".md").write_text(markdown(r))
+    print(markdown(r))
+
+
+if __name__ == "__main__":
+    main()
