@@ -5,8 +5,10 @@ documents, decoded tokens) compiles again and again (10–25 s each on a CPU). :
 piece into sub-pieces whose lengths are powers of two up to ``max_piece`` (T = 37 → 32 + 4 + 1) and runs each with
 the carried state. Nothing is padded, so the result is the one-pass result: the memory's state is per row and
 exact at any position in its chunk (``aligned=False``), and a piece split at any point equals the unsplit piece
-(``tests/memory/test_streaming.py``). Only ``log2(max_piece) + 1`` lengths can ever occur, so at most that many
-programs are compiled per batch size and dtype, whatever the stream.
+(``tests/memory/test_streaming.py``) up to rounding. Rounding is the only difference, and it is that of any split:
+in float32 it grows along a long recurrent stream (``benchmarks/stream_compiles.py``). Only
+``log2(max_piece) + 1`` lengths can ever occur, so at most that many programs are compiled per batch size and
+dtype, whatever the stream.
 
 Decision: split, not pad. Padding to a bucket with a store mask would keep the number of calls at one, but a padded
 token still takes its place in the chunk grid and the convolution context (titans-pytorch's ``store_mask`` does the
