@@ -25,12 +25,19 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 
 WHY = {  # the slowest files: what they compile, and why the test needs it
-    "tests/train/test_plugin_template.py": "builds a plugin package from the template, installs it, runs its tests",
-    "tests/attention/test_decode.py": "prefill + decode vs the full pass for each variant: 5 programs per variant",
-    "tests/variants/test_causality.py": "a gradient per output position for each variant (jacobian programs)",
-    "tests/train/test_train_flow.py": "whole training runs through the CLI (train, eval, checkpoint programs)",
+    "tests/variants/test_variants.py": "per variant: causality (a Jacobian), decoding = full pass (2 depths), training",
+    "tests/memory/test_objectives.py": "each objective through NeuralMemory and the rules, with gradients",
     "tests/memory/test_fused.py": "the Pallas kernel in interpret mode (depth 1 and 2, forward and backward)",
-    "tests/memory/test_fused_backward.py": "the Pallas backward kernel in interpret mode, float64",
+    "tests/memory/test_token_read.py": "read: token against the sequential reference (float64, hypothesis shapes)",
+    "tests/variants/test_recipes.py": "the variant conformance check for every registered variant",
+    "tests/memory/test_token_read_module.py": "prefill and decode = full pass for each variant with read: token",
+    "plugins/titans-miras/tests/test_plugin.py": "each plugin rule trained through titans-train",
+    "tests/train/test_carry_memory.py": "carried windows = the concatenated sequence per variant; training runs",
+    "tests/memory/test_rules.py": "momentum_scan = sequential, property tests over chunk sizes and depths",
+    "plugins/titans-atlas/tests/test_omega.py": "the omega rule's outer gradients against its reference",
+    "tests/variants/test_generate.py": "a generation program (prefill + decode scan) per variant and sampling option",
+    "tests/train/test_train_flow.py": "whole training runs through the CLI (train, eval, checkpoint programs)",
+    "tests/train/test_plugin_template.py": "builds a plugin package from the template and runs its tests",
 }
 
 

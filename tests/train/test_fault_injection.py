@@ -1,10 +1,11 @@
-"""Fault injection: training killed (SIGKILL) at random points several times in a row ends exactly like an
+"""Fault injection: training stopped at random points several times in a row ends exactly like an
 uninterrupted run — the same final parameters (compared through the final checkpoint's array digests), the
 same losses, and metrics.jsonl with every step once.
 
-Each kill comes a random moment (seeded) after a random step's progress line, so it lands inside a step, a
-checkpoint save (async, in orbax's threads) or a metrics write. Processes share a persistent compilation cache
-so that restarts do not recompile.
+Each stop comes a random moment (seeded) after a random step's progress line, so it lands inside a step, a
+checkpoint save (async, in orbax's threads) or a metrics write. A stop is a SIGKILL or an impatient user's double
+Ctrl-C / double SIGTERM (the second signal stops at once: exit status 130, one ``interrupted:`` line, no
+traceback). Processes share a persistent compilation cache so that restarts do not recompile.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ def _spec(run_dir: Path) -> dict:
     )
 
 
-def _kill_at_random(process: subprocess.Popen, rng: random.Random, timeout: float = 1800) -> bool:
-    """SIGKILL ``process`` at a random moment after a random step's progress line; whether it still ran."""
+STOPS = ("SIGKILL", "SIGINT twice", "SIGTERM twice")
+
+
+def _kill_at_random(process: subprocess.Popen, rng: random.Random, how: str = "SIGKILL", timeout: float = 1800) -> bool:
+    """Stop ``process`` (``how``: one of STOPS) at a random moment after a random step's progress line; whether it
+    still ran. A double signal must end it with exit status 130."""
     target = rng.randint(1, STEPS - 1)
     deadline = time.monotonic() + timeout
     assert process.stdout is not None
@@ -45,8 +50,17 @@ def _kill_at_random(process: subprocess.Popen, rng: random.Random, timeout: floa
         if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= target:
             time.sleep(rng.uniform(0.0, 0.05))
             alive = process.poll() is None
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=60)
+            if how == "SIGKILL":
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+                return alive
+            sig = signal.SIGINT if how.startswith("SIGINT") else signal.SIGTERM
+            os.kill(process.pid, sig)
+            time.sleep(rng.uniform(0.0, 0.05))
+            if process.poll() is None:
+                os.kill(process.pid, sig)
+            code = process.wait(timeout=120)
+            assert not alive or code == 130, f"{how}: exit status {code}"
             return alive
     process.kill()
     raise AssertionError("no progress line in time")
@@ -69,14 +83,16 @@ def test_repeated_sigkills_end_like_an_uninterrupted_run(tmp_path: Path, capsys)
     )
     rng = random.Random(14)
     killed = 0
-    for i in range(KILLS):
+    for i, how in enumerate(STOPS[:KILLS]):
         process = start_cli(tmp_path, [str(spec_file)], env, f"run{i}.log")
         try:
-            killed += _kill_at_random(process, rng)
+            killed += _kill_at_random(process, rng, how)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        log = (tmp_path / f"run{i}.log").read_text()
+        assert "Traceback" not in log, log  # a double signal is one line, never a traceback
     assert killed >= 1
     final = start_cli(tmp_path, [str(spec_file)], env, "final.log")
     out, _ = final.communicate(timeout=1800)

@@ -166,7 +166,7 @@ def test_blown_up_weights_stop_the_run_before_they_are_checkpointed(tmp_path: Pa
     assert Checkpoints(run_dir, read_only=True).steps() == list(range(1, diverged))
     # the documented way on with another lr: fork the last good checkpoint into a new run directory
     last = run_dir / "checkpoints" / str(diverged - 1)
-    forked_spec = write_spec(tmp_path / "forked.yaml", {**spec, "optimizer": {"lr": 1e-3}})
+    forked_spec = write_spec(tmp_path / "forked.yaml", {**spec, "optimizer": {**spec["optimizer"], "lr": 1e-3}})
     refused = run_cli(capsys, [str(forked_spec), "--fork-from", str(last)])
     assert refused.code == 2 and "holds a run with a different spec" in refused.err, refused.err
     assert "choose another output.dir" in refused.err
