@@ -24,7 +24,7 @@ MODULE = "tpl_memory"
 def _generate(tmp_path: Path) -> Path:
     result = CliRunner().invoke(app, ["new", NAME, "--dir", str(tmp_path / NAME)])
     assert result.exit_code == 0, result.output
-    assert f"wrote 5 files to {tmp_path / NAME}" in result.stdout
+    assert f"wrote 6 files to {tmp_path / NAME}" in result.stdout
     return tmp_path / NAME
 
 

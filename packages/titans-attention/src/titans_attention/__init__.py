@@ -2,7 +2,7 @@
 cached generation (arXiv 2501.00663 §4)."""
 
 from titans_attention.config import VariantConfig
-from titans_attention.decoding import generate
+from titans_attention.decoding import generate, generate_with_cache
 from titans_attention.model import VARIANTS, TitansLM
 from titans_attention.params import count_params, param_report
 from titans_attention.recipes import Recipe, recipe_variant
@@ -14,6 +14,7 @@ __all__ = [
     "VariantConfig",
     "count_params",
     "generate",
+    "generate_with_cache",
     "param_report",
     "recipe_variant",
 ]

@@ -4,7 +4,7 @@ from the generated tokens, as at test time). The cost per generated token does n
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,17 @@ def sample_token(
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+def _check_options(model: TitansLM, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None):
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be ≥ 0, got {temperature}")
+    if top_k is not None and not 1 <= top_k <= model.config.vocab_size:
+        raise ValueError(f"top_k must be in [1, {model.config.vocab_size}], got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def generate(
     model: TitansLM,
     prompt_BxT: jax.Array,
@@ -50,30 +61,50 @@ def generate(
 ) -> jax.Array:
     """Returns the ``max_new_tokens`` generated ids (B × max_new_tokens). Greedy decoding (temperature 0) is
     deterministic; sampling is reproducible from ``seed``."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be ≥ 0, got {temperature}")
-    if top_k is not None and not 1 <= top_k <= model.config.vocab_size:
-        raise ValueError(f"top_k must be in [1, {model.config.vocab_size}], got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    _check_options(model, max_new_tokens, temperature, top_k, top_p)
     prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)
     options = dict(max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p)
-    return _generate_compiled(model, prompt_BxT, jax.random.key(seed), **options)
+    return _generate_compiled(model, prompt_BxT, jax.random.key(seed), None, keep_cache=False, **options)[0]
+
+
+def generate_with_cache(
+    model: TitansLM,
+    prompt_BxT: jax.Array,
+    max_new_tokens: int,
+    cache: Any = None,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+) -> tuple[jax.Array, Any]:
+    """Generation that continues a stream (a memory *session*): ``(generated ids, cache)``.
+
+    ``cache=None`` starts from a fresh memory (a parallel prefill of the prompt); otherwise the prompt is decoded
+    against ``cache`` — the memory state and attention caches of everything before it — so the memory goes on
+    learning at test time across calls. The returned cache has consumed the prompt *and every generated token*
+    (one decode step more than :func:`generate`), so calling again with the next prompt equals one call whose
+    prompt is everything so far: prompt₁ ‖ generated₁ ‖ prompt₂ (tested). Save it with any pytree serialiser to
+    carry the session across processes (``titans-train generate --session`` does)."""
+    _check_options(model, max_new_tokens, temperature, top_k, top_p)
+    prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)
+    options = dict(max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p)
+    return _generate_compiled(model, prompt_BxT, jax.random.key(seed), cache, keep_cache=True, **options)
 
 
 def _generate(
     model: TitansLM,
     prompt_BxT: jax.Array,
     key: jax.Array,
+    cache: Any,
     *,
     max_new_tokens: int,
     temperature: float,
     top_k: int | None,
     top_p: float | None,
-) -> jax.Array:
-    logits, cache = model.prefill(prompt_BxT)
+    keep_cache: bool,
+) -> tuple[jax.Array, Any]:
+    logits, cache = model.prefill(prompt_BxT) if cache is None else model.decode(prompt_BxT, cache)
     keys = jax.random.split(key, max_new_tokens)
     first = sample_token(logits[:, -1], keys[0], temperature, top_k, top_p)
 
@@ -83,12 +114,16 @@ def _generate(
         nxt = sample_token(logits[:, -1], key, temperature, top_k, top_p)
         return (nxt, cache), token
 
-    (last, _), tokens = jax.lax.scan(step, (first, cache), keys[1:])
-    return jnp.concatenate([tokens.T, last[:, None]], axis=1)
+    (last, cache), tokens = jax.lax.scan(step, (first, cache), keys[1:])
+    if not keep_cache:
+        return jnp.concatenate([tokens.T, last[:, None]], axis=1), None
+    _, cache = model.decode(last[:, None], cache)  # the session has seen every token it returns
+    return jnp.concatenate([tokens.T, last[:, None]], axis=1), cache
 
 
-# One compiled program per model structure, prompt shape and sampling options: repeated calls (other seeds, other
-# prompts of the same shape) reuse it.
+# One compiled program per model structure, prompt shape, cache presence and sampling options: repeated calls (other
+# seeds, other prompts of the same shape) reuse it.
 _generate_compiled = cast(
-    Callable[..., jax.Array], nnx.jit(_generate, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p"))
+    Callable[..., tuple[jax.Array, Any]],
+    nnx.jit(_generate, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "keep_cache")),
 )

@@ -8,6 +8,8 @@ Usage::
     titans-train schema                                                 # JSON schema of a spec (or --schema)
     titans-train plot RUN_DIR                                           # RUN_DIR/plots/{loss,eval,memory}.png
     titans-train generate RUN_DIR --prompt "def " [--max-new-tokens 200 --temperature 0.8 --top-k 40 ...]
+    titans-train generate RUN_DIR --prompt "…" --session NAME [--reset-session]   # a memory kept between prompts
+    titans-train sessions RUN_DIR [--delete NAME]                       # list (or delete) memory sessions
 
 A first argument that is not a command name is taken as a spec file, so ``titans-train SPEC.yaml`` runs ``train``.
 The whole spec (and the data) is validated before anything is written. Exit status: 0 success; 2 a user error —
@@ -36,7 +38,7 @@ from titans_train.errors import DivergedError, RunDirError
 from titans_train.interrupt import Interrupted
 from titans_train.spec import TrainSpec
 
-COMMANDS = ("train", "schema", "plot", "generate")
+COMMANDS = ("train", "schema", "plot", "generate", "sessions")
 
 app = make_app(
     "titans-train",
@@ -154,16 +156,33 @@ def generate_command(
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Sample from the k likeliest.")] = 40,
     top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus mass.")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            metavar="NAME",
+            help="Continue memory session NAME (RUN_DIR/sessions/NAME.npz; made if missing): the memory keeps "
+            "what it learned from earlier prompts and answers, across processes.",
+        ),
+    ] = None,
+    reset_session: Annotated[
+        bool, typer.Option("--reset-session", help="Start --session NAME over from a fresh memory.")
+    ] = False,
 ) -> None:
     """Generate a continuation of a prompt from the latest checkpoint of RUN_DIR (cached decoding)."""
     from pathlib import Path
 
     from titans_train import sampling as gen
+    from titans_train import sessions
 
     if prompt is not None and prompt_ids is not None:
         raise TitansUserError("--prompt and --prompt-ids: give one of them, not both")
     if top_p is not None and not 0 < top_p <= 1:
         raise TitansUserError(f"--top-p: must be > 0 and ≤ 1, got {top_p:g}")
+    if reset_session and session is None:
+        raise TitansUserError("--reset-session: name the session with --session NAME")
+    if session is not None:
+        sessions.session_path(Path(run_dir), session)  # a bad name is refused before the model loads
     enable_persistent_cache()
     model, spec, step, byte_level = gen.load_run_model(Path(run_dir))
     ids = None
@@ -175,21 +194,57 @@ def generate_command(
     tokens = gen.encode_prompt(prompt, ids, byte_level=byte_level, vocab_size=spec.vocab_size)
     if top_k is not None:
         top_k = min(top_k, spec.vocab_size)
-    out = gen.generate_ids(
-        model,
-        tokens,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-    )
+    options = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    if session is None:
+        out = gen.generate_ids(model, tokens, **options)
+    else:
+        out, info = gen.continue_session(Path(run_dir), session, model, step, tokens, reset=reset_session, **options)
     if ids is None:  # prompt and continuation decoded together (a character may span both)
         text = gen.decode([*tokens, *out], byte_level=True)
     else:
         text = gen.decode(tokens, byte_level=False) + " " + gen.decode(out, byte_level=byte_level)
     sys.stdout.write(text + "\n")
-    sys.stderr.write(f"(step {step} of {run_dir})\n")
+    if session is None:
+        sys.stderr.write(f"(step {step} of {run_dir})\n")
+    else:
+        sys.stderr.write(
+            f"(step {step} of {run_dir}; session {session!r}: {info.tokens} tokens read in {info.prompts} prompts)\n"
+        )
+
+
+@app.command("sessions")
+@run_user_command
+def sessions_command(
+    run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
+    delete: Annotated[
+        list[str] | None, typer.Option("--delete", metavar="NAME", help="Delete session NAME (repeatable).")
+    ] = None,
+) -> None:
+    """List the memory sessions of RUN_DIR (see generate --session), or delete some."""
+    import datetime
+    from pathlib import Path
+
+    from titans_train import sessions
+
+    if not (Path(run_dir) / "spec.yaml").exists():
+        raise TitansUserError(f"{run_dir} is not a titans-train run directory (no spec.yaml)")
+    for name in delete or []:
+        if not sessions.delete_session(Path(run_dir), name):
+            raise TitansUserError(f"--delete {name}: {run_dir} has no session {name!r}")
+        sys.stdout.write(f"deleted session {name!r}\n")
+    if delete:
+        return
+    found = sessions.list_sessions(Path(run_dir))
+    if not found:
+        sys.stdout.write(f"no sessions in {run_dir}\n")
+    for item in found:
+        if isinstance(item, tuple):
+            sys.stdout.write(f"{item[0]}  unreadable: {item[1]}\n")
+            continue
+        when = datetime.datetime.fromtimestamp(item.updated).strftime("%Y-%m-%d %H:%M:%S")
+        sys.stdout.write(
+            f"{item.name}  step {item.step}  {item.tokens} tokens  {item.prompts} prompts  updated {when}\n"
+        )
 
 
 def route(argv: Sequence[str]) -> list[str]:

@@ -22,6 +22,7 @@ from titans_train.checkpoint import Checkpoints
 from titans_train.errors import CheckpointError
 from titans_train.plan import make_plan
 from titans_train.rundir import SPEC_FILE, read_facts, upgrade_saved_spec
+from titans_train.sessions import SessionInfo, load_session, save_session
 from titans_train.spec import DistributedSpec, MeshSpec, TrainSpec
 from titans_train.spec_check import SpecLocator
 
@@ -71,6 +72,44 @@ def generate_ids(
         seed=seed,
     )
     return np.asarray(out)[0]
+
+
+def continue_session(
+    run_dir: Path,
+    name: str,
+    model: Any,
+    step: int,
+    prompt_ids: np.ndarray,
+    *,
+    reset: bool = False,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int,
+) -> tuple[np.ndarray, SessionInfo]:
+    """Generate from memory session ``name`` of ``run_dir`` (a fresh one if missing or ``reset``), then save it:
+    the session has then read the prompt and the generated ids (see :mod:`titans_train.sessions`)."""
+    from titans_attention.decoding import generate_with_cache
+
+    loaded = None if reset else load_session(run_dir, name, model, step)
+    cache, prompts, seen = (
+        (None, 0, np.zeros(0, np.int32)) if loaded is None else (loaded[0], loaded[1].prompts, loaded[2])
+    )
+    out, cache = generate_with_cache(
+        model,
+        jnp.asarray(prompt_ids[None, :]),
+        max_new_tokens,
+        cache,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    ids = np.asarray(out)[0]
+    history = np.concatenate([seen, np.asarray(prompt_ids, np.int32), ids.astype(np.int32)])
+    info = save_session(run_dir, name, cache, step=step, ids=history, prompts=prompts + 1)
+    return ids, info
 
 
 def _upgraded(text: str) -> str:

@@ -5,13 +5,15 @@ Usage::
 
     titans-eval RUN_DIR [RUN_DIR ...] [--task lm|niah|mqar|niah_multikey|niah_multivalue|babilong ...]
                 [--contexts 256,512,1024] [--examples 40] [--seed 0] [-o results.json] [--plot accuracy.png]
+                [--session NAME]
 
 Each run is loaded from its latest checkpoint; every task is measured at every context length. The results are
-printed as a table and written to ``--output`` (default ``RUN_DIR/eval.json`` for one run; required for
-several)
-as JSON (see :mod:`titans_train.evaluate.report`); ``--plot`` also writes a PNG of accuracy versus context
-length per run. All options are checked against all runs before any evaluation; the output is written only
-when everything succeeded (atomically). Exit status: 0 success, 2 a user error (``error: …``).
+printed as a table and written to ``--output`` (default ``RUN_DIR/eval.json`` for one run; required for several)
+as JSON (see :mod:`titans_train.evaluate.report`); ``--plot`` also writes a PNG of accuracy versus context length
+per run. ``--session NAME`` starts every sequence from that memory session of each run (see
+:mod:`titans_train.sessions`) instead of a fresh memory. All options are checked against all runs before any
+evaluation; the output is written only when everything succeeded (atomically). Exit status: 0 success, 2 a user
+error (``error: …``).
 """
 
 from __future__ import annotations
@@ -107,6 +109,14 @@ def main_command(
         typer.Option("--output", "-o", help="Result JSON (default: RUN_DIR/eval.json for one run)."),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write a PNG: accuracy versus context length.")] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Start every sequence from memory session NAME of each run (titans-train generate --session) "
+            "instead of a fresh memory.",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate RUN_DIR(s) and print a table; write the result JSON (and a PNG with --plot)."""
     unknown = [t for t in task or [] if t not in TASKS]
@@ -129,6 +139,7 @@ def main_command(
         num_kv_pairs=kv_pairs,
         mqar_vocab=mqar_vocab,
         value_kind=value_kind,
+        session=session,
     )
     for path, flag in ((output, "--output"), (plot, "--plot")):
         check_writable(path, flag)

@@ -45,6 +45,7 @@ class EvalOptions:
     num_kv_pairs: int | None = None  # MQAR key-value pairs (default: the run's, else 8)
     mqar_vocab: int | None = None  # MQAR vocabulary (default: the run's, else the model's vocab_size)
     value_kind: str | None = None  # (multi-)NIAH value: number | uuid (default: the run's, else number)
+    session: str | None = None  # memory session every sequence starts from (None: a fresh memory)
 
 
 @dataclass
@@ -62,6 +63,7 @@ class RunPlan:
     value_kind: str = "number"
     haystack: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> generator options
     lm_tokens: np.ndarray | None = None
+    session: Any = None  # (cache, SessionInfo) of options.session
 
 
 def _source(spec: Any) -> tuple[str, Any]:
@@ -81,6 +83,12 @@ def plan_run(run_dir: Path, options: EvalOptions) -> RunPlan:
     check_context_memory(contexts, spec, FLOAT32 * count_params(model), flag)  # before any example is made
     plan = RunPlan(run_dir, model, spec, step, byte_level, tuple(tasks), tuple(contexts))
     where = f"{run_dir}"
+    if options.session is not None:
+        from titans_train.sessions import SessionError, load_session
+
+        plan.session = load_session(run_dir, options.session, model, step)
+        if plan.session is None:
+            raise SessionError(f"--session {options.session}: {run_dir} has no session {options.session!r}")
     if "niah" in tasks:
         if spec.vocab_size < 256:
             raise TitansUserError(
@@ -185,8 +193,8 @@ def _heldout_tokens(spec: Any, options: EvalOptions, where: str) -> np.ndarray:
 
 def evaluate(plan: RunPlan, options: EvalOptions, progress: Any = None) -> dict[str, Any]:
     """Every (task, context) of ``plan``; returns the run's entry of the result document."""
-    predictor = Predictor(plan.model, batch_size=options.batch_size)
-    memory = EvalMemoryStats(plan, options)
+    predictor = Predictor(plan.model, batch_size=options.batch_size, cache=plan.session[0] if plan.session else None)
+    memory = None if plan.session else EvalMemoryStats(plan, options)  # the statistics are of a fresh memory
     results = []
     for task in plan.tasks:
         for context in plan.contexts:
@@ -215,7 +223,7 @@ def evaluate(plan: RunPlan, options: EvalOptions, progress: Any = None) -> dict[
                 )
             else:
                 results.append(mqar_eval(predictor, context, n=options.examples, seed=options.seed, **plan.mqar))
-            stats = memory(task, context)
+            stats = memory(task, context) if memory is not None else None
             if stats is not None:
                 results[-1]["memory"] = stats
     return {
@@ -225,4 +233,5 @@ def evaluate(plan: RunPlan, options: EvalOptions, progress: Any = None) -> dict[
         "param_count": count_params(plan.model),
         "data": plan.spec.data.source.name,
         "results": results,
+        **({"session": {"name": plan.session[1].name, "tokens": plan.session[1].tokens}} if plan.session else {}),
     }

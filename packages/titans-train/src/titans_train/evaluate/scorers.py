@@ -63,19 +63,31 @@ def score_generation(generated: str, answer: str) -> bool:
 
 
 class Predictor:
-    """A model behind two jitted functions on fixed-shape batches: the argmax ids and the per-token loss."""
+    """A model behind two jitted functions on fixed-shape batches: the argmax ids and the per-token loss.
 
-    def __init__(self, model: nnx.Module, batch_size: int = 8):
-        graphdef, state = nnx.split(model)
-        self.state, self.batch_size = state, batch_size
+    ``cache``: a batch-1 decoding cache (a memory session, :mod:`titans_train.sessions`); every sequence then
+    continues from it (``model.decode``) instead of starting from a fresh memory (``model(tokens)``)."""
+
+    def __init__(self, model: nnx.Module, batch_size: int = 8, cache: Any = None):
+        graphdef, params = nnx.split(model)
+        if cache is not None:
+            from titans_train.sessions import broadcast_cache
+
+            cache = broadcast_cache(model, cache, batch_size)
+        self.state, self.batch_size = (params, cache), batch_size
+
+        def logits_of(state: Any, tokens_BxT: jax.Array) -> jax.Array:
+            params, cache = state
+            model = nnx.merge(graphdef, params)
+            return model(tokens_BxT) if cache is None else model.decode(tokens_BxT, cache)[0]
 
         @jax.jit
         def argmax(state: Any, tokens_BxT: jax.Array) -> jax.Array:
-            return jnp.argmax(nnx.merge(graphdef, state)(tokens_BxT), axis=-1).astype(jnp.int32)
+            return jnp.argmax(logits_of(state, tokens_BxT), axis=-1).astype(jnp.int32)
 
         @jax.jit
         def cross_entropy(state: Any, tokens_BxT: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-            logits = nnx.merge(graphdef, state)(tokens_BxT).astype(jnp.float32)
+            logits = logits_of(state, tokens_BxT).astype(jnp.float32)
             return optax.softmax_cross_entropy_with_integer_labels(logits, targets_BxT)
 
         self._argmax, self._cross_entropy = argmax, cross_entropy
