@@ -1,4 +1,8 @@
-"""titans-memory installs and works alone (with titans-core only) inside a plain Flax NNX model."""
+"""titans-memory installs from built wheels and works alone (with titans-core only) inside a plain Flax NNX model:
+a fresh virtual environment gets the two wheels (no titans-attention, no titans-train), trains a hand-written model
+with the memory (``examples/memory_in_flax.py``), streams in bf16 under jit with a per-row reset and a store mask,
+saves the model and the memory state, and a new process reloads them and continues bit for bit
+(``examples/memory_stream_state.py``)."""
 
 from __future__ import annotations
 
@@ -14,27 +18,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_memory_installs_and_runs_without_attention_or_train(tmp_path):
+def test_memory_wheels_install_and_run_without_attention_or_train(tmp_path):
     uv = shutil.which("uv")
     if uv is None:
         pytest.fail("uv is needed for this test (the README's set-up installs it)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_PROJECT"))}
-    venv = tmp_path / "venv"
     run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
+    dist = tmp_path / "dist"
+    for package in ("titans-core", "titans-memory"):  # the README's install lines
+        built = run(uv, "build", "-q", "--wheel", "-o", str(dist), str(ROOT / "packages" / package))
+        assert built.returncode == 0, built.stderr
+    wheels = sorted(str(p) for p in dist.glob("*.whl"))
+    assert [Path(w).name.split("-")[0] for w in wheels] == ["titans_core", "titans_memory"], wheels
+    venv = tmp_path / "venv"
     made = run(uv, "venv", "-q", "--python", sys.executable, str(venv))
     assert made.returncode == 0, made.stderr
     py = str(venv / "bin" / "python")
-    inst = run(
-        uv,
-        "pip",
-        "install",
-        "-q",
-        "--python",
-        py,
-        str(ROOT / "packages/titans-core"),
-        str(ROOT / "packages/titans-memory"),
-        "optax",
-    )
+    inst = run(uv, "pip", "install", "-q", "--python", py, *wheels, "optax")
     assert inst.returncode == 0, inst.stderr
     find = "import importlib.util as u; print(u.find_spec('titans_attention'), u.find_spec('titans_train'))"
     probe = run(py, "-c", find)
@@ -42,3 +42,9 @@ def test_memory_installs_and_runs_without_attention_or_train(tmp_path):
     ex = run(py, str(ROOT / "examples/memory_in_flax.py"))
     assert ex.returncode == 0, ex.stdout + ex.stderr
     assert "loss" in ex.stdout
+    saved = run(py, str(ROOT / "examples/memory_stream_state.py"), "save", str(tmp_path / "stream"))
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert "state leaves ['bfloat16', 'float32', 'int32']" in saved.stdout
+    resumed = run(py, str(ROOT / "examples/memory_stream_state.py"), "resume", str(tmp_path / "stream"))  # new process
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "bit for bit" in resumed.stdout
