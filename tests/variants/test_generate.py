@@ -32,8 +32,21 @@ def test_sampling_is_reproducible_from_the_seed():
     c = generate(model, PROMPT, 8, temperature=1.0, seed=4)
     assert a.tolist() == b.tolist()
     assert a.tolist() != c.tolist()
-    greedy = generate(model, PROMPT, 8, temperature=0.0)
-    assert generate(model, PROMPT, 8, temperature=1.0, top_k=1, seed=5).tolist() == greedy.tolist()
+    compiles: list[str] = []
+
+    def listen(event: str, _secs: float, **_: object) -> None:
+        if event.endswith("backend_compile_duration"):
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:  # the sampling options are traced: every setting below runs a's compiled program
+        greedy = generate(model, PROMPT, 8, temperature=0.0)
+        assert generate(model, PROMPT, 8, temperature=1.0, top_k=1, seed=5).tolist() == greedy.tolist()
+        assert generate(model, PROMPT, 8, temperature=1e-6, top_p=0.5, seed=6).tolist() == greedy.tolist()
+        generate(model, PROMPT, 8, temperature=0.7, top_k=3, top_p=0.9, seed=7)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == [], compiles
 
 
 def test_filter_logits_top_k_and_top_p():

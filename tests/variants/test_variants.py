@@ -59,6 +59,8 @@ def test_incremental_decoding_equals_full_pass(variant, chunk):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_trains_on_a_repeated_pattern(variant):
+    """The loss halves in 25 steps; the persistent tokens (Eq 19; in attention, and in the memory's warm-up for LMM)
+    receive gradients."""
     model = tiny(variant, layers=1)
     pattern = jnp.tile(jnp.array([3, 1, 4, 1, 5, 9, 2, 6]), 3)[None]
     inputs, targets = pattern[:, :-1], pattern[:, 1:]
@@ -71,20 +73,16 @@ def test_trains_on_a_repeated_pattern(variant):
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)
         opt.update(model, grads)
-        return loss
+        flat = {".".join(map(str, p)): v[...] for p, v in nnx.to_flat_state(grads)}
+        return loss, {k: jnp.max(jnp.abs(v)) for k, v in flat.items() if "persistent" in k}
 
-    losses = [float(step(model, opt)) for _ in range(25)]
+    losses, persistent = [], None
+    for _ in range(25):
+        loss, grads = step(model, opt)
+        losses.append(float(loss))
+        persistent = persistent or grads  # the first step's
     assert losses[-1] < 0.5 * losses[0], losses
-
-
-@pytest.mark.parametrize("variant", ["mac", "mag", "mal"])
-def test_persistent_memory_receives_gradients(variant):
-    model, toks = tiny(variant, layers=1), tokens()
-    grads = nnx.jit(nnx.grad(lambda m: jnp.mean(m(toks) ** 2)))(model)
-    flat = {".".join(map(str, p)): v[...] for p, v in nnx.to_flat_state(grads)}
-    persistent = {k: v for k, v in flat.items() if "persistent" in k}
-    assert persistent, flat.keys()
-    assert all(float(jnp.max(jnp.abs(v))) > 0 for v in persistent.values()), persistent.keys()
+    assert persistent and all(float(v) > 0 for v in persistent.values()), persistent
 
 
 def test_memory_layers_choose_which_blocks_carry_a_memory():

@@ -14,13 +14,20 @@ if TYPE_CHECKING:
     from titans_attention.model import TitansLM
 
 
-def filter_logits(logits_BxV: jax.Array, *, top_k: int | None = None, top_p: float | None = None) -> jax.Array:
-    """Mask (to −inf) all but the top_k largest logits, then all outside the smallest set with probability ≥ top_p."""
+def filter_logits(
+    logits_BxV: jax.Array, *, top_k: int | jax.Array | None = None, top_p: float | jax.Array | None = None
+) -> jax.Array:
+    """Mask (to −inf) all but the top_k largest logits, then all outside the smallest set with probability ≥ top_p.
+
+    ``top_k`` and ``top_p`` may be traced scalars, so that one compiled program serves every value (top_k ≥ the
+    vocabulary and top_p > 1 mask nothing). Ties with the k-th largest logit are kept."""
+    sorted_desc = -jnp.sort(-logits_BxV, axis=-1)
     if top_k is not None:
-        kth = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
+        k = jnp.clip(jnp.asarray(top_k, jnp.int32), 1, logits_BxV.shape[-1])
+        kth = jax.lax.dynamic_index_in_dim(sorted_desc, k - 1, axis=-1)  # B × 1
         logits_BxV = jnp.where(logits_BxV < kth, -jnp.inf, logits_BxV)
+        sorted_desc = jnp.where(sorted_desc < kth, -jnp.inf, sorted_desc)
     if top_p is not None:
-        sorted_desc = -jnp.sort(-logits_BxV, axis=-1)
         probs = jax.nn.softmax(sorted_desc, axis=-1)
         before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly larger logits
         cutoff = jnp.min(jnp.where(before < top_p, sorted_desc, jnp.inf), axis=-1, keepdims=True)
@@ -29,13 +36,20 @@ def filter_logits(logits_BxV: jax.Array, *, top_k: int | None = None, top_p: flo
 
 
 def sample_token(
-    logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int | None, top_p: float | None
+    logits_BxV: jax.Array,
+    key: jax.Array,
+    temperature: float | jax.Array,
+    top_k: int | jax.Array | None,
+    top_p: float | jax.Array | None,
 ) -> jax.Array:
-    """Greedy (argmax) when temperature == 0, else a draw from softmax(filtered logits / temperature)."""
-    if temperature == 0:
-        return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-    logits = filter_logits(logits_BxV / temperature, top_k=top_k, top_p=top_p)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+    """Greedy (argmax) when temperature == 0, else a draw from softmax(filtered logits / temperature). Every option
+    may be a traced scalar (one program for all sampling settings)."""
+    greedy = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+    if isinstance(temperature, (int, float)) and temperature == 0:
+        return greedy
+    t = jnp.asarray(temperature, jnp.float32)
+    logits = filter_logits(logits_BxV / jnp.where(t > 0, t, 1.0), top_k=top_k, top_p=top_p)
+    return jnp.where(t > 0, jax.random.categorical(key, logits, axis=-1).astype(jnp.int32), greedy)
 
 
 def _check_options(model: TitansLM, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None):
@@ -63,7 +77,7 @@ def generate(
     deterministic; sampling is reproducible from ``seed``."""
     _check_options(model, max_new_tokens, temperature, top_k, top_p)
     prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)
-    options = dict(max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p)
+    options = _traced_options(model, max_new_tokens, temperature, top_k, top_p)
     return _generate_compiled(model, prompt_BxT, jax.random.key(seed), None, keep_cache=False, **options)[0]
 
 
@@ -88,8 +102,20 @@ def generate_with_cache(
     carry the session across processes (``titans-train generate --session`` does)."""
     _check_options(model, max_new_tokens, temperature, top_k, top_p)
     prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)
-    options = dict(max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p)
+    options = _traced_options(model, max_new_tokens, temperature, top_k, top_p)
     return _generate_compiled(model, prompt_BxT, jax.random.key(seed), cache, keep_cache=True, **options)
+
+
+def _traced_options(
+    model: TitansLM, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+) -> dict[str, Any]:
+    """The sampling options as arrays (traced: one program for all of them); None → a value that filters nothing."""
+    return dict(
+        max_new_tokens=max_new_tokens,
+        temperature=jnp.float32(temperature),
+        top_k=jnp.int32(model.config.vocab_size if top_k is None else top_k),
+        top_p=jnp.float32(2.0 if top_p is None else top_p),  # cumulative mass before any token is ≤ 1 < 2
+    )
 
 
 def _generate(
@@ -99,9 +125,9 @@ def _generate(
     cache: Any,
     *,
     max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
+    temperature: jax.Array,
+    top_k: jax.Array,
+    top_p: jax.Array,
     keep_cache: bool,
 ) -> tuple[jax.Array, Any]:
     logits, cache = model.prefill(prompt_BxT) if cache is None else model.decode(prompt_BxT, cache)
@@ -121,9 +147,8 @@ def _generate(
     return jnp.concatenate([tokens.T, last[:, None]], axis=1), cache
 
 
-# One compiled program per model structure, prompt shape, cache presence and sampling options: repeated calls (other
-# seeds, other prompts of the same shape) reuse it.
+# One compiled program per model structure, prompt shape, max_new_tokens and cache presence: calls with other seeds,
+# temperatures, top_k or top_p (traced, not static) reuse it.
 _generate_compiled = cast(
-    Callable[..., tuple[jax.Array, Any]],
-    nnx.jit(_generate, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "keep_cache")),
+    Callable[..., tuple[jax.Array, Any]], nnx.jit(_generate, static_argnames=("max_new_tokens", "keep_cache"))
 )
