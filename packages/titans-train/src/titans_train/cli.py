@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -194,7 +194,9 @@ def generate_command(
     tokens = gen.encode_prompt(prompt, ids, byte_level=byte_level, vocab_size=spec.vocab_size)
     if top_k is not None:
         top_k = min(top_k, spec.vocab_size)
-    options = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    options: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+    )
     if session is None:
         out = gen.generate_ids(model, tokens, **options)
     else:

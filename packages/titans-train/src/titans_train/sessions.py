@@ -74,7 +74,7 @@ def cache_template(model: Any) -> Any:
     return jax.eval_shape(lambda: model.init_cache(1))
 
 
-def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
+def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray], np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["header"]).decode("utf-8"))
@@ -138,27 +138,30 @@ def save_session(run_dir: Path, name: str, cache: Any, *, step: int, ids: np.nda
     tokens = int(np.asarray(ids).size)
     path = session_path(run_dir, name)
     leaves = [np.asarray(jax.device_get(x)) for x in jax.tree.leaves(cache)]
-    header = {
+    updated = time.time()
+    header: dict[str, Any] = {
         "format": FORMAT,
         "step": int(step),
         "tokens": int(tokens),
         "prompts": int(prompts),
-        "updated": time.time(),
+        "updated": updated,
         "leaves": [[list(x.shape), str(x.dtype)] for x in leaves],
     }
-    arrays = {f"leaf_{i}": np.frombuffer(np.ascontiguousarray(x).tobytes(), np.uint8) for i, x in enumerate(leaves)}
+    arrays: dict[str, np.ndarray] = {
+        f"leaf_{i}": np.frombuffer(np.ascontiguousarray(x).tobytes(), np.uint8) for i, x in enumerate(leaves)
+    }
     arrays["ids"] = np.asarray(ids, np.int32).reshape(-1)
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **kwds as allow_pickle
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise SessionError(f"cannot save session {name!r}: {exc.filename or path}: {exc.strerror or exc}") from None
-    return SessionInfo(name, int(step), int(tokens), int(prompts), header["updated"])
+    return SessionInfo(name, int(step), int(tokens), int(prompts), updated)
 
 
 def delete_session(run_dir: Path, name: str) -> bool:

@@ -78,7 +78,7 @@ class Predictor:
 
         def logits_of(state: Any, tokens_BxT: jax.Array) -> jax.Array:
             params, cache = state
-            model = nnx.merge(graphdef, params)
+            model: Any = nnx.merge(graphdef, params)
             return model(tokens_BxT) if cache is None else model.decode(tokens_BxT, cache)[0]
 
         @jax.jit
