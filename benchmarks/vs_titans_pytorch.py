@@ -13,8 +13,9 @@ end weights (Eq 16), as ours are. The peer's keyword names follow titans-pytorch
 ``batch_size``, ``heads``, ``dim_head``, ``model=MemoryMLP(dim, depth, expansion_factor)``); if a newer pin renames
 them the peer script fails loudly rather than timing something else.
 
-Run here on 2026-12-02 (2 cores, torch 2.13.0+cpu from a local wheel: ``--torch-source PATH.whl``), results in
-benchmarks/results/vs_titans_pytorch.json: ``--lengths 1024 4096 --repeats 3 --rules momentum_scan fused``. N = 16K
+Run here on 2026-12-04 (2 cores, torch 2.13.0+cpu from a local wheel: ``--torch-source PATH.whl``), results in
+benchmarks/results/vs_titans_pytorch.json: ``--lengths 1024 4096 --repeats 3 --rules momentum_scan fused`` (both
+reads, the default). N = 16K
 was not measurable for the peer on this machine: one forward+backward call grew past 20 GiB of the 23 GiB of memory and
 had not finished after 9 CPU-minutes, so it was stopped (ours: 1.3 GiB compiled peak for forward+backward at N = 16K,
 benchmarks/results/memory_throughput.json).
