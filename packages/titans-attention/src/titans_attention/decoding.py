@@ -21,6 +21,8 @@ def filter_logits(
 
     ``top_k`` and ``top_p`` may be traced scalars, so that one compiled program serves every value (top_k ≥ the
     vocabulary and top_p > 1 mask nothing). Ties with the k-th largest logit are kept."""
+    if top_k is None and top_p is None:
+        return logits_BxV
     sorted_desc = -jnp.sort(-logits_BxV, axis=-1)
     if top_k is not None:
         k = jnp.clip(jnp.asarray(top_k, jnp.int32), 1, logits_BxV.shape[-1])
@@ -52,7 +54,11 @@ def sample_token(
     return jnp.where(t > 0, jax.random.categorical(key, logits, axis=-1).astype(jnp.int32), greedy)
 
 
-def _check_options(model: TitansLM, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None):
+def _options(
+    model: TitansLM, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+) -> dict[str, Any]:
+    """The sampling options checked, as arrays (traced: one program for all of them); None → a value that filters
+    nothing."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
     if temperature < 0:
@@ -61,6 +67,12 @@ def _check_options(model: TitansLM, max_new_tokens: int, temperature: float, top
         raise ValueError(f"top_k must be in [1, {model.config.vocab_size}], got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    return dict(
+        max_new_tokens=max_new_tokens,
+        temperature=jnp.float32(temperature),
+        top_k=jnp.int32(model.config.vocab_size if top_k is None else top_k),
+        top_p=jnp.float32(2.0 if top_p is None else top_p),  # cumulative mass before any token is ≤ 1 < 2
+    )
 
 
 def generate(
@@ -75,9 +87,8 @@ def generate(
 ) -> jax.Array:
     """Returns the ``max_new_tokens`` generated ids (B × max_new_tokens). Greedy decoding (temperature 0) is
     deterministic; sampling is reproducible from ``seed``."""
-    _check_options(model, max_new_tokens, temperature, top_k, top_p)
+    options = _options(model, max_new_tokens, temperature, top_k, top_p)
     prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)
-    options = _traced_options(model, max_new_tokens, temperature, top_k, top_p)
     return _generate_compiled(model, prompt_BxT, jax.random.key(seed), None, keep_cache=False, **options)[0]
 
 
@@ -100,22 +111,9 @@ def generate_with_cache(
     (one decode step more than :func:`generate`), so calling again with the next prompt equals one call whose
     prompt is everything so far: prompt₁ ‖ generated₁ ‖ prompt₂ (tested). Save it with any pytree serialiser to
     carry the session across processes (``titans-train generate --session`` does)."""
-    _check_options(model, max_new_tokens, temperature, top_k, top_p)
+    options = _options(model, max_new_tokens, temperature, top_k, top_p)
     prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)
-    options = _traced_options(model, max_new_tokens, temperature, top_k, top_p)
     return _generate_compiled(model, prompt_BxT, jax.random.key(seed), cache, keep_cache=True, **options)
-
-
-def _traced_options(
-    model: TitansLM, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
-) -> dict[str, Any]:
-    """The sampling options as arrays (traced: one program for all of them); None → a value that filters nothing."""
-    return dict(
-        max_new_tokens=max_new_tokens,
-        temperature=jnp.float32(temperature),
-        top_k=jnp.int32(model.config.vocab_size if top_k is None else top_k),
-        top_p=jnp.float32(2.0 if top_p is None else top_p),  # cumulative mass before any token is ≤ 1 < 2
-    )
 
 
 def _generate(
@@ -141,10 +139,11 @@ def _generate(
         return (nxt, cache), token
 
     (last, cache), tokens = jax.lax.scan(step, (first, cache), keys[1:])
+    out = jnp.concatenate([tokens.T, last[:, None]], axis=1)
     if not keep_cache:
-        return jnp.concatenate([tokens.T, last[:, None]], axis=1), None
+        return out, None
     _, cache = model.decode(last[:, None], cache)  # the session has seen every token it returns
-    return jnp.concatenate([tokens.T, last[:, None]], axis=1), cache
+    return out, cache
 
 
 # One compiled program per model structure, prompt shape, max_new_tokens and cache presence: calls with other seeds,

@@ -74,13 +74,14 @@ def cache_template(model: Any) -> Any:
     return jax.eval_shape(lambda: model.init_cache(1))
 
 
-def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray], np.ndarray]:
+def _read(path: Path, *, leaves: bool = True) -> tuple[dict[str, Any], list[np.ndarray], np.ndarray]:
+    """(header, the leaves' raw bytes (none unless ``leaves``), the token ids read)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["header"]).decode("utf-8"))
             if header.get("format") != FORMAT:
                 raise ValueError(f"format {header.get('format')!r}, expected {FORMAT!r}")
-            raw = [data[f"leaf_{i}"] for i in range(len(header["leaves"]))]
+            raw = [data[f"leaf_{i}"] for i in range(len(header["leaves"]))] if leaves else []
             ids = np.asarray(data["ids"], np.int32)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, TypeError) as exc:
         raise SessionError(
@@ -89,10 +90,14 @@ def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray], np.ndarray]:
     return header, raw, ids
 
 
+def _info(name: str, header: dict[str, Any], ids: np.ndarray) -> SessionInfo:
+    return SessionInfo(name, header["step"], int(ids.size), header["prompts"], header["updated"])
+
+
 def read_info(path: Path) -> SessionInfo:
     """The header of the session saved at ``path`` (SessionError if unreadable)."""
-    header, _, _ = _read(path)
-    return SessionInfo(path.stem, header["step"], header["tokens"], header["prompts"], header["updated"])
+    header, _, ids = _read(path, leaves=False)
+    return _info(path.stem, header, ids)
 
 
 def load_session(run_dir: Path, name: str, model: Any, step: int) -> tuple[Any, SessionInfo, np.ndarray] | None:
@@ -104,7 +109,7 @@ def load_session(run_dir: Path, name: str, model: Any, step: int) -> tuple[Any, 
     if not path.exists():
         return None
     header, raw, ids = _read(path)
-    info = SessionInfo(name, header["step"], header["tokens"], header["prompts"], header["updated"])
+    info = _info(name, header, ids)
     if info.step != step:
         raise SessionError(
             f"session {name!r} of {run_dir} was started from checkpoint step {info.step}, but the run's latest "
@@ -135,14 +140,13 @@ def load_session(run_dir: Path, name: str, model: Any, step: int) -> tuple[Any, 
 def save_session(run_dir: Path, name: str, cache: Any, *, step: int, ids: np.ndarray, prompts: int) -> SessionInfo:
     """Write ``cache`` as session ``name``, having read token ``ids`` in ``prompts`` calls (atomically: a
     temporary file renamed over the old one)."""
-    tokens = int(np.asarray(ids).size)
+    ids = np.asarray(ids, np.int32).reshape(-1)
     path = session_path(run_dir, name)
     leaves = [np.asarray(jax.device_get(x)) for x in jax.tree.leaves(cache)]
     updated = time.time()
     header: dict[str, Any] = {
         "format": FORMAT,
         "step": int(step),
-        "tokens": int(tokens),
         "prompts": int(prompts),
         "updated": updated,
         "leaves": [[list(x.shape), str(x.dtype)] for x in leaves],
@@ -150,7 +154,7 @@ def save_session(run_dir: Path, name: str, cache: Any, *, step: int, ids: np.nda
     arrays: dict[str, np.ndarray] = {
         f"leaf_{i}": np.frombuffer(np.ascontiguousarray(x).tobytes(), np.uint8) for i, x in enumerate(leaves)
     }
-    arrays["ids"] = np.asarray(ids, np.int32).reshape(-1)
+    arrays["ids"] = ids
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -161,7 +165,7 @@ def save_session(run_dir: Path, name: str, cache: Any, *, step: int, ids: np.nda
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise SessionError(f"cannot save session {name!r}: {exc.filename or path}: {exc.strerror or exc}") from None
-    return SessionInfo(name, int(step), int(tokens), int(prompts), updated)
+    return _info(name, header, ids)
 
 
 def delete_session(run_dir: Path, name: str) -> bool:
