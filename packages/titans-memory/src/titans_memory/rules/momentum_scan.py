@@ -10,10 +10,11 @@ are linear. Unrolled to the chunk's end (token b), with P_x(i..j) = ∏_{i ≤ l
 
     S_b = P_η(1..b) S_0 − Σ_i a_i u_i,              a_i = θ_i P_η(i+1..b)
     M_b = P_γ(1..b) M_0 + η_1 G_1 S_0 − Σ_i θ_i G_i u_i,
-    G_i = Σ_{t ≥ i} P_γ(t+1..b) P_η(i+1..t),   i.e.  G_i = P_γ(i+1..b) + η_{i+1} G_{i+1}   (a reverse linear recurrence)
+    G_i = Σ_{t ≥ i} P_γ(t+1..b) P_η(i+1..t)
 
-The scalar (or per-channel) coefficients come from ``jax.lax.associative_scan`` over the chunk with the operator
-(a1, b1) ∘ (a2, b2) = (a2·a1, a2·b1 + b2). The weighted sums Σ_i c_i u_i are vector–Jacobian products of the memory's
+The scalar (or per-channel) coefficients are einsums of one matrix of span products per gate, P_x[t, i] =
+P_x(i+1..t) (rules/spans.py: a ``cumprod`` and a hand-written derivative, not associative scans, so that the
+training step traces and compiles quickly). The weighted sums Σ_i c_i u_i are vector–Jacobian products of the memory's
 forward pass on the chunk's keys with the cotangent c_i · ∂ℓ_i/∂M(k_i) (the objective's ``cotangent``;
 2(M(k_i) − v_i) for ℓ2): the gradient of a weighted sum of losses is the weighted sum of gradients, so no
 parameter tree is ever materialised per token (only per chunk). Models may supply
@@ -52,20 +53,8 @@ from titans_memory.rules.base import (
     mask_gates,
     tree_norm,
 )
+from titans_memory.rules.spans import span_products
 from titans_memory.rules.token_read import linearize_for_token_read, token_coefficients
-
-
-def _affine_combine(earlier, later):
-    """(a1, b1) ∘ (a2, b2) = (a2·a1, a2·b1 + b2): compose x ↦ a1 x + b1, then x ↦ a2 x + b2."""
-    a1, b1 = earlier
-    a2, b2 = later
-    return a2 * a1, a2 * b1 + b2
-
-
-def _suffix_products(x_TxC: jax.Array) -> jax.Array:
-    """P(i+1..T) = ∏_{j > i} x_j for every i (exclusive suffix product), by associative scan."""
-    incl = jax.lax.associative_scan(jnp.multiply, x_TxC, reverse=True)
-    return jnp.concatenate([incl[1:], jnp.ones_like(incl[:1])], axis=0)
 
 
 def chunk_coefficients(
@@ -76,20 +65,18 @@ def chunk_coefficients(
     Masked (padding) tokens must come with θ = 0, η = 1, α = 0; ``mask_b`` stops them from adding S to M.
     Returns (a_b, m_bxC, keep_M_C, keep_S, s_to_M_C): S_b = keep_S·S_0 − Σ a_i u_i and
     M_b = keep_M ⊙ M_0 + s_to_M ⊙ S_0 − Σ m_i ⊙ u_i (⊙ over the output-channel axis when C > 1).
+    Every product over a span comes from one matrix per gate (rules/spans.py).
     """
     gamma_bxC = 1.0 - alpha_bxC
-    eta_after_b = _suffix_products(eta_b[:, None])[:, 0]  # P_η(i+1..b)
-    gamma_after_bxC = _suffix_products(gamma_bxC)  # P_γ(i+1..b)
-    # G_i = η_{i+1} G_{i+1} + μ_i P_γ(i+1..b), G_{b+1} = 0: a reverse linear recurrence.
-    eta_next_bx1 = jnp.concatenate([eta_b[1:], jnp.zeros_like(eta_b[:1])])[:, None]
-    drive_bxC = mask_b[:, None] * gamma_after_bxC
-    _, G_bxC = jax.lax.associative_scan(
-        _affine_combine, (jnp.broadcast_to(eta_next_bx1, drive_bxC.shape), drive_bxC), reverse=True
-    )
+    eta_bxb = span_products(eta_b[:, None])[:, :, 0]  # [t, i]: P_η(i+1..t)
+    gamma_after_bxC = span_products(gamma_bxC)[-1]  # P_γ(i+1..b)
+    eta_after_b = eta_bxb[-1]  # P_η(i+1..b)
+    # G_i = Σ_{t ≥ i} mask_t P_γ(t+1..b) P_η(i+1..t)
+    G_bxC = jnp.einsum("tc,ti->ic", mask_b[:, None] * gamma_after_bxC, eta_bxb)
     a_b = theta_b * eta_after_b
     m_bxC = theta_b[:, None] * G_bxC
-    keep_M_C = jnp.prod(gamma_bxC, axis=0)
-    keep_S = jnp.prod(eta_b)
+    keep_M_C = gamma_bxC[0] * gamma_after_bxC[0]
+    keep_S = eta_b[0] * eta_after_b[0]
     s_to_M_C = eta_b[0] * G_bxC[0]
     return a_b, m_bxC, keep_M_C, keep_S, s_to_M_C
 

@@ -13,10 +13,10 @@ point t, not only to the chunk's end as ``chunk_coefficients`` does:
     M_t = P_γ(1..t) M_0 + c_t S_0 − Σ_{i ≤ t} m_{t,i} u_i,
     c_t = Σ_{s ≤ t} mask_s P_γ(s+1..t) P_η(1..s),     m_{t,i} = Σ_{i ≤ s ≤ t} mask_s P_γ(s+1..t) A_{s,i}.
 
-Row by row these are linear recurrences in t: A_t = η_t A_{t−1} + θ_t e_t, m_t = γ_t m_{t−1} + mask_t A_t,
-c_t = γ_t c_{t−1} + mask_t P_η(1..t); each is one ``jax.lax.associative_scan`` over the chunk with the affine
-operator, on b-vectors (no division, so η = 0 and α = 1 are exact). m is lower-triangular b×b (b×b×C with
-per-channel α); its last row is ``chunk_coefficients``' m, and the last row of A is its a.
+With the span-product matrices P_η[t, i] = P_η(i+1..t) and P_γ (rules/spans.py: no division, so η = 0 and
+α = 1 are exact) each is one einsum: A = P_η · diag(θ), m = P_γ · diag(mask) · A, c = P_γ (mask ⊙ P_η(1..·)).
+m is lower-triangular b×b (b×b×C with per-channel α); its last row is ``chunk_coefficients``' m, and the last
+row of A is its a.
 
 The read then needs M_t(q_t) for every t. ``MLPMemory.read_after_updates`` does it without any per-token
 parameter tree: every weight gradient of an MLP is an outer product h_iᵀ δ_i, so layer by layer
@@ -32,18 +32,7 @@ import jax.numpy as jnp
 from titans_core import MemoryModel
 
 from titans_memory.rules.base import GradsAndRead, GradSums, PyTree, decay
-
-
-def _affine_combine(earlier, later):
-    """(a1, b1) ∘ (a2, b2) = (a2·a1, a2·b1 + b2): compose x ↦ a1 x + b1, then x ↦ a2 x + b2."""
-    a1, b1 = earlier
-    a2, b2 = later
-    return a2 * a1, a2 * b1 + b2
-
-
-def _linear_recurrence(decay_b, drive_b):
-    """x_t = decay_t x_{t−1} + drive_t, x_0 = 0, for every t (axis 0), by associative scan."""
-    return jax.lax.associative_scan(_affine_combine, (jnp.broadcast_to(decay_b, drive_b.shape), drive_b))[1]
+from titans_memory.rules.spans import span_products
 
 
 def token_coefficients(
@@ -55,14 +44,13 @@ def token_coefficients(
     Returns (keep_bxC, s_to_M_bxC, m_bxbxC): M_t = keep_t ⊙ M_0 + s_to_M_t ⊙ S_0 − Σ_i m_{t,i} ⊙ u_i, with
     m_{t,i} = 0 for i > t (⊙ over the output-channel axis when C > 1).
     """
-    b, C = alpha_bxC.shape
-    gamma_bxC = 1.0 - alpha_bxC
-    keep_bxC = jax.lax.associative_scan(jnp.multiply, gamma_bxC)  # P_γ(1..t)
-    eta_upto_b = jax.lax.associative_scan(jnp.multiply, eta_b)  # P_η(1..t)
-    A_bxb = _linear_recurrence(eta_b[:, None], jnp.diag(theta_b))  # row t: A_{t,·}
-    ones_C = jnp.ones((C,), gamma_bxC.dtype)
-    m_bxbxC = _linear_recurrence(gamma_bxC[:, None, :], (mask_b[:, None] * A_bxb)[:, :, None] * ones_C)
-    s_to_M_bxC = _linear_recurrence(gamma_bxC, (mask_b * eta_upto_b)[:, None] * ones_C)
+    gamma_bxbxC = span_products(1.0 - alpha_bxC)  # [t, s]: P_γ(s+1..t)
+    eta_bxb = span_products(eta_b[:, None])[:, :, 0]  # [t, i]: P_η(i+1..t)
+    keep_bxC = gamma_bxbxC[:, 0] * (1.0 - alpha_bxC[0])  # P_γ(1..t)
+    eta_upto_b = eta_bxb[:, 0] * eta_b[0]  # P_η(1..t)
+    A_bxb = eta_bxb * theta_b[None, :]  # row t: A_{t,·}
+    m_bxbxC = jnp.einsum("tsc,si->tic", gamma_bxbxC, mask_b[:, None] * A_bxb)
+    s_to_M_bxC = jnp.einsum("tsc,s->tc", gamma_bxbxC, mask_b * eta_upto_b)
     return keep_bxC, s_to_M_bxC, m_bxbxC
 
 
