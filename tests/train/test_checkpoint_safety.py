@@ -146,3 +146,8 @@ def test_missing_digest_is_corrupt_and_no_usable_checkpoint_needs_restart(tmp_pa
     assert [r["step"] for r in metrics(run_dir)] == list(range(1, 8))
     (kept,) = run_dir.glob("metrics-before-restart-*.jsonl")
     assert kept.read_text() == before
+    # --restart on a run that can continue is refused: it never throws a usable checkpoint away
+    after = (run_dir / "metrics.jsonl").read_text()
+    result = run_cli(capsys, [str(spec_file), "--set", "trainer.steps=8", "--restart"])
+    assert result.code == 2 and "holds a usable checkpoint (step 7)" in result.err, result.err
+    assert (run_dir / "metrics.jsonl").read_text() == after and "Traceback" not in result.err

@@ -359,6 +359,27 @@ def test_concurrent_result_writes_are_merged_under_a_lock(tmp_path: Path) -> Non
     assert [r["accuracy"] for r in run["results"] if r["context"] == 16] == [1.0]
 
 
+def test_results_with_other_settings_merge_and_keep_their_own(tmp_path: Path) -> None:
+    """An lm evaluation with the default --examples does not drop an mqar result made with --examples 4: each
+    result keeps the seed and example count it was evaluated with."""
+    from titans_train.evaluate.report import FORMAT, merge_json
+
+    path = tmp_path / "eval.json"
+
+    def document(task: str, examples: int, seed: int) -> dict:
+        run = {"run_dir": "r", "step": 3, "results": [{"task": task, "context": 64, "accuracy": 0.5}]}
+        return {"format": FORMAT, "seed": seed, "examples": examples, "runs": [run]}
+
+    merge_json(path, document("mqar", 4, 0))
+    assert merge_json(path, document("lm", 40, 1)) == 1
+    saved = json.loads(path.read_text())
+    assert (saved["examples"], saved["seed"]) == (40, 1)  # the latest evaluation's
+    got = {r["task"]: (r["examples"], r["seed"]) for r in saved["runs"][0]["results"]}
+    assert got == {"mqar": (4, 0), "lm": (40, 1)}
+    path.write_text('{"format": "something-else/1", "runs": []}\n')  # not a result file of this format: replaced
+    assert merge_json(path, document("lm", 40, 1)) == 0
+
+
 def test_haystack_tasks_smoke_with_plot(runs: Runs, tmp_path: Path, capsys) -> None:
     out, png = tmp_path / "haystack.json", tmp_path / "haystack.png"
     tasks = ["--task", "niah_multikey", "--task", "niah_multivalue", "--task", "babilong"]

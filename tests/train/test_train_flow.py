@@ -146,37 +146,45 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert generated.code == 0, generated.err
 
 
-def test_blown_up_weights_stop_the_run_before_they_are_checkpointed(tmp_path: Path, capsys) -> None:
-    """At lr 1e3 the loss stays finite while the weights blow up (the model collapses): the run stops at the first
-    step whose largest parameter exceeds trainer.max_weight, and every kept checkpoint is below it."""
+def test_blown_up_weights_stop_the_run_and_the_fork_advice_names_a_sound_checkpoint(tmp_path: Path, capsys) -> None:
+    """Warming up to lr 3 the loss stays finite while the weights blow up: the run stops at the first step whose
+    largest parameter exceeds trainer.max_weight. The checkpoints whose weights already gave a loss above
+    2·ln(vocab_size) at the next step (collapsed, though below max_weight) are not offered: the advice forks the
+    last one whose weights were sound, and that fork trains on."""
     run_dir = tmp_path / "run"
     spec = toy_spec(
         run_dir,
-        optimizer={"lr": 1e3, "clip_norm": None},
-        schedule={"warmup_steps": 0},
-        trainer={"steps": 12, "max_weight": 2.5e3},
+        optimizer={"lr": 3.0, "clip_norm": None},
+        schedule={"warmup_steps": 6},
+        trainer={"steps": 12, "max_weight": 10.0},
         checkpoint={"every": 1, "keep": 12},
     )
     result = _train(capsys, tmp_path, spec)
     assert result.code == 3, result.err
     line = next(line for line in result.err.splitlines() if line.startswith("error:"))
-    assert "above trainer.max_weight = 2500" in line and "--fork-from" in line, line
-    diverged = int(line.split("at step ")[1].split(":")[0])
-    assert 1 < diverged <= 12
-    assert Checkpoints(run_dir, read_only=True).steps() == list(range(1, diverged))
-    # the documented way on with another lr: fork the last good checkpoint into a new run directory
-    last = run_dir / "checkpoints" / str(diverged - 1)
+    assert "above trainer.max_weight = 10" in line and "--fork-from" in line, line
+    diverged = int(line.split("at step ")[1].split()[0])
+    good = int(line.split("the last good checkpoint is step ")[1].split()[0])
+    bound = 2 * math.log(256)
+    step_loss = {r["step"]: r["loss"] for r in metrics(run_dir)}
+    step_loss[diverged] = float(line.split("(loss ")[1].split(")")[0])
+    assert 1 <= good < diverged - 1, line  # this run has collapsed checkpoints to skip
+    assert step_loss[good + 1] <= bound and all(step_loss[c + 1] > bound for c in range(good + 1, diverged)), line
+    assert Checkpoints(run_dir, read_only=True).steps() == list(range(1, diverged))  # nothing is deleted
+    # the documented way on with another lr: fork the named checkpoint into a new run directory
+    named = run_dir / "checkpoints" / str(good)
     forked_spec = write_spec(tmp_path / "forked.yaml", {**spec, "optimizer": {**spec["optimizer"], "lr": 1e-3}})
-    refused = run_cli(capsys, [str(forked_spec), "--fork-from", str(last)])
+    refused = run_cli(capsys, [str(forked_spec), "--fork-from", str(named)])
     assert refused.code == 2 and "holds a run with a different spec" in refused.err, refused.err
-    assert "choose another output.dir" in refused.err
+    assert "choose another output.dir (add --fork-from" in refused.err
     new_dir = tmp_path / "forked"
-    args = [str(forked_spec), "--fork-from", str(last), "--set", f"output.dir={new_dir}"]
+    args = [str(forked_spec), "--fork-from", str(named), "--set", f"output.dir={new_dir}"]
     forked = run_cli(capsys, [*args, "--set", f"trainer.steps={diverged + 1}"])
     assert forked.code == 0, forked.err
-    assert f"forked from {last}" in forked.out
+    assert f"forked from {named}" in forked.out
     assert [r["step"] for r in metrics(new_dir)] == list(range(1, diverged + 2))
-    assert losses(new_dir)[: diverged - 1] == losses(run_dir)[: diverged - 1]
+    assert losses(new_dir)[:good] == losses(run_dir)[:good]
+    assert all(loss <= bound for loss in losses(new_dir)[good:])
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, capsys) -> None:

@@ -69,7 +69,7 @@ def train_command(
         typer.Option(
             "--restart",
             help="Start the run directory over from step 0 when none of its checkpoints is usable "
-            "(refused otherwise; its metrics.jsonl is kept as metrics-before-restart-<time>.jsonl).",
+            "(refused when one is; its metrics.jsonl is kept as metrics-before-restart-<time>.jsonl).",
         ),
     ] = False,
     fork_from: Annotated[

@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
 from titans_core import TitansUserError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SAME_REQUEST_S = 0.5  # a repeat of the first signal sooner than this is the same request (see module docstring)
 
 
 class Interrupted(TitansUserError):
@@ -40,12 +42,15 @@ class StopOnSignal:
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self._first_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
-            self.received = signum  # the first: stop after this step
+            self.received, self._first_at = signum, time.monotonic()  # the first: stop after this step
             return
+        if signum == self.received and time.monotonic() - self._first_at < SAME_REQUEST_S:
+            return  # the same request delivered twice (uv run's forwarding plus the process group)
         self._previous.clear()  # kept until the process ends: a third signal during the clean-up exits at once
         for other in SIGNALS:
             signal.signal(other, _exit_at_once)

@@ -133,7 +133,8 @@ def inspect_run_dir(run_dir: Path, spec: TrainSpec) -> bool:
         shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
         raise RunDirError(
             f"output.dir {run_dir} holds a run with a different spec ({shown}); "
-            "choose another output.dir, or delete that directory to start over"
+            "choose another output.dir (add --fork-from RUN/checkpoints/STEP to continue from its weights), "
+            "or delete that directory to start over"
         )
     return True
 

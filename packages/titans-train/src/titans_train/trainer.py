@@ -113,6 +113,23 @@ def _divergence(values: dict[str, float], max_weight: float | None) -> str | Non
     return None
 
 
+def last_good_checkpoint(kept: list[int], losses: dict[int, float], bound: float) -> tuple[int | None, list[int]]:
+    """(the last kept checkpoint to trust, the later ones that are not) when a run diverges.
+
+    Checkpoint c holds the weights that step c + 1 started from, so ``losses[c + 1]`` is their loss. A checkpoint
+    is trusted when that loss is finite and at most ``bound``, or unknown (step c + 1 ran in an earlier process, or
+    has not run). A decision, measured: at lr 1e3 the weights can pass ``trainer.max_weight`` a step after they have
+    already collapsed (loss 1.65e6 per token against ln 256 = 5.5), and a fork from that checkpoint diverges again
+    whatever its lr."""
+    distrusted: list[int] = []
+    for c in sorted(kept, reverse=True):
+        loss = losses.get(c + 1)
+        if loss is None or (math.isfinite(loss) and loss <= bound):
+            return c, distrusted
+        distrusted.append(c)
+    return None, distrusted
+
+
 class Trainer:
     """One run of a validated spec (use :func:`train`)."""
 
@@ -245,6 +262,11 @@ class Trainer:
                 f"no usable checkpoint in {self.checkpoints.directory}: {len(aside)} unreadable one(s) were moved "
                 f"to {aside[0].parent}; {RESTART_HINT}"
             )
+        if restored is not None and restart:  # --restart only ever replaces a run that cannot continue
+            raise CheckpointError(
+                f"--restart: {self.checkpoints.directory} holds a usable checkpoint (step {restored[0]}); without "
+                "--restart the run continues from it (to start over, choose another output.dir)"
+            )
         if restored is None and restart:
             warn(f"--restart: {self.run_dir.path} starts over from step 0")
         return restored
@@ -285,6 +307,8 @@ class Trainer:
         if start:
             progress.message(f"resumed {self.run_dir.path} at step {start}")
         losses: list[float] = []
+        step_losses: dict[int, float] = {}  # loss of the weights of each checkpoint this process saw (divergence)
+        loss_bound = 2 * math.log(spec.vocab_size)  # a model twice as bad as a uniform guess: collapsed weights
         eval_loss = None
         stop = StopOnSignal().__enter__()  # SIGINT/SIGTERM: stop after this step (titans_train.interrupt)
         try:
@@ -298,21 +322,30 @@ class Trainer:
                 self.state, metrics = self.steps.train(self.state, batch)
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 self.step += 1
+                if self.step == start + 1 or (self.step - 1) % spec.checkpoint.every == 0:  # its weights: a checkpoint
+                    step_losses[self.step] = values["loss"]
                 problem = _divergence(values, spec.trainer.max_weight)
                 if problem:
                     self.checkpoints.wait()
-                    kept = self.checkpoints.steps()
-                    last = f"the last good checkpoint is step {kept[-1]}" if kept else "no checkpoint was written"
+                    good, bad = last_good_checkpoint(self.checkpoints.steps(), step_losses, loss_bound)
+                    if good is not None:
+                        last = f"the last good checkpoint is step {good}"
+                    else:
+                        last = "no checkpoint is good" if bad else "no checkpoint was written"
+                    if bad:
+                        gave = ", ".join(f"step {c}'s weights gave {step_losses[c + 1]:.3g}" for c in sorted(bad)[-3:])
+                        later = "not a later one: " if good is not None else ""
+                        last += f" ({later}{gave}, above 2·ln(vocab_size) = {loss_bound:.3g})"
                     fork = (
                         f"; to continue from it with other hyper-parameters, fork it into a new run directory: "
-                        f"--fork-from {self.checkpoints.directory / str(kept[-1])} --set output.dir=NEW_DIR "
+                        f"--fork-from {self.checkpoints.directory / str(good)} --set output.dir=NEW_DIR "
                         "--set optimizer.lr=…"
-                        if kept
+                        if good is not None
                         else ""
                     )
                     raise DivergedError(
-                        f"training diverged at step {self.step}: {problem}; stopped, {last} "
-                        f"(in {self.checkpoints.directory}). "
+                        f"training diverged at step {self.step} (loss {values['loss']:.3g}): {problem}; "
+                        f"stopped, {last} (in {self.checkpoints.directory}). "
                         f"Try a lower optimizer.lr, a longer schedule.warmup_steps or optimizer.clip_norm{fork}"
                     )
                 losses.append(values["loss"])

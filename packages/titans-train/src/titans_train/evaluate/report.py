@@ -2,9 +2,9 @@
 
 Result file (``"format": "titans-eval/1"``)::
 
-    {"format": "titans-eval/1", "seed": 0, "examples": 40,
+    {"format": "titans-eval/1", "seed": 0, "examples": 40,      # the latest evaluation's settings
      "runs": [{"run_dir": ..., "label": "mac", "variant": "mac", "step": 1200, "param_count": 123456,
-               "results": [{"task": "niah", "context": 512, "accuracy": 0.4, "n": 40, ...},
+               "results": [{"task": "niah", "context": 512, "accuracy": 0.4, "n": 40, "seed": 0, "examples": 40, ...},
                            {"task": "lm", "context": 512, "loss": 1.5, "bits_per_byte": 2.16, ...,
                             "memory": {"layer0": {"theta_mean": 0.001, "update_norm_mean": 0.02, ...}}},
                            ...]}]}
@@ -50,8 +50,10 @@ def merge_json(path: Path, document: dict[str, Any]) -> int:
     evaluations of one run written at the same time all survive; the number of earlier results kept.
 
     Results are keyed by (run directory, checkpoint step, task, context): a new result replaces the old one of its
-    key, every other earlier result is kept. An earlier file of another format, seed or example count is not
-    comparable and is replaced."""
+    key, every other earlier result is kept. Each result carries the ``seed`` and ``examples`` it was evaluated
+    with (the top-level ones are the latest evaluation's), so evaluations with other settings merge too: an lm
+    evaluation with the default ``--examples`` does not drop an mqar result made with ``--examples 4``. An
+    earlier file of another format (or not a result file) is replaced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
@@ -59,9 +61,10 @@ def merge_json(path: Path, document: dict[str, Any]) -> int:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             old = None
-        same = isinstance(old, dict) and all(old.get(k) == document[k] for k in ("format", "seed", "examples"))
+        document = _stamped(document)
         kept = 0
-        if same and isinstance(old, dict) and isinstance(old.get("runs"), list):
+        if isinstance(old, dict) and old.get("format") == document["format"] and isinstance(old.get("runs"), list):
+            old = _stamped(old)
             runs = {(r["run_dir"], r["step"]): r for r in document["runs"]}
             merged = []
             for run in old["runs"]:
@@ -78,6 +81,17 @@ def merge_json(path: Path, document: dict[str, Any]) -> int:
             document = {**document, "runs": merged}
         write_json(path, document)
     return kept
+
+
+def _stamped(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with its top-level ``seed`` and ``examples`` copied into every result that lacks them."""
+    settings = {k: document.get(k) for k in ("seed", "examples")}
+    runs = [
+        {**run, "results": [{**settings, **r} for r in run.get("results", [])]}
+        for run in document.get("runs", [])
+        if isinstance(run, dict)
+    ]
+    return {**document, "runs": runs}
 
 
 def _metric(result: dict[str, Any]) -> str:
