@@ -55,13 +55,21 @@ SWEEPS: dict[str, Sweep] = {
         64,
         {w: ("experiments/niah/mac.yaml", _NIAH + [f"model.mac_write={w}"]) for w in ("y", "x+y", "norm(x+y)")}
         # the segment handicap: the question's key ends 36 bytes before the answer, past a 32-byte segment
-        | {"x+y@seg64": ("experiments/niah/mac.yaml", _NIAH + ["model.mac_write=x+y", "model.segment=64"])},
+        | {"x+y@seg64": ("experiments/niah/mac.yaml", _NIAH + ["model.mac_write=x+y", "model.segment=64"])}
+        # the Eq 25 read: every token reads the memory after its own write (the library default) instead of the
+        # chunk-start weights, on the segment-64 row
+        | {
+            "x+y@seg64,read:token": (
+                "experiments/niah/mac.yaml",
+                _NIAH + ["model.mac_write=x+y", "model.segment=64", "model.memory.rule.read=token"],
+            )
+        },
     ),
 }
 
 
 def run_dir(runs: Path, sweep: str, row: str, seed: int) -> Path:
-    safe = row.replace("+", "p").replace("(", "_").replace(")", "")
+    safe = row.replace("+", "p").replace("(", "_").replace(")", "").replace(":", "-").replace(",", "_")
     return runs / sweep / f"{safe}-s{seed}"
 
 

@@ -153,7 +153,9 @@ def test_mqar_run_is_scored_on_its_own_task_and_settings(runs: Runs, tmp_path: P
     result = run_eval(capsys, [runs.mqar, "--examples", "3", "--kv-pairs", "2", "--contexts", "16,24", "-o", out])
     assert result.code == 0, result.err
     results = json.loads(out.read_text())["runs"][0]["results"]
-    assert [(r["context"], r["num_kv_pairs"], r["queries"]) for r in results] == [(16, 2, 6), (24, 2, 6)]
+    got = [(r["context"], r["num_kv_pairs"], r["queries"], r["examples"], r["seed"]) for r in results]
+    # the first evaluation's context-32 result is kept beside the new ones, each with its own settings
+    assert got == [(32, 4, 24, 6, 2), (16, 2, 6, 3, 0), (24, 2, 6, 3, 0)]
 
 
 def test_heldout_text_file_replaces_the_validation_split(runs: Runs, tmp_path: Path, capsys) -> None:
