@@ -59,7 +59,7 @@ SWEEPS: dict[str, Sweep] = {
         # the Eq 25 read: every token reads the memory after its own write (the library default) instead of the
         # chunk-start weights, on the segment-64 row
         | {
-            "x+y@seg64,read:token": (
+            "x+y@seg64@read=token": (
                 "experiments/niah/mac.yaml",
                 _NIAH + ["model.mac_write=x+y", "model.segment=64", "model.memory.rule.read=token"],
             )
