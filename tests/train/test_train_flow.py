@@ -36,6 +36,8 @@ def test_run_writes_metrics_checkpoints_and_progress(tmp_path: Path, capsys) -> 
     for record in train:
         assert record["bpb"] == pytest.approx(record["loss"] / math.log(2))
         assert {"lr", "grad_norm", "tokens_per_s", "time"} <= set(record)
+    # the first step's time includes compiling: not a throughput (null, not 0.0); every later step has one
+    assert train[0]["tokens_per_s"] is None and all(r["tokens_per_s"] > 0 for r in train[1:])
     assert [r["step"] for r in metrics(run_dir, "eval")] == [3, 6]
     assert Checkpoints(run_dir, read_only=True).steps() == [3, 6]
     assert "step 6/6  loss" in result.out and "bpb" in result.out and "tok/s" in result.out and "ETA" in result.out

@@ -357,7 +357,7 @@ class Trainer:
                     self.unit: bits(values["loss"]),
                     "lr": values["lr"],
                     "grad_norm": values["grad_norm"],
-                    "tokens_per_s": tps,
+                    "tokens_per_s": tps or None,  # null for a start's first step: its time includes compiling
                     "time": time.time(),
                 }
                 if memory:
