@@ -39,7 +39,8 @@ from titans_train.checkpoint import RESTART_HINT, Checkpoints, quarantined, warn
 from titans_train.data import TaskSplits, TrainBatches, eval_batches
 from titans_train.data.corpus import unigram_bits
 from titans_train.data.streams import StreamBatches
-from titans_train.errors import CheckpointError, DivergedError, RunDirError
+from titans_train.divergence import diverged_error, divergence
+from titans_train.errors import CheckpointError, RunDirError
 from titans_train.interrupt import Interrupted, StopOnSignal
 from titans_train.lock import hold_run_dir
 from titans_train.memory_stats import has_memory, make_train_diagnostics, to_floats
@@ -99,35 +100,6 @@ def _check_same_data(run_dir: Path, facts: dict[str, Any]) -> None:
             f"output.dir {run_dir}: the training data changed since this run started ({shown}); restore the data, "
             "or train on the new data in another output.dir (--fork-from a checkpoint to keep the weights)"
         )
-
-
-def _divergence(values: dict[str, float], max_weight: float | None) -> str | None:
-    """Why a step's metrics mean the run diverged (None if they do not): a non-finite loss or gradient norm,
-    or a parameter whose magnitude is not finite or exceeds ``trainer.max_weight``."""
-    if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
-        return f"loss {values['loss']}, gradient norm {values['grad_norm']} (not finite)"
-    weight = values["weight_max"]
-    if not math.isfinite(weight) or (max_weight is not None and weight > max_weight):
-        bound = "" if max_weight is None else f" (above trainer.max_weight = {max_weight:g})"
-        return f"largest parameter magnitude {weight:.3g}{bound}"
-    return None
-
-
-def last_good_checkpoint(kept: list[int], losses: dict[int, float], bound: float) -> tuple[int | None, list[int]]:
-    """(the last kept checkpoint to trust, the later ones that are not) when a run diverges.
-
-    Checkpoint c holds the weights that step c + 1 started from, so ``losses[c + 1]`` is their loss. A checkpoint
-    is trusted when that loss is finite and at most ``bound``, or unknown (step c + 1 ran in an earlier process, or
-    has not run). A decision, measured: at lr 1e3 the weights can pass ``trainer.max_weight`` a step after they have
-    already collapsed (loss 1.65e6 per token against ln 256 = 5.5), and a fork from that checkpoint diverges again
-    whatever its lr."""
-    distrusted: list[int] = []
-    for c in sorted(kept, reverse=True):
-        loss = losses.get(c + 1)
-        if loss is None or (math.isfinite(loss) and loss <= bound):
-            return c, distrusted
-        distrusted.append(c)
-    return None, distrusted
 
 
 class Trainer:
@@ -324,29 +296,12 @@ class Trainer:
                 self.step += 1
                 if self.step == start + 1 or (self.step - 1) % spec.checkpoint.every == 0:  # its weights: a checkpoint
                     step_losses[self.step] = values["loss"]
-                problem = _divergence(values, spec.trainer.max_weight)
+                problem = divergence(values, spec.trainer.max_weight)
                 if problem:
                     self.checkpoints.wait()
-                    good, bad = last_good_checkpoint(self.checkpoints.steps(), step_losses, loss_bound)
-                    if good is not None:
-                        last = f"the last good checkpoint is step {good}"
-                    else:
-                        last = "no checkpoint is good" if bad else "no checkpoint was written"
-                    if bad:
-                        gave = ", ".join(f"step {c}'s weights gave {step_losses[c + 1]:.3g}" for c in sorted(bad)[-3:])
-                        later = "not a later one: " if good is not None else ""
-                        last += f" ({later}{gave}, above 2·ln(vocab_size) = {loss_bound:.3g})"
-                    fork = (
-                        f"; to continue from it with other hyper-parameters, fork it into a new run directory: "
-                        f"--fork-from {self.checkpoints.directory / str(good)} --set output.dir=NEW_DIR "
-                        "--set optimizer.lr=…"
-                        if good is not None
-                        else ""
-                    )
-                    raise DivergedError(
-                        f"training diverged at step {self.step} (loss {values['loss']:.3g}): {problem}; "
-                        f"stopped, {last} (in {self.checkpoints.directory}). "
-                        f"Try a lower optimizer.lr, a longer schedule.warmup_steps or optimizer.clip_norm{fork}"
+                    kept = self.checkpoints.steps()
+                    raise diverged_error(
+                        self.step, values["loss"], problem, kept, step_losses, loss_bound, self.checkpoints.directory
                     )
                 losses.append(values["loss"])
                 tps = progress.update(self.step, values["loss"], first=self.step == start + 1)
