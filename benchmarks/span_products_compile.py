@@ -48,7 +48,7 @@ def scan_coefficients():
     def recurrence(decay, drive):
         return jax.lax.associative_scan(affine, (jnp.broadcast_to(decay, drive.shape), drive))[1]
 
-    def chunk(theta, eta, alpha, mask):
+    def chunk(theta, eta, alpha, mask, spans=None):
         gamma = 1.0 - alpha
         eta_after, gamma_after = suffix(eta[:, None])[:, 0], suffix(gamma)
         eta_next = jnp.concatenate([eta[1:], jnp.zeros_like(eta[:1])])[:, None]
@@ -56,7 +56,7 @@ def scan_coefficients():
         _, G = jax.lax.associative_scan(affine, (jnp.broadcast_to(eta_next, drive.shape), drive), reverse=True)
         return theta * eta_after, theta[:, None] * G, jnp.prod(gamma, axis=0), jnp.prod(eta), eta[0] * G[0]
 
-    def token(theta, eta, alpha, mask):
+    def token(theta, eta, alpha, mask, spans=None):
         gamma = 1.0 - alpha
         keep = jax.lax.associative_scan(jnp.multiply, gamma)
         eta_upto = jax.lax.associative_scan(jnp.multiply, eta)
@@ -105,13 +105,17 @@ def measure(spec_path: str, sets: list[str], reps: int) -> dict:
     graphdef, params, rest = split_params(nnx.eval_shape(lambda: build_model(spec)))
     loss = make_loss(graphdef, jnp.float32)
     rows = jax.ShapeDtypeStruct((4, spec.data.seq_len + 1), jnp.int32)
-    versions = {"spans": (momentum_scan.chunk_coefficients, momentum_scan.token_coefficients)}
-    versions["scans"] = scan_coefficients()
+    versions = {"spans": (momentum_scan.chunk_coefficients, momentum_scan.token_coefficients, momentum_scan.gate_spans)}
+    versions["scans"] = (*scan_coefficients(), lambda eta, alpha: None)  # (the scans need no span matrices)
     runs: dict[str, list[dict]] = {name: [] for name in versions}
     try:
         for _ in range(reps):
-            for name, (chunk, token) in versions.items():
-                momentum_scan.chunk_coefficients, momentum_scan.token_coefficients = chunk, token
+            for name, (chunk, token, spans) in versions.items():
+                momentum_scan.chunk_coefficients, momentum_scan.token_coefficients, momentum_scan.gate_spans = (
+                    chunk,
+                    token,
+                    spans,
+                )
                 jax.clear_caches()
                 step = jax.jit(jax.value_and_grad(lambda p, r, x: loss(p, r, x)))
                 t0 = time.perf_counter()
@@ -124,7 +128,7 @@ def measure(spec_path: str, sets: list[str], reps: int) -> dict:
                 eqns = count_eqns(jax.make_jaxpr(loss)(params, rest, rows).jaxpr)
                 runs[name].append({"trace_s": t1 - t0, "lower_s": t2 - t1, "compile_s": t3 - t2, "loss_eqns": eqns})
     finally:
-        momentum_scan.chunk_coefficients, momentum_scan.token_coefficients = versions["spans"]
+        momentum_scan.chunk_coefficients, momentum_scan.token_coefficients, momentum_scan.gate_spans = versions["spans"]
     out = {}
     for name, rows_ in runs.items():
         out[name] = {k: round(min(r[k] for r in rows_), 2) for k in rows_[0]}

@@ -17,7 +17,6 @@ refused, now and on every later start (:func:`quarantined`), until it is restart
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 import time
@@ -35,21 +34,6 @@ from titans_core.cli import print_user_error
 from titans_train.digest import data_digest, mismatches, state_digest
 from titans_train.errors import CheckpointError
 from titans_train.write_errors import REASONS, free_bytes, human, install_quiet_filter, write_failure
-
-
-@contextmanager
-def _orbax_quiet() -> Iterator[None]:
-    """Silence orbax's own log lines (``ERROR:absl:Failed to read Metadata …``) while a restore is attempted."""
-    loggers = [logging.getLogger(name) for name in ("absl", "orbax")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
 
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt-checkpoints"
@@ -86,13 +70,11 @@ class Checkpoints:
         install_quiet_filter()  # orbax's tracebacks of a failed write: reported as one line instead
         self._pending: list[tuple[int, int]] = []  # (step, bytes) of saves not known to be complete
         self._failed = False
-        with _orbax_quiet():  # it reads every step's metadata: an unreadable one is reported when restored
-            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def steps(self) -> list[int]:
         """Steps with a complete checkpoint, oldest first."""
-        with _orbax_quiet():
-            return sorted(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
         """Save (in the background when asynchronous) the state after ``step`` steps.
@@ -214,8 +196,7 @@ class Checkpoints:
         steps = self.steps()
         for step in reversed(steps):
             try:
-                with _orbax_quiet():  # its ERROR lines on an unreadable file are the warning below, said once
-                    state, data = self._restore(step, abstract_state)
+                state, data = self._restore(step, abstract_state)
             except Exception as exc:  # noqa: BLE001 - any failure means this checkpoint is unusable
                 cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 older = [s for s in steps if s < step]

@@ -74,8 +74,14 @@ def human(n: int | None) -> str:
     return f"{n:,} bytes"  # pragma: no cover
 
 
+#: Orbax's log lines about problems the trainer reports itself: an unreadable step's metadata is the one warning
+#: naming the checkpoint when its restore fails (``Checkpoints.restore_latest``).
+_REPORTED_ELSEWHERE = ("Failed to read Metadata file",)
+
+
 class QuietWriteFailures(logging.Filter):
-    """Drops log records (orbax's background-thread tracebacks) about a write failure of :data:`REASONS`."""
+    """Drops log records (orbax's background-thread tracebacks) about a write failure of :data:`REASONS`, and
+    orbax's lines in :data:`_REPORTED_ELSEWHERE`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None and write_failure(record.exc_info[1]):
@@ -84,7 +90,7 @@ class QuietWriteFailures(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is not ours to judge
             return True
-        return not any(needle in message for needle in _TEXTS)
+        return not any(needle in message for needle in (*_TEXTS, *_REPORTED_ELSEWHERE))
 
 
 QUIET = QuietWriteFailures()

@@ -53,23 +53,24 @@ from titans_memory.rules.base import (
     mask_gates,
     tree_norm,
 )
-from titans_memory.rules.spans import span_products
+from titans_memory.rules.spans import gate_spans
 from titans_memory.rules.token_read import linearize_for_token_read, token_coefficients
 
 
 def chunk_coefficients(
-    theta_b: jax.Array, eta_b: jax.Array, alpha_bxC: jax.Array, mask_b: jax.Array
+    theta_b: jax.Array, eta_b: jax.Array, alpha_bxC: jax.Array, mask_b: jax.Array, spans=None
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Coefficients that carry (M_0, S_0, u_1..u_b) to the end of one chunk (see module docstring).
 
     Masked (padding) tokens must come with θ = 0, η = 1, α = 0; ``mask_b`` stops them from adding S to M.
     Returns (a_b, m_bxC, keep_M_C, keep_S, s_to_M_C): S_b = keep_S·S_0 − Σ a_i u_i and
     M_b = keep_M ⊙ M_0 + s_to_M ⊙ S_0 − Σ m_i ⊙ u_i (⊙ over the output-channel axis when C > 1).
-    Every product over a span comes from one matrix per gate (rules/spans.py).
+    Every product over a span comes from one matrix per gate (``spans``: ``spans.gate_spans``' result when the
+    caller has it already).
     """
     gamma_bxC = 1.0 - alpha_bxC
-    eta_bxb = span_products(eta_b[:, None])[:, :, 0]  # [t, i]: P_η(i+1..t)
-    gamma_after_bxC = span_products(gamma_bxC)[-1]  # P_γ(i+1..b)
+    eta_bxb, gamma_bxbxC = gate_spans(eta_b, alpha_bxC) if spans is None else spans  # [t, i]: P(i+1..t)
+    gamma_after_bxC = gamma_bxbxC[-1]  # P_γ(i+1..b)
     eta_after_b = eta_bxb[-1]  # P_η(i+1..b)
     # G_i = Σ_{t ≥ i} mask_t P_γ(t+1..b) P_η(i+1..t)
     G_bxC = jnp.einsum("tc,ti->ic", mask_b[:, None] * gamma_after_bxC, eta_bxb)
@@ -137,10 +138,11 @@ class MomentumScanRule(RuleBase):
             one_hot = jnp.eye(k_bxD.shape[0], dtype=resid_bxD.dtype)[:, :, None]
             norms = jax.vmap(lambda w: tree_norm(grad_sums(resid_bxD, w)[0]))(one_hot)
             theta_b = theta_b * clip_scale(norms, self.config.max_grad_norm)
-        a_b, m_bxC, keep_M, keep_S, s_to_M = chunk_coefficients(theta_b, eta_b, alpha_bxC, mask_b)
+        spans = gate_spans(eta_b, alpha_bxC)  # one pair of span-product matrices for both reads' coefficients
+        a_b, m_bxC, keep_M, keep_S, s_to_M = chunk_coefficients(theta_b, eta_b, alpha_bxC, mask_b, spans)
         # −Σ_i a_i u_i and −Σ_i m_i u_i in one backward pass (the sign goes on the small residual, not on the trees)
         if token_read:  # ... and every y_t = M_t(q_t), M_t = keep_t M + s_to_M_t S − Σ_i m_{t,i} u_i
-            coefs = token_coefficients(theta_b, eta_b, alpha_bxC, mask_b)
+            coefs = token_coefficients(theta_b, eta_b, alpha_bxC, mask_b, spans)
             (d_S, d_M), y_bxD = grads_and_read(-resid_bxD, (a_b[:, None], m_bxC), memory, surprise, *coefs)
         else:
             d_S, d_M = grad_sums(-resid_bxD, a_b[:, None], m_bxC)

@@ -48,3 +48,9 @@ def _span_products_jvp(primals, tangents):
     before_bxbxC = jnp.where((idx[:, None] > idx[None, :])[:, :, None], shifted, jnp.zeros((), x_bxC.dtype))
     dP_bxbxC = jnp.einsum("tlc,lic->tic", P_bxbxC * dx_bxC[None, :, :], before_bxbxC)
     return P_bxbxC, dP_bxbxC
+
+
+def gate_spans(eta_b: jax.Array, alpha_bxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(P_η as b×b, P_γ as b×b×C) with γ = 1 − α: the two matrices every chunk coefficient is made of, computed
+    once per chunk and shared by ``chunk_coefficients`` and ``token_coefficients``."""
+    return span_products(eta_b[:, None])[:, :, 0], span_products(1.0 - alpha_bxC)

@@ -32,20 +32,20 @@ import jax.numpy as jnp
 from titans_core import MemoryModel
 
 from titans_memory.rules.base import GradsAndRead, GradSums, PyTree, decay
-from titans_memory.rules.spans import span_products
+from titans_memory.rules.spans import gate_spans
 
 
 def token_coefficients(
-    theta_b: jax.Array, eta_b: jax.Array, alpha_bxC: jax.Array, mask_b: jax.Array
+    theta_b: jax.Array, eta_b: jax.Array, alpha_bxC: jax.Array, mask_b: jax.Array, spans=None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Coefficients that carry (M_0, S_0, u_1..u_b) to every token t of one chunk (see module docstring).
 
     Masked (padding) tokens must come with θ = 0, η = 1, α = 0 (as for ``chunk_coefficients``).
     Returns (keep_bxC, s_to_M_bxC, m_bxbxC): M_t = keep_t ⊙ M_0 + s_to_M_t ⊙ S_0 − Σ_i m_{t,i} ⊙ u_i, with
-    m_{t,i} = 0 for i > t (⊙ over the output-channel axis when C > 1).
+    m_{t,i} = 0 for i > t (⊙ over the output-channel axis when C > 1). ``spans``: ``spans.gate_spans``' result
+    when the caller has it already.
     """
-    gamma_bxbxC = span_products(1.0 - alpha_bxC)  # [t, s]: P_γ(s+1..t)
-    eta_bxb = span_products(eta_b[:, None])[:, :, 0]  # [t, i]: P_η(i+1..t)
+    eta_bxb, gamma_bxbxC = gate_spans(eta_b, alpha_bxC) if spans is None else spans  # [t, i]: P(i+1..t)
     keep_bxC = gamma_bxbxC[:, 0] * (1.0 - alpha_bxC[0])  # P_γ(1..t)
     eta_upto_b = eta_bxb[:, 0] * eta_b[0]  # P_η(1..t)
     A_bxb = eta_bxb * theta_b[None, :]  # row t: A_{t,·}
