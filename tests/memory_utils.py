@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from titans_memory import Gates, MLPMemory, MLPMemoryConfig
 
 
@@ -29,9 +30,9 @@ def slice_gates(g: Gates, a: int, b: int) -> Gates:
 
 def max_rel_err(a, b) -> float:
     """max |a − b| / max |a| over every leaf of two pytrees."""
-    errs = [
-        float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(x)) + 1e-30))
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    errs = [  # in NumPy: eager jnp compiled a few small programs per leaf shape
+        float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-30))
+        for x, y in zip(*(map(np.asarray, jax.tree.leaves(t)) for t in (a, b)), strict=True)
     ]
     return max(errs)
 
@@ -49,9 +50,15 @@ def cont(rule, model, state, q, k, v, gates):
 
 def outer_loss(rule, model, p0, q, k, v, gates):
     """A scalar that depends on every output and on the final memory, surprise and chunk-start weights."""
+    return outer_loss_and_outputs(rule, model, p0, q, k, v, gates)[0]
+
+
+def outer_loss_and_outputs(rule, model, p0, q, k, v, gates):
+    """(``outer_loss``, (y, state)): with ``jax.value_and_grad(..., has_aux=True)``, one compiled program gives the
+    call's outputs and its outer gradients."""
     y, state = run(rule, model, p0, q, k, v, gates)
     leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
-    return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves)
+    return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves), (y, state)
 
 
 def skip_mosaic_gpu_interpreter_import():

@@ -47,10 +47,11 @@ def test_global_attention_is_full_causal_attention(oracle):
     T = 9
     x = jax.random.normal(jax.random.key(1), (2, T, D))
     full = build("global", max_len=T)
-    q, k, v = full._qkv(x, jnp.broadcast_to(jnp.arange(T), (2, T)))
+    # jitted (one program each, not op by op): the projections, the module's output, and the output projection
+    (q, k, v), y = nnx.jit(lambda m, x: (m._qkv(x, jnp.broadcast_to(jnp.arange(T), (2, T))), m(x)))(full, x)
     want = oracle.dense_attention(q, k, v, np.tril(np.ones((T, T), bool)))
-    got = full._out(jnp.asarray(want, jnp.float32))
-    np.testing.assert_allclose(np.asarray(full(x)), np.asarray(got), rtol=1e-5, atol=1e-6)
+    got = nnx.jit(lambda m, o: m._out(o))(full, jnp.asarray(want, jnp.float32))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(got), rtol=1e-5, atol=1e-6)
 
 
 def test_dispatch_picks_the_reference_on_cpu():
@@ -81,10 +82,10 @@ def test_dot_product_attention_path_equals_the_reference(name, options):
     x = jax.random.normal(jax.random.key(2), (2, 11, D))
     ref = build(name, implementation="reference", **options)
     fast = build(name, implementation="xla", **options)  # same seed: same parameters
-    y_ref, y_fast = nnx.jit(lambda m, x: m(x))(ref, x), nnx.jit(lambda m, x: m(x))(fast, x)
+    # the output and its gradient in one compiled program per path (the gradient was op by op)
+    run = nnx.jit(lambda m, x: (m(x), jax.grad(lambda x: jnp.sum(m(x) ** 2))(x)))
+    (y_ref, g_ref), (y_fast, g_fast) = run(ref, x), run(fast, x)
     np.testing.assert_allclose(np.asarray(y_fast), np.asarray(y_ref), rtol=1e-5, atol=1e-6)
-    g_ref = jax.grad(lambda x: jnp.sum(ref(x) ** 2))(x)
-    g_fast = jax.grad(lambda x: jnp.sum(fast(x) ** 2))(x)
     np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_ref), rtol=1e-4, atol=1e-5)
 
 

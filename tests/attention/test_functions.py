@@ -18,11 +18,11 @@ segment_causal_attention = jax.jit(attention.segment_causal_attention, static_ar
 
 
 def _qkv(seed: int, B: int, T: int, H: int, Dh: int, P: int, n: int = 3):
-    keys = jax.random.split(jax.random.key(seed), n + 2)
-    arrs = [jax.random.normal(kk, (B, T, H, Dh), jnp.float32) for kk in keys[:n]]
-    pk = jax.random.normal(keys[n], (P, H, Dh), jnp.float32)
-    pv = jax.random.normal(keys[n + 1], (P, H, Dh), jnp.float32)
-    return arrs, pk, pv
+    """Standard normal float32 inputs, drawn by numpy: jax.random would compile a program for every new shape."""
+    rng = np.random.default_rng(seed)
+    draw = lambda *shape: jnp.asarray(rng.standard_normal(shape, np.float32))  # noqa: E731
+    arrs = [draw(B, T, H, Dh) for _ in range(n)]
+    return arrs, draw(P, H, Dh), draw(P, H, Dh)
 
 
 @pytest.mark.parametrize("T", [1, 11, 17])
@@ -37,7 +37,7 @@ def test_sliding_window_matches_dense(oracle, T, window, P):
     oracle.assert_close(got, want)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)  # each draw compiles a program of its own
 @given(
     T=st.integers(1, 24),
     window=st.integers(1, 10),
@@ -67,7 +67,7 @@ def test_segment_matches_dense(oracle, T, segment, P, with_prefix):
     oracle.assert_close(got, want)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)  # each draw compiles a program of its own
 @given(
     T=st.integers(1, 24),
     segment=st.integers(1, 10),
@@ -129,10 +129,12 @@ def test_masked_keys_get_exactly_zero_gradient():
     T, W = 9, 3
     (q, k, v), pk, pv = _qkv(3, 1, T, 2, 4, 2)
     i = 5
-    g = jax.grad(
-        lambda k: sliding_window_attention(q, k, v, window=W, persistent_k_PxHxDh=pk, persistent_v_PxHxDh=pv)[
-            0, i
-        ].sum()
+    g = jax.jit(  # one compiled program instead of the backward pass op by op
+        jax.grad(
+            lambda k: sliding_window_attention(q, k, v, window=W, persistent_k_PxHxDh=pk, persistent_v_PxHxDh=pv)[
+                0, i
+            ].sum()
+        )
     )(k)
     g = np.abs(np.asarray(g[0])).sum(axis=(1, 2))
     visible = (np.arange(T) > i - W) & (np.arange(T) <= i)

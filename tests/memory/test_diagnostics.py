@@ -43,8 +43,15 @@ trace = nnx.jit(lambda m, x, s: trace_chunks(m, x, s))
 call = nnx.jit(lambda m, x, s: m(x, s))
 
 
-def test_keys_are_finite_float32_scalars():
-    stats = diagnose(make(), inputs(7), None)
+@pytest.fixture(scope="module")
+def memory():
+    """make() shared by the tests that do not change it: the jitted calls above compile once per module instance
+    and shapes, so the tests that use this one share their programs."""
+    return make()
+
+
+def test_keys_are_finite_float32_scalars(memory):
+    stats = diagnose(memory, inputs(7), None)
     assert sorted(stats) == sorted(DIAGNOSTIC_KEYS)
     for key, value in stats.items():
         assert value.shape == () and value.dtype == jnp.float32 and np.isfinite(value), key
@@ -102,9 +109,9 @@ def test_norms_equal_explicit_calls_chunk_by_chunk(rule):
 
 
 @pytest.mark.parametrize("prefix", [0, 2, 3])
-def test_chunked_pass_equals_the_module_call(prefix):
+def test_chunked_pass_equals_the_module_call(memory, prefix):
     """From a fresh state or one left mid-chunk (prefix 2) or on a boundary (prefix 3): same final state."""
-    m, x = make(), inputs(prefix + 8)
+    m, x = memory, inputs(prefix + 8)
     state = call(m, x[:, :prefix], None)[1] if prefix else None
     tr = trace(m, x[:, prefix:], state)
     _, expected = call(m, x[:, prefix:], state)
@@ -112,12 +119,12 @@ def test_chunked_pass_equals_the_module_call(prefix):
     assert tr.update_norm_NxBxH.shape == (3, B, 2) and tr.y_BxHxTxDh.shape == (B, 2, 8, D // 2)
 
 
-def test_the_configured_objective_drives_the_traced_writes():
+def test_the_configured_objective_drives_the_traced_writes(memory):
     """The chunk-by-chunk pass calls the rule as the module does: with the memory's objective (huber here)."""
     m, x = make(objective={"name": "huber", "delta": 0.05}), inputs(9)
     tr = trace(m, x, None)
     assert max_rel_err(call(m, x, None)[1].rule, tr.rule_state) < 1e-5
-    l2_state = call(make(), x, None)[1].rule  # the same weights with ℓ2: the writes differ
+    l2_state = call(memory, x, None)[1].rule  # the same weights with ℓ2: the writes differ
     assert max_rel_err(l2_state.memory, tr.rule_state.memory) > 1e-3
 
 

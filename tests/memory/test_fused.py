@@ -13,9 +13,8 @@ from flax import nnx
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from memory_utils import (
-    cont,
     max_rel_err,
-    outer_loss,
+    outer_loss_and_outputs,
     random_problem,
     run,
     skip_mosaic_gpu_interpreter_import,
@@ -59,14 +58,19 @@ def test_fused_equals_sequential_outputs_state_and_gradients(chunk, depth):
         assert set(p0) == ({"w0"} if depth == 1 else {"w0", "w1", "ln_gain"})
         cfg = UpdateRuleConfig(chunk_size=chunk, read="chunk")
         seq, fused = SequentialRule(cfg), FusedRule(chunk_size=chunk)
-        y_s, s_s = run(seq, model, p0, q, k, v, gates)
-        for aligned in (True, False):
-            y_f, s_f = run(fused, model, p0, q, k, v, gates, aligned=aligned)
+
+        @jax.jit
+        def everything(*a):  # one compiled program (each call and gradient compiled alone: five)
+            grad = jax.value_and_grad(
+                lambda rule, *a: outer_loss_and_outputs(rule, model, *a), argnums=(1, 2, 3, 4, 5), has_aux=True
+            )
+            return run(fused, model, *a, aligned=True), grad(seq, *a), grad(fused, *a)
+
+        aligned, ((_, (y_s, s_s)), g_s), ((_, unaligned), g_f) = everything(p0, q, k, v, gates)
+        for y_f, s_f in (aligned, unaligned):  # (the gradients' call is aligned=False)
             assert max_rel_err(y_s, y_f) < TOL
             assert max_rel_err(tuple(s_s), tuple(s_f)) < TOL
             assert int(s_f.pos) == T % chunk
-        grad = jax.jit(jax.grad(outer_loss, argnums=(2, 3, 4, 5, 6)), static_argnums=(0, 1))
-        g_s, g_f = grad(seq, model, p0, q, k, v, gates), grad(fused, model, p0, q, k, v, gates)
         assert max_rel_err(g_s, g_f) < TOL
         assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(g_f))
 
@@ -92,12 +96,24 @@ def test_fused_split_anywhere_equals_sequential(chunk, T, split_frac, depth, per
         model, p0, q, k, v, gates = random_problem(seed, T, D, depth, C=D if per_channel else 1)
         seq = SequentialRule(chunk_size=chunk, max_grad_norm=clip, read="chunk")
         fused = FusedRule(chunk_size=chunk, max_grad_norm=clip)
-        y_s, s_s = run(seq, model, p0, q, k, v, gates)
         a = int(split_frac * T)
-        y1, mid = run(fused, model, p0, q[:a], k[:a], v[:a], slice_gates(gates, 0, a))
-        y2, s_f = cont(fused, model, mid, q[a:], k[a:], v[a:], slice_gates(gates, a, T))
+        (y_s, s_s), (y1, _), (y2, s_f) = split_and_whole(seq, fused, model, a, p0, q, k, v, gates)
         assert max_rel_err(y_s, jnp.concatenate([y1, y2])) < TOL
         assert max_rel_err(tuple(s_s), tuple(s_f)) < TOL
+
+
+def split_and_whole(seq, fused, model, a, p0, q, k, v, gates):
+    """One compiled program: ``seq`` on the whole sequence from M_0; ``fused`` on tokens [0, a) from M_0, then on
+    [a, T) from the state it left."""
+
+    @jax.jit
+    def both(p0, q, k, v, gates):
+        T = q.shape[0]
+        y1, mid = fused(model, fused.init_state(p0), q[:a], k[:a], v[:a], slice_gates(gates, 0, a), aligned=False)
+        rest = fused(model, mid, q[a:], k[a:], v[a:], slice_gates(gates, a, T))
+        return run(seq, model, p0, q, k, v, gates), (y1, mid), rest
+
+    return both(p0, q, k, v, gates)
 
 
 @pytest.mark.parametrize(("residual_norm", "activation"), [(True, "gelu"), (False, "silu")])
@@ -108,11 +124,9 @@ def test_fused_two_layer_mid_chunk_start_equals_sequential(residual_norm, activa
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(3, T, 4, 2, residual_norm=residual_norm, activation=activation)
         assert ("ln_gain" in p0) == residual_norm
-        y_s, s_s = run(SequentialRule(chunk_size=4, read="chunk"), model, p0, q, k, v, gates)
-        fused = FusedRule(chunk_size=4)
-        y1, mid = run(fused, model, p0, q[:a], k[:a], v[:a], slice_gates(gates, 0, a))
+        seq, fused = SequentialRule(chunk_size=4, read="chunk"), FusedRule(chunk_size=4)
+        (y_s, s_s), (y1, mid), (y2, s_f) = split_and_whole(seq, fused, model, a, p0, q, k, v, gates)
         assert int(mid.pos) == 2
-        y2, s_f = cont(fused, model, mid, q[a:], k[a:], v[a:], slice_gates(gates, a, T))
         assert max_rel_err(y_s, jnp.concatenate([y1, y2])) < TOL
         assert max_rel_err(tuple(s_s), tuple(s_f)) < TOL
 
@@ -129,9 +143,10 @@ def test_fused_surprise_clamp_and_objective_match_sequential(depth, residual_nor
         assert float(jnp.max(norms)) > clip  # it clips
         seq = SequentialRule(chunk_size=4, max_grad_norm=clip, read="chunk")
         fused = FusedRule(chunk_size=4, max_grad_norm=clip)
-        y_s, s_s = run(seq, model, p0, q, k, v, gates, objective=huber)
-        y_f, s_f = run(fused, model, p0, q, k, v, gates, objective=huber)
-        _, free = run(FusedRule(chunk_size=4), model, p0, q, k, v, gates, objective=huber)
+        three = jax.jit(  # one compiled program for the three calls
+            lambda *a: [run(r, model, *a, objective=huber) for r in (seq, fused, FusedRule(chunk_size=4))]
+        )
+        (y_s, s_s), (y_f, s_f), (_, free) = three(p0, q, k, v, gates)
         assert max_rel_err(y_s, y_f) < TOL
         assert max_rel_err(tuple(s_s), tuple(s_f)) < TOL
         assert max_rel_err(free.memory, s_f.memory) > 1e-3  # the clamp binds
@@ -144,14 +159,20 @@ def test_fused_float32_and_bf16_inputs(depth, clip):
     matmul path (smaller tiles broadcast and sum)."""
     model, p0, q, k, v, gates = random_problem(11, 19, 16, depth, dtype=jnp.float32)
     fused = FusedRule(chunk_size=16, max_grad_norm=clip)
-    y_s, s_s = run(SequentialRule(chunk_size=16, read="chunk", max_grad_norm=clip), model, p0, q, k, v, gates)
-    y_f, s_f = run(fused, model, p0, q, k, v, gates)
+    seq = SequentialRule(chunk_size=16, read="chunk", max_grad_norm=clip)
+    scan = MomentumScanRule(chunk_size=16, read="chunk", max_grad_norm=clip)
+    bf = lambda x: x.astype(jnp.bfloat16)  # noqa: E731
+
+    @jax.jit
+    def four(p0, q, k, v, gates):  # one compiled program for the four calls
+        args = (bf(q), bf(k), bf(v), jax.tree.map(bf, gates))
+        return [run(r, model, p0, q, k, v, gates) for r in (seq, fused)] + [
+            run(r, model, p0, *args) for r in (scan, fused)
+        ]
+
+    (y_s, s_s), (y_f, s_f), (y_m, s_m), (y_b, s_b) = four(p0, q, k, v, gates)
     assert max_rel_err(y_s, y_f) < 1e-5
     assert max_rel_err(tuple(s_s), tuple(s_f)) < 1e-5
-    bf = lambda x: x.astype(jnp.bfloat16)  # noqa: E731
-    args = (bf(q), bf(k), bf(v), jax.tree.map(bf, gates))
-    y_m, s_m = run(MomentumScanRule(chunk_size=16, read="chunk", max_grad_norm=clip), model, p0, *args)
-    y_b, s_b = run(fused, model, p0, *args)
     assert y_b.dtype == jnp.bfloat16 and all(x.dtype == jnp.float32 for x in jax.tree.leaves(tuple(s_b)[:3]))
     assert max_rel_err(y_m.astype(jnp.float32), y_b.astype(jnp.float32)) < 2e-2
     assert max_rel_err(tuple(s_m)[:3], tuple(s_b)[:3]) < 2e-2
@@ -172,19 +193,18 @@ def test_fused_trains_every_variant_with_the_reference_gradients(variant, depth)
     inputs, targets = toks[:, :-1], toks[:, 1:]
     loss_fn = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(inputs), targets).mean()  # noqa: E731
     ref, fused = (tiny(variant, layers=1, memory=memory(rule)) for rule in ("momentum_scan", "fused"))
-    g_ref = nnx.jit(nnx.grad(loss_fn))(ref)
     opt = nnx.Optimizer(fused, optax.adam(1e-2), wrt=nnx.Param)
 
     @nnx.jit
-    def step(model, opt):
+    def step(ref, model, opt):  # one compiled program: the reference's gradients and the fused model's step
         loss, grads = nnx.value_and_grad(loss_fn)(model)
         opt.update(model, grads)
-        return loss, grads
+        return nnx.grad(loss_fn)(ref), loss, grads
 
-    loss0, g_fused = step(fused, opt)
+    g_ref, loss0, g_fused = step(ref, fused, opt)
     leaves = lambda g: [x[...] for _, x in nnx.to_flat_state(g)]  # noqa: E731
     assert max_rel_err(leaves(g_ref), leaves(g_fused)) < 1e-4
-    loss1, _ = step(fused, opt)
+    _, loss1, _ = step(ref, fused, opt)  # ref is not updated: only the fused model steps
     assert float(loss1) < float(loss0)
 
 

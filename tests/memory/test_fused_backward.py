@@ -28,18 +28,19 @@ def random_state(model, p0, pos: int, seed: int) -> RuleState:
     return RuleState(p0, memory, noise(0.01), jnp.asarray(pos, jnp.int32))
 
 
-def gradients(rule, model, state, q, k, v, gates, aligned, objective):
-    """∂/∂(state, q, k, v, gates) of a scalar that depends on every output and on the final M_{t'}, M and S.
-    ``aligned`` (a chunk boundary: M_{t'} = M) ties the start to the memory, so ∂/∂start is 0 there."""
+def gradients(rules, model, state, q, k, v, gates, aligned, objective):
+    """For each rule, ∂/∂(state, q, k, v, gates) of a scalar that depends on every output and on the final M_{t'},
+    M and S (one compiled program for all the rules). ``aligned`` (a chunk boundary: M_{t'} = M) ties the start to
+    the memory, so ∂/∂start is 0 there."""
 
-    def loss(start, memory, surprise, q, k, v, gates):
+    def loss(rule, start, memory, surprise, q, k, v, gates):
         st = RuleState(memory if aligned else start, memory, surprise, state.pos)
         y, out = rule(model, st, q, k, v, gates, aligned=aligned, objective=objective)
         leaves = jax.tree.leaves((out.memory, out.surprise, out.start))
         return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves)
 
-    grad = jax.jit(jax.grad(loss, argnums=tuple(range(7))))
-    return grad(state.start, state.memory, state.surprise, q, k, v, gates)
+    grads = jax.jit(lambda *a: [jax.grad(loss, argnums=tuple(range(1, 8)))(rule, *a) for rule in rules])
+    return grads(state.start, state.memory, state.surprise, q, k, v, gates)
 
 
 CASES = {  # (depth, max_grad_norm, C (α channels), objective, pos, aligned, model options)
@@ -64,8 +65,7 @@ def test_fused_backward_kernel_equals_momentum_scan_gradients(case):
             assert float(jnp.max(jax.jit(jax.vmap(norm))(k[:chunk], v[:chunk]))) > clip
         reference = MomentumScanRule(chunk_size=chunk, read="chunk", max_grad_norm=clip)
         fused = FusedRule(chunk_size=chunk, max_grad_norm=clip)
-        g_ref = gradients(reference, model, state, q, k, v, gates, aligned, objective)
-        g_fused = gradients(fused, model, state, q, k, v, gates, aligned, objective)
+        g_ref, g_fused = gradients((reference, fused), model, state, q, k, v, gates, aligned, objective)
         assert max_rel_err(g_ref, g_fused) < TOL
         for name, g in zip(("start", "memory", "surprise", "q", "k", "v", "gates"), g_fused, strict=True):
             if name == "start" and aligned:

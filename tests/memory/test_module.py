@@ -21,9 +21,30 @@ def make(rule=None, *, heads=2, depth=2, chunk=4, seed=0, **cfg):
     )
 
 
+_CALL = nnx.jit(lambda m, x, s: m(x, s))
+
+
 def call(m, x, state=None):
-    """A jitted module call (one compilation instead of op-by-op dispatch)."""
-    return nnx.jit(lambda m, x, s: m(x, s))(m, x, state)
+    """A jitted module call (one compilation instead of op-by-op dispatch). One jit shared by every test: the same
+    module instance called again on the same shapes reuses its compiled program (a new instance retraces: its
+    graph differs, e.g. by its objective object)."""
+    return _CALL(m, x, state)
+
+
+@pytest.fixture(scope="module")
+def memory():
+    """make() shared by the tests that only call it (none changes its parameters)."""
+    return make()
+
+
+def _loss(x):
+    return lambda m: jnp.sum(m(x)[0] ** 2)
+
+
+@pytest.fixture(scope="module")
+def scan_grads(memory):
+    """Outer gradients of momentum_scan's module (sum y², 11 tokens: two chunks and a 3-token tail)."""
+    return nnx.jit(nnx.grad(_loss(inputs(11))))(memory)
 
 
 def inputs(T, B=2, seed=1):
@@ -42,21 +63,22 @@ def test_module_rules_agree(heads, depth):
     assert max_rel_err(st_s.rule, st_p.rule) < 1e-5
 
 
-def test_module_gradients_agree_across_rules():
-    x = inputs(11)
-    loss = lambda m: jnp.sum(m(x)[0] ** 2)  # noqa: E731
-    g_s = nnx.jit(nnx.grad(loss))(make(SequentialRule(chunk_size=4)))
-    g_p = nnx.jit(nnx.grad(loss))(make(MomentumScanRule(chunk_size=4)))
-    assert max_rel_err(nnx.to_pure_dict(g_s), nnx.to_pure_dict(g_p)) < 1e-4
+def test_module_gradients_agree_across_rules(scan_grads):
+    g_s = nnx.jit(nnx.grad(_loss(inputs(11))))(make(SequentialRule(chunk_size=4)))
+    assert max_rel_err(nnx.to_pure_dict(g_s), nnx.to_pure_dict(scan_grads)) < 1e-4
 
 
-@pytest.mark.parametrize("split", [1, 4, 17])  # the first token only, a chunk boundary, mid-chunk (chunk 4)
-def test_split_state_equals_one_call(split):
-    m, x = make(), inputs(20)
-    y, state = call(m, x)
-    y1, mid = call(m, x[:, :split])
-    y2, state2 = call(m, x[:, split:], mid)
-    assert max_rel_err(y, jnp.concatenate([y1, y2], axis=1)) < 1e-5
+def test_split_state_equals_one_call(memory):
+    """One stream cut after the first token only, on a chunk boundary (4) and mid-chunk (17), chunk 4: pieces that
+    start fresh, mid-chunk (pos 1, twice: one ends on a boundary) and on a boundary with a carried state; the
+    outputs and the final state equal one call."""
+    x = inputs(20)
+    y, state = call(memory, x)
+    state2, ys = None, []
+    for a, b in ((0, 1), (1, 4), (4, 17), (17, 20)):
+        y_piece, state2 = call(memory, x[:, a:b], state2)
+        ys.append(y_piece)
+    assert max_rel_err(y, jnp.concatenate(ys, axis=1)) < 1e-5
     assert max_rel_err(state, state2) < 1e-5
 
 
@@ -64,9 +86,8 @@ def test_token_by_token_equals_one_call():
     m, x = make(chunk=3), inputs(8, B=1)
     y, _ = call(m, x)
     state, ys = m.init_state(1), []
-    step = nnx.jit(lambda m, x, s: m(x, s))
     for t in range(8):
-        yt, state = step(m, x[:, t : t + 1], state)
+        yt, state = call(m, x[:, t : t + 1], state)
         ys.append(yt)
     assert max_rel_err(y, jnp.concatenate(ys, axis=1)) < 1e-5
 
@@ -81,11 +102,9 @@ def test_causal(chunk):
     assert np.all(np.diag(dep) > 0) and dep[9, 0] > 0  # and the past does matter
 
 
-def test_outer_gradients_reach_every_parameter():
+def test_outer_gradients_reach_every_parameter(scan_grads):
     """The outer loss back-propagates through the inner updates to W_K, W_V, W_Q, the gates and M_0."""
-    m, x = make(), inputs(12)
-    grads = nnx.to_flat_state(nnx.jit(nnx.grad(lambda m: jnp.sum(m(x)[0] ** 2)))(m))
-    for path, g in grads:
+    for path, g in nnx.to_flat_state(scan_grads):
         assert float(jnp.max(jnp.abs(g[...]))) > 0, path
 
 
@@ -101,12 +120,13 @@ def test_learned_init_vs_fixed_init_and_determinism():
     assert bool(jnp.all(call(make(learn_init=False), x)[0] == y1))  # and is seeded
 
 
-def test_retrieve_reads_without_writing():
-    m, x = make(), inputs(8)
-    _, state = call(m, x)
-    h, state2 = m.retrieve(x, state)
+def test_retrieve_reads_without_writing(memory):
+    x = inputs(20)  # the shape of test_split_state_equals_one_call's one call: its compiled program is reused
+    _, state = call(memory, x)
+    retrieve = nnx.jit(lambda m, x, s: m.retrieve(x, s))
+    h, state2 = retrieve(memory, x, state)
     assert max_rel_err(state.rule, state2.rule) == 0.0
-    h_again, _ = m.retrieve(x, state)
+    h_again, _ = retrieve(memory, x, state)
     assert bool(jnp.all(h == h_again))
 
 

@@ -58,10 +58,17 @@ def test_both_rules_pass_the_per_token_parameters_and_agree():
         assert set(gates.objective_T) == {"weight"}
         const = gates._replace(objective_T={"weight": jnp.full((7,), 0.25)})
         scaled = gates._replace(theta_T=0.25 * gates.theta_T, objective_T={})
-        for rule in (SequentialRule(chunk_size=3), MomentumScanRule(chunk_size=3)):
-            y_w, s_w = rule(model, rule.init_state(p0), q, k, v, const, aligned=False, objective=objective)
-            y_l, s_l = rule(model, rule.init_state(p0), q, k, v, scaled, aligned=False, objective=L2Objective())
-            for a, b in zip(jax.tree.leaves((y_w, s_w)), jax.tree.leaves((y_l, s_l)), strict=True):
+        rules = (SequentialRule(chunk_size=3), MomentumScanRule(chunk_size=3))
+
+        @jax.jit
+        def weighted_and_scaled(p0, q, k, v, const, scaled):  # one compiled program for the four calls
+            call = lambda rule, gates, obj: rule(
+                model, rule.init_state(p0), q, k, v, gates, aligned=False, objective=obj
+            )  # noqa: E731
+            return [(call(r, const, objective), call(r, scaled, L2Objective())) for r in rules]
+
+        for weighted, l2 in weighted_and_scaled(p0, q, k, v, const, scaled):
+            for a, b in zip(jax.tree.leaves(weighted), jax.tree.leaves(l2), strict=True):
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
 
 
@@ -85,5 +92,5 @@ def test_neural_memory_learns_a_softplus_gate_per_declared_parameter_and_none_ot
         y, state = module(x)
         return jnp.sum(y**2) + sum(jnp.sum(jnp.sin(w)) for w in jax.tree.leaves(state.rule.memory))
 
-    grads = nnx.grad(loss)(weighted)
+    grads = nnx.jit(nnx.grad(loss))(weighted)  # one compiled program (op by op: hundreds of small ones)
     assert float(jnp.max(jnp.abs(grads.gate_objective["weight"].kernel[...]))) > 0

@@ -30,14 +30,24 @@ def inputs(T, B=2, seed=1):
     return jax.random.normal(jax.random.key(seed), (B, T, D))
 
 
+_CALL = nnx.jit(lambda m, x, s, w: m(x, s, store_mask_BxT=w))
+
+
 def call(m, x, state=None, store=None):
-    return nnx.jit(lambda m, x, s, w: m(x, s, store_mask_BxT=w))(m, x, state, store)
+    """A jitted module call; one jit for every test, so the same module on the same shapes compiles once."""
+    return _CALL(m, x, state, store)
 
 
-def test_pos_is_per_row_and_reset_is_exact_mid_chunk():
+@pytest.fixture(scope="module")
+def memory():
+    """make() shared by the tests that do not change it: calls of the same shapes reuse one compiled program."""
+    return make()
+
+
+def test_pos_is_per_row_and_reset_is_exact_mid_chunk(memory):
     """Row 0 is reset after 5 tokens (mid-chunk, chunk 4) and continues from there; row 1 streams on. Each equals
     its own run: row 0 a fresh memory on the tail, row 1 one pass over the whole."""
-    m, x = make(), inputs(13)
+    m, x = memory, inputs(13)
     _, mid = call(m, x[:, :5])
     assert mid.rule.pos.shape == (2,) and mid.rule.pos.tolist() == [1, 1]
     mid = m.reset(mid, jnp.array([True, False]))
@@ -53,12 +63,12 @@ def test_pos_is_per_row_and_reset_is_exact_mid_chunk():
     assert end.rule.pos.tolist() == [8 % 4, 13 % 4]
 
 
-def test_rows_at_different_positions_continue_like_their_own_streams():
+def test_rows_at_different_positions_continue_like_their_own_streams(memory):
     """Rows 2 and 5 tokens into their streams (reset to different lengths) take the same piece: each row equals the
-    row's own single-row stream, with the sequential rule as the oracle."""
-    x = inputs(11, B=2)
-    for rule in (MomentumScanRule(chunk_size=4), SequentialRule(chunk_size=4)):
-        m = make(rule)
+    row's own single-row stream, with the sequential rule as the oracle. (13 tokens: the shapes of
+    test_pos_is_per_row_and_reset_is_exact_mid_chunk's calls, whose compiled programs the shared memory reuses.)"""
+    x = inputs(13, B=2)
+    for m in (memory, make(SequentialRule(chunk_size=4))):
         _, s = call(m, x[:, :3])
         s = m.reset(s, jnp.array([True, False]))
         _, s = call(m, x[:, 3:5], s)  # row 0 is at 2 tokens, row 1 at 5
@@ -69,8 +79,8 @@ def test_rows_at_different_positions_continue_like_their_own_streams():
         assert max_rel_err(y1[:, 5:], y[1:]) < 1e-5
 
 
-def test_store_mask_skips_writes_and_read_reads_the_current_memory():
-    m, x = make(), inputs(9)
+def test_store_mask_skips_writes_and_read_reads_the_current_memory(memory):
+    m, x = memory, inputs(9)
     _, s = call(m, x[:, :5])
     skip = jnp.zeros((2, 4), bool)
     y_skip, s_skip = call(m, x[:, 5:], s, skip)
@@ -115,15 +125,15 @@ def test_param_dtype_sets_every_parameter_and_the_state():
     assert s.rule.memory["w0"].dtype == jnp.bfloat16 and y.dtype == jnp.bfloat16
 
 
-def test_wrong_state_and_broken_aligned_promise_are_errors():
-    m, x = make(), inputs(6)
+def test_wrong_state_and_broken_aligned_promise_are_errors(memory):
+    m, x = memory, inputs(5)
     _, s = call(m, x)
     with pytest.raises(ValueError, match=r"memory state.*expected float32\[2, 2"):
         m(x, jax.tree.map(lambda a: a.astype(jnp.bfloat16) if a.dtype == jnp.float32 else a, s))
     with pytest.raises(ValueError, match=r"memory state.*: expected \w+\[3\b.*make states with init_state\(3\)"):
-        m(inputs(6, B=3), s)
+        m(inputs(5, B=3), s)
     with pytest.raises(ValueError, match="aligned=True needs every row on a chunk boundary"):
-        m(x, s, aligned=True)  # pos 2
+        m(x[:, :1], s, aligned=True)  # pos 1 (one token: this call runs op by op, and the error comes after it)
     y, s_nan = nnx.jit(lambda m, x, s: m(x, s, aligned=True))(m, x, s)  # under jit: NaN, never silently wrong
     assert bool(jnp.all(jnp.isnan(y))) and bool(jnp.all(jnp.isnan(s_nan.rule.memory["w0"])))
     with pytest.raises(ValueError, match="mask_B must have shape"):

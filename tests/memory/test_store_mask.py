@@ -4,6 +4,8 @@ chunk grid; from a fresh state and from the middle of a chunk, with both reads, 
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,17 +19,29 @@ TOL = 1e-10  # float64: the same arithmetic up to reassociation
 skip_mosaic_gpu_interpreter_import()
 
 
+@partial(jax.jit, static_argnums=0)
+def _write(model, start, memory, surprise, k_D, v_D, theta, eta, alpha_C):
+    """One written token (Eq 12–14), jitted: compiled once per model and shapes rather than traced per token."""
+    u = token_grad(model, start, k_D, v_D)
+    surprise = jax.tree.map(lambda s, g: eta * s - theta * g, surprise, u)
+    return jax.tree.map(jnp.add, decay(memory, 1.0 - alpha_C), surprise), surprise
+
+
+@partial(jax.jit, static_argnums=0)
+def _read(model, params, q_D):
+    return model.apply(params, q_D[None])[0]
+
+
 def per_token_reference(model, state: RuleState, q, k, v, gates, store, b: int, read: str):
     """Eq 13–16 written out token by token in Python, with a skipped token as the identity on (M, S)."""
     start, memory, surprise, pos = state.start, state.memory, state.surprise, int(state.pos)
+    q, k, v, gates = jax.tree.map(np.asarray, (q, k, v, gates))  # numpy: taking token t compiles nothing
     ys = []
     for t in range(q.shape[0]):
         if store[t]:
-            u = token_grad(model, start, k[t], v[t])
-            eta, theta = gates.eta_T[t], gates.theta_T[t]
-            surprise = jax.tree.map(lambda s, g, eta=eta, theta=theta: eta * s - theta * g, surprise, u)
-            memory = jax.tree.map(jnp.add, decay(memory, 1.0 - gates.alpha_TxC[t]), surprise)
-        ys.append(model.apply(memory if read == "token" else start, q[t][None])[0])
+            theta, eta, alpha = gates.theta_T[t], gates.eta_T[t], gates.alpha_TxC[t]
+            memory, surprise = _write(model, start, memory, surprise, k[t], v[t], theta, eta, alpha)
+        ys.append(_read(model, memory if read == "token" else start, q[t]))
         pos += 1
         if pos == b:
             start, pos = memory, 0

@@ -3,6 +3,7 @@ windows, the streams' layout, resume bit for bit, and the spec's checks."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -23,9 +24,17 @@ from variants_utils import tiny
 T, B, K = 8, 2, 3  # window, rows, windows
 
 
+#: layers of each variant: MAL's two layers carry a memory state and a sliding-window cache each (so a carry
+#: whose leaves were mixed up between layers fails); LMM's one layer is the memory alone, for the gradient tests.
+LAYERS = {"lmm": 1, "mal": 2}
+
+
+@functools.cache
 def _carried(variant: str):
-    """(model pieces, loss function, cache leaves) of a tiny variant, and K windows of one stream per row."""
-    model = tiny(variant, layers=2, chunk=4)
+    """(model pieces, loss function, cache leaves) of a tiny variant, and K windows of one stream per row; shared
+    by the tests of this module (nothing here is mutated), so that each jitted function is traced and compiled
+    once."""
+    model = tiny(variant, layers=LAYERS[variant], chunk=4)
     graphdef, params, rest = split_params(model)
     treedef, leaves = cache_structure(graphdef, params, rest, B)
     loss = jax.jit(make_carry_loss(graphdef, jnp.float32, treedef))
@@ -38,13 +47,17 @@ def _carried(variant: str):
 @pytest.mark.parametrize("variant", ["lmm", "mal"])
 def test_carried_windows_equal_the_concatenated_sequence(variant: str) -> None:
     """Window k continued from the carried state scores exactly the last T positions of windows 1..k run as one
-    sequence (the memory state and the sliding-window cache are carried); from a fresh state it does not."""
+    sequence (the memory state, and for MAL the sliding-window cache, of every layer are carried); from a fresh
+    state it does not."""
     model, (params, rest), loss, leaves, tokens_BxN, windows = _carried(variant)
+    # one jitted forward pass over windows 1..K: the model is causal, so its logits at window k are those of
+    # windows 1..k run as one sequence (one compiled program instead of K eager passes of growing length)
+    logits_BxNxV = nnx.jit(lambda m, x: m(x))(model, tokens_BxN[:, : K * T])
     carried = [jnp.zeros(s.shape, s.dtype) for s in leaves]
     for k, rows in enumerate(windows):
         value, carried = loss(params, rest, rows, carried, jnp.asarray(k == 0))
         end = (k + 1) * T
-        logits = model(tokens_BxN[:, :end])[:, -T:]
+        logits = logits_BxNxV[:, end - T : end]
         want = optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BxN[:, end - T + 1 : end + 1]).mean()
         np.testing.assert_allclose(float(value), float(want), rtol=1e-4)
         if k:
@@ -84,22 +97,22 @@ def test_no_gradient_flows_into_earlier_windows() -> None:
 
 
 def test_gradient_accumulation_carries_each_micro_batch() -> None:
-    """With two micro-batches each carries its own rows: the loss and the new carry are those of the single
-    micro-batches."""
+    """With two micro-batches of one row each, each carries its own rows: the loss and the new carry are those of
+    the rows run one by one (the model treats batch rows independently, so those are the rows of the two-row
+    carried loss)."""
     model, (params, rest), loss, leaves, _, windows = _carried("lmm")
     graphdef, _, _ = split_params(model)
-    treedef, _ = cache_structure(graphdef, *split_params(model)[1:], 1)
+    treedef, leaves1 = cache_structure(graphdef, *split_params(model)[1:], 1)
     run = jax.jit(make_carry_loss_and_grads(graphdef, jnp.float32, treedef))
-    one = jax.jit(make_carry_loss(graphdef, jnp.float32, treedef))
-    _, leaves1 = cache_structure(graphdef, *split_params(model)[1:], 1)
     zero = [jnp.zeros((2, *s.shape), s.dtype) for s in leaves1]
     _, _, carry = run(params, rest, windows[0][:, None], zero, jnp.asarray(True))
-    value, _, _ = run(params, rest, windows[1][:, None], carry, jnp.asarray(False))
-    singles = []
-    for r in range(2):
-        _, c = one(params, rest, windows[0][r : r + 1], [z[r] for z in zero], jnp.asarray(True))
-        singles.append(float(one(params, rest, windows[1][r : r + 1], c, jnp.asarray(False))[0]))
-    np.testing.assert_allclose(float(value), np.mean(singles), rtol=1e-5)
+    value, _, carry2 = run(params, rest, windows[1][:, None], carry, jnp.asarray(False))
+    # the rows one by one: the two-row carried loss is the mean of its rows' losses, its carry their carries
+    _, c = loss(params, rest, windows[0], [jnp.zeros(s.shape, s.dtype) for s in leaves], jnp.asarray(True))
+    want, c2 = loss(params, rest, windows[1], c, jnp.asarray(False))
+    np.testing.assert_allclose(float(value), float(want), rtol=1e-5)
+    for got, whole in zip(carry2, c2, strict=True):  # micro-batch r's carry is row r's
+        np.testing.assert_allclose(np.asarray(got)[:, 0], np.asarray(whole), rtol=1e-5, atol=1e-6)
 
 
 def test_streams_read_contiguous_regions_and_reset() -> None:

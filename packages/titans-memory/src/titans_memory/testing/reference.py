@@ -7,15 +7,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from titans_core.protocols import Gates, MemoryModel, Objective, UpdateRule
 
 F64_TOL = 1e-9  # float64: the rules are the same arithmetic up to reassociation
 
 
 def _max_rel_err(a: Any, b: Any) -> float:
-    errs = [
-        float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(x)) + 1e-30))
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    errs = [  # in NumPy: no small program to compile per leaf shape
+        float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-30))
+        for x, y in zip(*(map(np.asarray, jax.tree.leaves(t)) for t in (a, b)), strict=True)
     ]
     return max(errs)
 
@@ -59,18 +60,25 @@ def check_cotangent(objective: Objective, *, T: int = 7, D: int = 5, seed: int =
         v = scale * jax.random.normal(kv, (T, D), jnp.float64)
         w = jax.random.normal(kw, (T, D), jnp.float64)
         tp = random_token_params(kt, T, objective)
-        loss = objective.loss(pred, v, **tp)
-        assert loss.shape == (T,), f"loss must have shape ({T},), got {loss.shape}"
         auto = jax.grad(lambda p, v, tp: jnp.sum(objective.loss(p, v, **tp)), argnums=(0, 1))
-        by_hand = objective.cotangent(pred, v, **tp)
-        err = _max_rel_err(auto(pred, v, tp)[0], by_hand)
-        assert err < F64_TOL, f"cotangent differs from the gradient of loss (relative error {err:.2e})"
+
         # second order: ⟨w, cotangent⟩ and ⟨w, ∇loss⟩ have the same gradient with respect to pred, v and the
         # per-token parameters
-        outer = lambda f: jax.grad(lambda p, v, tp: jnp.sum(w * f(p, v, tp)), argnums=(0, 1, 2))(pred, v, tp)  # noqa: E731
-        err = _max_rel_err(
-            outer(lambda p, v, tp: auto(p, v, tp)[0]), outer(lambda p, v, tp: objective.cotangent(p, v, **tp))
-        )
+        def all_of_it(pred, v, w, tp):  # one compiled program for every value compared below
+            outer = lambda f: jax.grad(lambda p, v, tp: jnp.sum(w * f(p, v, tp)), argnums=(0, 1, 2))(pred, v, tp)  # noqa: E731
+            return (
+                objective.loss(pred, v, **tp),
+                auto(pred, v, tp)[0],
+                objective.cotangent(pred, v, **tp),
+                outer(lambda p, v, tp: auto(p, v, tp)[0]),
+                outer(lambda p, v, tp: objective.cotangent(p, v, **tp)),
+            )
+
+        loss, grad_of_loss, by_hand, outer_auto, outer_by_hand = jax.jit(all_of_it)(pred, v, w, tp)
+        assert loss.shape == (T,), f"loss must have shape ({T},), got {loss.shape}"
+        err = _max_rel_err(grad_of_loss, by_hand)
+        assert err < F64_TOL, f"cotangent differs from the gradient of loss (relative error {err:.2e})"
+        err = _max_rel_err(outer_auto, outer_by_hand)
         assert err < F64_TOL, f"the derivative of cotangent differs from loss's (relative error {err:.2e})"
 
 
@@ -104,15 +112,17 @@ def check_rules_agree(
         def outer(rule, *args):
             y, state = run(rule, *args)
             leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
-            return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves)
+            return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves), (y, state)
 
-        args = (p0, q, k, v, gates)
-        out_ref = jax.jit(lambda *a: run(ref, *a))(*args)
-        out_fast = jax.jit(lambda *a: run(fast, *a))(*args)
+        def both(*args):  # one compiled program: each rule's outputs and state, and its outer gradients
+            return tuple(
+                jax.value_and_grad(lambda *a, r=r: outer(r, *a), argnums=(0, 1, 2, 3, 4), has_aux=True)(*args)
+                for r in (ref, fast)
+            )
+
+        ((_, out_ref), g_ref), ((_, out_fast), g_fast) = jax.jit(both)(p0, q, k, v, gates)
         err = _max_rel_err(out_ref, out_fast)
         assert err < F64_TOL, f"outputs/state differ between the rules (relative error {err:.2e})"
-        grad = lambda rule: jax.jit(jax.grad(lambda *a: outer(rule, *a), argnums=(0, 1, 2, 3, 4)))(*args)  # noqa
-        g_ref, g_fast = grad(ref), grad(fast)
         if zero_momentum:  # a rule without momentum does not read η: its gradient is not comparable
             no_eta = lambda g: g[:4] + (g[4]._replace(eta_T=jnp.zeros_like(g[4].eta_T)),)  # noqa: E731
             g_ref, g_fast = no_eta(g_ref), no_eta(g_fast)
