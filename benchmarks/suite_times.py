@@ -25,7 +25,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 
 WHY = {  # the slowest files: what they compile, and why the test needs it
-    "tests/variants/test_variants.py": "per variant: causality (a Jacobian), decoding = full pass (2 depths), training",
+    "tests/variants/test_variants.py": "per variant: causality (a Jacobian), decoding = full pass (2 layers), training",
     "tests/memory/test_objectives.py": "each objective through NeuralMemory and the rules, with gradients",
     "tests/memory/test_fused.py": "the Pallas kernel in interpret mode (depth 1 and 2, forward and backward)",
     "tests/memory/test_token_read.py": "read: token against the sequential reference (float64, hypothesis shapes)",
@@ -41,6 +41,12 @@ WHY = {  # the slowest files: what they compile, and why the test needs it
     "tests/variants/test_generate.py": "a generation program (prefill + decode scan) per variant and sampling option",
     "tests/train/test_train_flow.py": "whole training runs through the CLI (train, eval, checkpoint programs)",
     "tests/train/test_plugin_template.py": "builds a plugin package from the template and runs its tests",
+    "tests/docs/test_plugins_doc.py": "the plugin guide's code: check_variant, check_update_rule and the rule checks",
+    "tests/train/test_evaluate.py": "memorised S-NIAH and MQAR runs scored by titans-eval; greedy continuations",
+    "tests/train/test_memory_diagnostics.py": "a training run that records, plots and evaluates memory diagnostics",
+    "tests/train/test_experiment_specs.py": "every experiment spec validated; a smoke run of benchmarks/experiments.py",
+    "tests/train/test_checkpoint_safety.py": "corrupt, missing and half-written checkpoints: training runs per case",
+    "tests/variants/test_mac_write.py": "each MAC write option: causality and decoding = full pass",
 }
 
 

@@ -91,7 +91,8 @@ def test_a_spec_chooses_the_attention_and_the_default_is_unchanged():
     a, b = params(default), params(explicit)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     toks = jnp.arange(26).reshape(2, 13) % 32
-    assert np.array_equal(np.asarray(default(toks)), np.asarray(explicit(toks)))
+    forward = nnx.jit(lambda m, t: m(t))  # compiled: eagerly, each of the model's ops compiles on its own
+    assert np.array_equal(np.asarray(forward(default, toks)), np.asarray(forward(explicit, toks)))
     wide = build_tiny("mal", attention={"name": "global", "max_len": 16})
     assert [m.attn.window for m in wide.blocks[0].mixers if isinstance(m, AttentionMixer)] == [16]
 
@@ -100,7 +101,9 @@ def test_memory_layers_and_parameter_paths_keep_their_layout():
     model = build_tiny("mag", memory_layers=[0])
     assert isinstance(model.blocks[0].mixers[0], MAGMixer) and isinstance(model.blocks[1].mixers[0], AttentionMixer)
     paths = params(model)
-    assert "blocks.0.mixers.0.swa.attn.q_proj.kernel" in paths and "blocks.0.mixers.0.mem.memory.init_params" not in {}
+    assert "blocks.0.mixers.0.swa.attn.q_proj.kernel" in paths
+    assert "blocks.0.mixers.0.mem.memory.memory_init.w0" in paths  # M_0 of the memory in MAG's block
+    assert not any(".mem." in k for k in paths if k.startswith("blocks.1.")), "block 1 is attention only"
     mac = params(build_tiny("mac"))
     assert "blocks.0.mixers.0.attn.persistent_k_PxHxDh" in mac and any(
         k.startswith("blocks.0.mixers.0.memory.") for k in mac
