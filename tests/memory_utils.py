@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from titans_memory import Gates, MLPMemory, MLPMemoryConfig
+from titans_memory.testing.reference import _max_rel_err as max_rel_err  # noqa: F401  (max |a − b| / max |a| per leaf)
 
 
 def random_problem(seed: int, T: int, D: int, depth: int, C: int = 1, dtype=jnp.float64, **model_options):
@@ -26,15 +26,6 @@ def random_problem(seed: int, T: int, D: int, depth: int, C: int = 1, dtype=jnp.
 
 def slice_gates(g: Gates, a: int, b: int) -> Gates:
     return jax.tree.map(lambda x: x[a:b], g)
-
-
-def max_rel_err(a, b) -> float:
-    """max |a − b| / max |a| over every leaf of two pytrees."""
-    errs = [  # in NumPy: eager jnp compiled a few small programs per leaf shape
-        float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-30))
-        for x, y in zip(*(map(np.asarray, jax.tree.leaves(t)) for t in (a, b)), strict=True)
-    ]
-    return max(errs)
 
 
 def run(rule, model, p0, q, k, v, gates, aligned=False, objective=None):
