@@ -43,10 +43,15 @@ def main(steps: int = 30) -> tuple[float, float]:
         optimizer.update(model, grads)
         return loss
 
+    @nnx.jit  # one compiled program (run eagerly, every operation would compile on its own)
+    def in_pieces(model, tokens):
+        # Long sequences can be processed in pieces: the memory state carries over.
+        _, state = model(tokens[:, :50])
+        logits, _ = model(tokens[:, 50:], state)
+        return logits
+
     losses = [float(step(model, optimizer, *batch)) for _ in range(steps)]
-    # Long sequences can be processed in pieces: the memory state carries over.
-    _, state = model(batch[0][:, :50])
-    logits, _ = model(batch[0][:, 50:], state)
+    logits = in_pieces(model, batch[0])
     assert bool(jnp.all(jnp.isfinite(logits)))
     print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f} over {steps} steps ({jax.devices()[0].platform})")
     return losses[0], losses[-1]

@@ -62,3 +62,28 @@ def skip_mosaic_gpu_interpreter_import():
     name = "jax._src.pallas.mosaic_gpu.interpret"
     if not any(m.startswith(name) for m in sys.modules):
         sys.modules.setdefault(name + ".interpret_pallas_call", None)
+
+
+def agreement_program(reference, rule, model):
+    """One jitted program for an equivalence test of ``rule`` against ``reference`` (each call and gradient compiled
+    alone would be five): ``rule`` from M_0 with ``aligned=True``, and for each rule ``jax.value_and_grad`` of
+    ``outer_loss`` (``aligned=False``) with respect to (M_0, q, k, v, gates), with the call's (y, state) as aux.
+    Called with (M_0, q, k, v, gates), it returns ``(aligned (y, state), ((loss, (y, state)), grads) of reference,
+    the same of rule)``."""
+    grad = jax.value_and_grad(lambda r, *a: outer_loss_and_outputs(r, model, *a), argnums=(1, 2, 3, 4, 5), has_aux=True)
+    return jax.jit(lambda *a: (run(rule, model, *a, aligned=True), grad(reference, *a), grad(rule, *a)))
+
+
+def split_and_whole(reference, rule, model, a, p0, q, k, v, gates):
+    """One compiled program: ``reference`` on the whole sequence from M_0; ``rule`` on tokens [0, a) from M_0, then
+    on [a, T) from the state it left. Returns ``((y, state) of reference, (y, state) of the first piece, (y, state)
+    of the second)``."""
+
+    @jax.jit
+    def both(p0, q, k, v, gates):
+        T = q.shape[0]
+        y1, mid = rule(model, rule.init_state(p0), q[:a], k[:a], v[:a], slice_gates(gates, 0, a), aligned=False)
+        rest = rule(model, mid, q[a:], k[a:], v[a:], slice_gates(gates, a, T))
+        return run(reference, model, p0, q, k, v, gates), (y1, mid), rest
+
+    return both(p0, q, k, v, gates)

@@ -31,6 +31,9 @@ def call(m, x, state=None):
     return _CALL(m, x, state)
 
 
+_BOTH = nnx.jit(lambda a, b, x: (a(x), b(x)))  # two modules on the same input: one compiled program
+
+
 @pytest.fixture(scope="module")
 def memory():
     """make() shared by the tests that only call it (none changes its parameters)."""
@@ -42,9 +45,17 @@ def _loss(x):
 
 
 @pytest.fixture(scope="module")
-def scan_grads(memory):
-    """Outer gradients of momentum_scan's module (sum y², 11 tokens: two chunks and a 3-token tail)."""
-    return nnx.jit(nnx.grad(_loss(inputs(11))))(memory)
+def grads(memory):
+    """Outer gradients (sum y², 11 tokens: two chunks and a 3-token tail) of momentum_scan's module and of the same
+    module with the sequential rule, from one compiled program."""
+    grad = nnx.grad(_loss(inputs(11)))
+    return nnx.jit(lambda a, b: (grad(a), grad(b)))(memory, make(SequentialRule(chunk_size=4)))
+
+
+@pytest.fixture(scope="module")
+def scan_grads(grads):
+    """momentum_scan's module's outer gradients."""
+    return grads[0]
 
 
 def inputs(T, B=2, seed=1):
@@ -57,15 +68,14 @@ def test_module_rules_agree(heads, depth):
     x = inputs(19)
     seq = make(SequentialRule(chunk_size=4), heads=heads, depth=depth)
     par = make(MomentumScanRule(chunk_size=4), heads=heads, depth=depth)
-    y_s, st_s = call(seq, x)
-    y_p, st_p = call(par, x)
+    (y_s, st_s), (y_p, st_p) = _BOTH(seq, par, x)
     assert max_rel_err(y_s, y_p) < 1e-5
     assert max_rel_err(st_s.rule, st_p.rule) < 1e-5
 
 
-def test_module_gradients_agree_across_rules(scan_grads):
-    g_s = nnx.jit(nnx.grad(_loss(inputs(11))))(make(SequentialRule(chunk_size=4)))
-    assert max_rel_err(nnx.to_pure_dict(g_s), nnx.to_pure_dict(scan_grads)) < 1e-4
+def test_module_gradients_agree_across_rules(grads):
+    g_p, g_s = grads
+    assert max_rel_err(nnx.to_pure_dict(g_s), nnx.to_pure_dict(g_p)) < 1e-4
 
 
 def test_split_state_equals_one_call(memory):
@@ -140,9 +150,9 @@ def test_default_config_is_finite_at_4k_tokens():
 def test_per_channel_alpha():
     m = make(depth=1, alpha_per_channel=True)
     x = inputs(9)
-    y, _ = call(m, x)
     ref = make(SequentialRule(chunk_size=4), depth=1, alpha_per_channel=True)
-    assert max_rel_err(y, call(ref, x)[0]) < 1e-5
+    (y, _), (y_ref, _) = _BOTH(m, ref, x)
+    assert max_rel_err(y, y_ref) < 1e-5
 
 
 def test_bad_options():

@@ -73,15 +73,21 @@ def test_store_mask_equals_per_token_reference(make, read, depth):
         store = _store(T, depth)
         y_ref, s_ref = per_token_reference(model, init_rule_state(p0), q, k, v, gates, store, b, read)
         rule = make(b)
-        call = jax.jit(lambda st, q, k, v, g, w, aligned: rule(model, st, q, k, v, g, aligned=aligned, store_T=w),
-                       static_argnums=6)  # fmt: skip
-        y, s = call(init_rule_state(p0), q, k, v, gates, jnp.asarray(store), True)
+
+        @jax.jit
+        def whole_and_split(p0, q, k, v, gates, w):  # one compiled program for the three calls
+            whole = rule(model, init_rule_state(p0), q, k, v, gates, aligned=True, store_T=w)
+            # in two pieces, the second from the middle of a chunk
+            g1, g2 = (jax.tree.map(lambda x, a=a, z=z: x[a:z], gates) for a, z in ((0, split), (split, T)))
+            y1, mid = rule(
+                model, init_rule_state(p0), q[:split], k[:split], v[:split], g1, aligned=True, store_T=w[:split]
+            )
+            y2, s2 = rule(model, mid, q[split:], k[split:], v[split:], g2, aligned=False, store_T=w[split:])
+            return whole, y1, (y2, s2)
+
+        (y, s), y1, (y2, s2) = whole_and_split(p0, q, k, v, gates, jnp.asarray(store))
         assert max_rel_err(y_ref, y) < TOL
         assert max_rel_err(tuple(s_ref[:3]), tuple(s[:3])) < TOL and int(s.pos) == T % b
-        # in two pieces, the second from the middle of a chunk
-        g1, g2 = (jax.tree.map(lambda x, a=a, z=z: x[a:z], gates) for a, z in ((0, split), (split, T)))
-        y1, mid = call(init_rule_state(p0), q[:split], k[:split], v[:split], g1, jnp.asarray(store[:split]), True)
-        y2, s2 = call(mid, q[split:], k[split:], v[split:], g2, jnp.asarray(store[split:]), False)
         assert max_rel_err(y_ref, jnp.concatenate([y1, y2])) < TOL
         assert max_rel_err(tuple(s_ref[:3]), tuple(s2[:3])) < TOL
 
@@ -94,11 +100,15 @@ def test_skipped_tokens_leave_memory_and_surprise_bitwise_unchanged(make, read):
     with jax.enable_x64(True):
         model, p0, q, k, v, gates = random_problem(3, 9, 4, 2)
         rule = make(4)
-        g1 = jax.tree.map(lambda x: x[:5], gates)
-        _, state = jax.jit(lambda *a: rule(model, init_rule_state(p0), *a))(q[:5], k[:5], v[:5], g1)
-        w = jnp.zeros(4, bool)
-        g = jax.tree.map(lambda x: x[5:], gates)
-        _, after = jax.jit(lambda st, *a: rule(model, st, *a, store_T=w))(state, q[5:], k[5:], v[5:], g)
+
+        @jax.jit
+        def before_and_after(q, k, v, gates):  # one compiled program for the two calls
+            g1, g = (jax.tree.map(lambda x, s=s: x[s], gates) for s in (slice(None, 5), slice(5, None)))
+            _, state = rule(model, init_rule_state(p0), q[:5], k[:5], v[:5], g1)
+            w = jnp.zeros(4, bool)
+            return state, rule(model, state, q[5:], k[5:], v[5:], g, store_T=w)[1]
+
+        state, after = before_and_after(q, k, v, gates)
         before_leaves = jax.tree.leaves((state.memory, state.surprise))
         for a, z in zip(before_leaves, jax.tree.leaves((after.memory, after.surprise)), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(z))
@@ -115,7 +125,7 @@ def test_fused_store_mask_gradients_equal_momentum_scan():
             y, s = rule(model, init_rule_state(p0), q, k, v, gates, store_T=store)
             return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in jax.tree.leaves((s.memory, s.surprise)))
 
-        grad = jax.jit(jax.grad(loss, argnums=(1, 2, 3, 4, 5)), static_argnums=0)
-        g_ref = grad(MomentumScanRule(cfg), p0, q, k, v, gates)
-        g_f = grad(FusedRule(chunk_size=4, interpret=True), p0, q, k, v, gates)
+        grad = jax.grad(loss, argnums=(1, 2, 3, 4, 5))
+        rules = MomentumScanRule(cfg), FusedRule(chunk_size=4, interpret=True)
+        g_ref, g_f = jax.jit(lambda *a: [grad(r, *a) for r in rules])(p0, q, k, v, gates)  # one compiled program
         assert max_rel_err(g_ref, g_f) < TOL

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from memory_utils import max_rel_err
 from titans_memory import (
@@ -58,8 +58,10 @@ _WRITE = np.asarray(jax.random.bernoulli(jax.random.key(2), 0.7, (2, 61)))
 _STREAM = MemoryStream(_MEMORY, max_piece=16)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(cuts=st.lists(st.integers(0, 61), max_size=5), masked=st.booleans())
+@example(cuts=[], masked=True)  # one piece: 16 + 16 + 16 + 8 + 4 + 1 tokens
+@example(cuts=[0, 7, 7, 30], masked=False)  # empty pieces, cuts mid-chunk: every length 16, 8, 4, 2, 1
 def test_a_stream_cut_anywhere_equals_one_pass(cuts: list[int], masked: bool) -> None:
     """Any cuts of a 61-token stream (pieces of 0 to 61 tokens, with or without a store mask), chunk 4 and a
     causal convolution: the outputs and the final state equal one call on the whole stream."""

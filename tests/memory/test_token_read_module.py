@@ -44,19 +44,19 @@ def test_module_token_read_rules_agree_in_float32(depth, per_channel):
     x = inputs(19)
     seq = make(SequentialRule(chunk_size=4, read="token"), depth=depth, alpha_per_channel=per_channel)
     par = make(MomentumScanRule(chunk_size=4, read="token"), depth=depth, alpha_per_channel=per_channel)
-    y_s, st_s = call(seq, x)
-    y_p, st_p = call(par, x)
+    chunk = make(MomentumScanRule(chunk_size=4, read="chunk"), depth=depth, alpha_per_channel=per_channel)
+    three = nnx.jit(lambda a, b, c, x: (a(x), b(x), c(x)))  # one compiled program for the three calls
+    (y_s, st_s), (y_p, st_p), (y_chunk, _) = three(seq, par, chunk, x)
     assert max_rel_err(y_s, y_p) < 1e-5
     assert max_rel_err(st_s.rule, st_p.rule) < 1e-5
-    y_chunk, _ = call(make(MomentumScanRule(chunk_size=4, read="chunk"), depth=depth, alpha_per_channel=per_channel), x)
     assert max_rel_err(y_p, y_chunk) > 1e-3  # the option changes the read
 
 
 def test_module_token_read_gradients_agree_across_rules():
     x = inputs(11)
     loss = lambda m: jnp.sum(m(x)[0] ** 2)  # noqa: E731
-    g_s = nnx.jit(nnx.grad(loss))(make(SequentialRule(chunk_size=4, read="token")))
-    g_p = nnx.jit(nnx.grad(loss))(make(MomentumScanRule(chunk_size=4, read="token")))
+    models = make(SequentialRule(chunk_size=4, read="token")), make(MomentumScanRule(chunk_size=4, read="token"))
+    g_s, g_p = nnx.jit(lambda a, b: (nnx.grad(loss)(a), nnx.grad(loss)(b)))(*models)  # one compiled program
     assert max_rel_err(nnx.to_pure_dict(g_s), nnx.to_pure_dict(g_p)) < 1e-5
 
 
@@ -105,9 +105,11 @@ def test_variant_with_token_read_prefill_and_decode_equal_the_full_pass(variant)
     chunk_rule = {"name": "momentum_scan", "chunk_size": 2, "read": "chunk"}
     chunk_model = tiny(variant, layers=1, memory={**memory, "rule": chunk_rule})
     toks = np.asarray(jax.random.randint(jax.random.key(1), (2, 11), 0, 32))  # numpy: slicing compiles nothing
-    full, full_chunk = nnx.jit(lambda a, b, t: (a(t), b(t)))(model, chunk_model, toks)
+    # one compiled program for both full passes and the prefill, which ends mid-chunk and mid-segment
+    full, full_chunk, (logits, cache) = nnx.jit(lambda a, b, t, p: (a(t), b(t), a.prefill(p)))(
+        model, chunk_model, toks, toks[:, :5]
+    )
     assert float(jnp.max(jnp.abs(full - full_chunk))) > 1e-4
-    logits, cache = nnx.jit(lambda m, t: m.prefill(t))(model, toks[:, :5])  # ends mid-chunk and mid-segment
     decode = nnx.jit(lambda m, t, c: m.decode(t, c))
     pieces = [logits]
     for t in range(5, 11):

@@ -306,7 +306,8 @@ def test_predictor_pads_the_last_batch_and_matches_the_model() -> None:
 def test_greedy_continuations_equal_cached_generation(variant: str) -> None:
     model = tiny(variant, layers=1, d_model=16, vocab=32)
     rng = np.random.default_rng(1)
-    prompts = [rng.integers(0, 32, size=n).astype(np.int32) for n in (3, 9, 6)]
+    # ragged prompts (3 and 9 tokens) in a padded last batch; two lengths, so two compiled cached generations
+    prompts = [rng.integers(0, 32, size=n).astype(np.int32) for n in (3, 9, 3)]
     new_tokens = 7
     batched = greedy_continuations(Predictor(model, batch_size=2), prompts, new_tokens)
     assert batched.shape == (len(prompts), new_tokens)
@@ -457,12 +458,15 @@ def _train_in_process(tmp_path: Path, spec: dict[str, Any]) -> Path:
 
 
 def _memo_spec(run_dir: Path, model: dict, source: dict, seq_len: int, steps: int) -> dict[str, Any]:
+    """Batches of 4 (the 4 memorised examples) at lr 3e-2: the final losses are below those of batches of 8 at
+    lr 1e-2 in 2.5× the steps, at a fraction of the time (measured: NIAH 0.0063 in 60 steps against 0.0085 in
+    150; MQAR 0.0063 in 40 against 0.0070 in 100)."""
     return {
         "model": model,
         "data": {"source": source, "seq_len": seq_len},
-        "optimizer": {"lr": 1e-2, "weight_decay": 0.0},
-        "schedule": {"warmup_steps": 10},
-        "trainer": {"steps": steps, "batch_size": 8, "eval_every": steps, "eval_batches": 1, "log_every": 1},
+        "optimizer": {"lr": 3e-2, "weight_decay": 0.0},
+        "schedule": {"warmup_steps": 5},
+        "trainer": {"steps": steps, "batch_size": 4, "eval_every": steps, "eval_batches": 1, "log_every": 1},
         "mesh": {"num_devices": 1},
         "checkpoint": {"every": steps, "keep": 1},
         "output": {"dir": str(run_dir)},
@@ -492,7 +496,7 @@ def test_memorised_mqar_scores_100_percent(tmp_path: Path) -> None:
         "ffn_hidden": 64,
     }
     source = {"name": "memo_mqar", "n": n, "seed": seed, "vocab": vocab, "kv_pairs": k, "context": context}
-    run_dir = _train_in_process(tmp_path, _memo_spec(tmp_path / "run", model, source, context, 100))
+    run_dir = _train_in_process(tmp_path, _memo_spec(tmp_path / "run", model, source, context, 40))
     assert losses(run_dir)[-1] < 0.02, losses(run_dir)[-10:]
 
     out = tmp_path / "eval.json"
@@ -532,7 +536,7 @@ def test_memorised_niah_scores_100_percent(tmp_path: Path) -> None:
     get_registry().register("data_source", "memo_niah", MemoNiahConfig, MemoNiah)
     model = {"name": "swa", "d_model": 32, "num_layers": 1, "num_heads": 2, "window": 256, "ffn_hidden": 64}
     source = {"name": "memo_niah", "n": n, "seed": seed, "context": context}
-    run_dir = _train_in_process(tmp_path, _memo_spec(tmp_path / "run", model, source, context, 150))
+    run_dir = _train_in_process(tmp_path, _memo_spec(tmp_path / "run", model, source, context, 60))
     assert losses(run_dir)[-1] < 0.02, losses(run_dir)[-10:]
 
     out = tmp_path / "eval.json"

@@ -46,9 +46,16 @@ def _shard_shape(array: jax.Array) -> tuple[int, ...]:
     return tuple(array.addressable_shards[0].data.shape)
 
 
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Trainer:
+    """The mixed layout's 3-step run, shared by two tests below (read only)."""
+    with toy_registered():
+        return _run(tmp_path_factory.mktemp("mixed"), "mixed", LAYOUTS["mixed"])
+
+
 @pytest.mark.parametrize("layout", ["data", "fsdp", "tensor", "mixed"])
-def test_same_losses_and_real_sharding(tmp_path: Path, baseline: list[float], layout: str) -> None:
-    trainer = _run(tmp_path, layout, LAYOUTS[layout])
+def test_same_losses_and_real_sharding(tmp_path: Path, baseline: list[float], layout: str, request) -> None:
+    trainer = request.getfixturevalue("mixed") if layout == "mixed" else _run(tmp_path, layout, LAYOUTS[layout])
     assert len(baseline) == 3
     np.testing.assert_allclose(trainer.result.losses, baseline, rtol=0, atol=1e-5)
 
@@ -73,9 +80,8 @@ def test_same_losses_and_real_sharding(tmp_path: Path, baseline: list[float], la
         assert len(leaf.sharding.device_set) == 8
 
 
-def test_batches_are_split_over_data_and_fsdp(tmp_path: Path) -> None:
-    trainer = _run(tmp_path, "mixed", LAYOUTS["mixed"], steps=1)
-    plan = trainer.plan
+def test_batches_are_split_over_data_and_fsdp(mixed: Trainer) -> None:
+    plan = mixed.plan
     batch = jax.make_array_from_process_local_data(plan.batch_sharding, np.zeros(plan.batch_shape, np.int32))
     assert plan.batch_shape == (1, 8, 17)
     assert _shard_shape(batch) == (1, 2, 17)  # 8 rows over data × fsdp = 4

@@ -200,18 +200,31 @@ def test_blown_up_weights_stop_the_run_and_the_fork_advice_names_a_sound_checkpo
     assert all(loss <= bound for loss in losses(new_dir)[good:])
 
 
-def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, capsys) -> None:
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert _train(capsys, tmp_path, toy_spec(one, trainer={"steps": 3})).code == 0
+@pytest.fixture(scope="module")
+def three_steps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-step toy run in float32 with the default batch, the reference of the two tests below (read only)."""
+    from titans_train.cli import main
+    from train.toy import toy_registered
+
+    root = tmp_path_factory.mktemp("three-steps")
+    with toy_registered():  # module fixtures run before the autouse one
+        try:
+            main([str(write_spec(root / "spec.yaml", toy_spec(root / "run", trainer={"steps": 3})))])
+        except SystemExit as exc:
+            assert exc.code in (0, None), exc.code
+    return root / "run"
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, capsys, three_steps: Path) -> None:
+    one, two = three_steps, tmp_path / "two"
     spec = toy_spec(two, trainer={"steps": 3, "grad_accum": 2}, mesh={"data": 4})
     result = _train(capsys, tmp_path, spec, "--set", "mesh.num_devices=4")
     assert result.code == 0, result.err
     assert losses(two) == pytest.approx(losses(one), abs=1e-5)
 
 
-def test_bfloat16_compute(tmp_path: Path, capsys) -> None:
-    f32, bf16 = tmp_path / "f32", tmp_path / "bf16"
-    assert _train(capsys, tmp_path, toy_spec(f32, trainer={"steps": 3})).code == 0
+def test_bfloat16_compute(tmp_path: Path, capsys, three_steps: Path) -> None:
+    f32, bf16 = three_steps, tmp_path / "bf16"
     result = _train(capsys, tmp_path, toy_spec(bf16, trainer={"steps": 3}, precision={"compute_dtype": "bfloat16"}))
     assert result.code == 0, result.err
     assert all(math.isfinite(x) for x in losses(bf16))

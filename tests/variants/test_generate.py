@@ -17,7 +17,10 @@ PROMPT = jnp.array([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]])
 
 @pytest.mark.parametrize("variant", ["mac", "mag"])
 def test_greedy_generation_equals_argmax_of_the_full_pass(variant):
-    model = tiny(variant)
+    """One layer: ``generate`` drives the model's own prefill / decode and never looks inside its blocks; that
+    decoding chains the caches of several blocks exactly is test_variants.py's
+    test_incremental_decoding_equals_full_pass (two layers)."""
+    model = tiny(variant, layers=1)
     out = generate(model, PROMPT, 6, temperature=0.0)
     # The full pass is causal (tests/variants/test_variants.py), so one pass over prompt + generated tokens gives
     # at every position the logits a re-run on the sequence up to there would give.
@@ -28,7 +31,7 @@ def test_greedy_generation_equals_argmax_of_the_full_pass(variant):
 
 
 def test_sampling_is_reproducible_from_the_seed():
-    model = tiny("mal")
+    model = tiny("mal", layers=1)  # sampling and its compiled program do not depend on the depth
     a = generate(model, PROMPT, 8, temperature=1.0, seed=3)
     b = generate(model, PROMPT, 8, temperature=1.0, seed=3)
     c = generate(model, PROMPT, 8, temperature=1.0, seed=4)
@@ -67,7 +70,7 @@ def test_bad_generation_arguments():
 
 
 def test_cache_size_does_not_grow_with_context():
-    model = tiny("mac")
+    model = tiny("mac", layers=1)  # one block's cache; a deeper model's is one such cache per block
     sizes = []
     for T in (8, 40):
         # shapes only: traced, not compiled

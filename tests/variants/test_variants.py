@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from variants_utils import VARIANTS, tiny
+from variants_utils import VARIANTS, full_pass_and_dependence, tiny
 
 T = 13  # crosses windows (4), segments (4; 6 for MAC with chunk 3) and chunks (3)
 
@@ -21,37 +21,46 @@ def rel(a, b) -> float:
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_causal(variant):
-    """d logits_t / d x_s == 0 exactly for every s > t (x: the embedded inputs).
+@pytest.fixture(scope="module", params=VARIANTS)
+def decoder(request):
+    """(variant, model, tokens, full pass, dependence matrices) of a model of two layers with chunks of 3 tokens,
+    shared by test_causal and test_incremental_decoding_equals_full_pass (neither changes the model).
 
-    The Jacobian is taken in forward mode (``jax.jacfwd``): the same matrix as reverse mode, whose compiled program
-    took about 1.7× as long to build for these models."""
-    model = tiny(variant, vocab=8, layers=1)
-    x = jax.random.normal(jax.random.key(0), (1, 10, 16))
-    jac = nnx.jit(lambda m, x: jax.jacfwd(m.from_embeddings)(x))(model, x)  # 1×T×V×1×T×D
-    dep = np.asarray(jnp.max(jnp.abs(jac[0, :, :, 0]), axis=(1, 3)))  # out t × in s
-    assert np.all(dep[np.triu_indices(10, k=1)] == 0.0), variant
-    assert np.all(np.diag(dep) > 0)
-    if variant == "swa":  # one sliding-window layer: nothing older than the window reaches t
-        assert dep[9, 0] == 0.0 and dep[9, 6] > 0
-    else:  # the long-term memory carries the past beyond the window / segment
-        assert dep[9, 0] > 0
+    The variant's mixers are in the second block only (``memory_layers=[1]``; the first block is its attention
+    alone, and SWA's blocks are both attention): a variant's block decodes as its full pass whatever its input, and
+    the blocks are chained by the variant-independent ``TitansLM``, so a second memory block would prove nothing
+    more at twice the compile time. MAC's segment (6) is a multiple of the chunk.
 
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_incremental_decoding_equals_full_pass(variant):
-    """Prefill + token-by-token decoding, and prefill + decoding the rest at once, equal the full pass, in a model of
-    two layers (the caches handed from layer to layer; the variant's block reads the first block's decoded output)
-    with chunks of 3 tokens (prefills that end mid-chunk, at offsets 1 and 2).
-
-    The variant's mixers are in the second block only (``memory_layers=[1]``; the first block is its attention alone,
-    and SWA's blocks are both attention): a variant's block decodes as its full pass whatever its input, and the
-    blocks are chained by the variant-independent ``TitansLM``, so a second memory block would prove nothing more at
-    twice the compile time. MAC's segment (6) is a multiple of the chunk."""
+    One compiled program gives the full pass and its Jacobian with respect to the embedded inputs
+    (``variants_utils.full_pass_and_dependence``)."""
+    variant = request.param
     segment = {"segment": 6} if variant == "mac" else {}
     model, toks = tiny(variant, chunk=3, layers=2, memory_layers=[1], **segment), tokens()
-    full = nnx.jit(lambda m, t: m(t))(model, toks)
+
+    full, dep = full_pass_and_dependence(model, toks)  # out (b, t) × in (c, s)
+    return variant, model, toks, full, np.asarray(dep)
+
+
+def test_causal(decoder):
+    """d logits_t / d x_s == 0 exactly for every s > t (x: the embedded inputs), and the rows of a batch are
+    independent."""
+    variant, *_, dep = decoder
+    for b in range(dep.shape[0]):
+        d = dep[b, :, b]  # out t × in s
+        assert np.all(d[np.triu_indices(T, k=1)] == 0.0), variant
+        assert np.all(np.diag(d) > 0)
+        if variant == "swa":  # two sliding-window layers: nothing older than 2 × (window − 1) reaches t
+            assert d[T - 1, T - 8] == 0.0 and d[T - 1, T - 7] > 0
+        else:  # the long-term memory carries the past beyond the windows / segment
+            assert d[T - 1, 0] > 0
+    assert np.all(dep[0, :, 1] == 0.0) and np.all(dep[1, :, 0] == 0.0), variant
+
+
+def test_incremental_decoding_equals_full_pass(decoder):
+    """Prefill + token-by-token decoding, and prefill + decoding the rest at once, equal the full pass, in a model of
+    two layers (the caches handed from layer to layer; the variant's block reads the first block's decoded output)
+    with chunks of 3 tokens (prefills that end mid-chunk, at offsets 1 and 2); the model: see ``decoder``."""
+    variant, model, toks, full, _ = decoder
     prefill = nnx.jit(lambda m, t: m.prefill(t))
     decode = nnx.jit(lambda m, t, c: m.decode(t, c))
     for a in (1, 5):  # prefill ends mid-chunk (offsets 1 and 2) and mid-segment, in or past a window

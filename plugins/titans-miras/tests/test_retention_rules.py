@@ -21,7 +21,8 @@ RULES = {  # rule class, its MIRAS objective, numpy reference, numpy cotangent
 
 
 def run(rule, model, state, q, k, v, gates, objective, aligned):
-    return rule(model, state, q, k, v, gates, aligned=aligned, objective=objective)
+    """One call of the rule, compiled as one program (eagerly, each of its ops and scans compiled one of its own)."""
+    return jax.jit(lambda *a: rule(model, *a, aligned=aligned, objective=objective))(state, q, k, v, gates)
 
 
 @pytest.mark.parametrize("name", RULES)
@@ -92,12 +93,12 @@ def test_memora_weights_are_row_distributions_and_moneta_weights_are_the_normali
     with jax.enable_x64(True):
         p0, q, k, v, gates = random_problem(6, 9, 4, MLP)
         memora = MemoraRule(chunk_size=4)
-        _, st = memora(MLP, memora.init_state(p0), q, k, v, gates, aligned=True, objective=L2Objective())
+        _, st = run(memora, MLP, memora.init_state(p0), q, k, v, gates, L2Objective(), aligned=True)
         for w in jax.tree.leaves(st.memory) + jax.tree.leaves(st.start):
             assert bool(jnp.all(w > 0))
             np.testing.assert_allclose(np.asarray(jnp.sum(w, axis=-1)), 1.0, rtol=0, atol=1e-12)
         moneta = MonetaRule(chunk_size=4)
-        _, st = moneta(MLP, moneta.init_state(p0), q, k, v, gates, aligned=True, objective=LpObjective())
+        _, st = run(moneta, MLP, moneta.init_state(p0), q, k, v, gates, LpObjective(), aligned=True)
         for w, a in zip(jax.tree.leaves(st.memory), jax.tree.leaves(st.surprise), strict=True):
             np.testing.assert_allclose(np.asarray(w), np.asarray(a / jnp.sum(a**4) ** 0.5), rtol=1e-9)
 

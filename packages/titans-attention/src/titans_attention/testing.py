@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from titans_core.registry import get_registry
@@ -54,11 +53,19 @@ def check_gradient_causality(model: Any, *, d_model: int, T: int = 10, seed: int
     """Assert d logits_t / d x_s == 0 exactly for s > t and ≠ 0 for s = t (x = the embedded inputs)."""
     x = jax.random.normal(jax.random.key(seed), (1, T, d_model))
 
-    def summed(m, x):  # Σ_v logits_t,v for every t: one reverse pass per position
+    def summed(m, x):  # Σ_v logits_t,v for every t
         return m.from_embeddings(x)[0].sum(-1)
 
-    jac = nnx.jit(lambda m, x: jax.jacrev(lambda x: summed(m, x))(x))(model, x)  # T × 1 × T × D
-    dep = np.asarray(jnp.max(jnp.abs(jac[:, 0]), axis=-1))  # out t × in s
+    # The full Jacobian, in forward mode (one tangent per input coordinate): the same T × 1 × T × D matrix as
+    # reverse mode, exactly zero in the same places, and about half the compile time (no transposed scans). A
+    # model with a ``jax.custom_vjp`` inside has no forward mode: reverse mode gives that one its Jacobian.
+    try:
+        jac = nnx.jit(lambda m, x: jax.jacfwd(lambda x: summed(m, x))(x))(model, x)
+    except TypeError as error:
+        if "custom_vjp" not in str(error):
+            raise
+        jac = nnx.jit(lambda m, x: jax.jacrev(lambda x: summed(m, x))(x))(model, x)
+    dep = np.max(np.abs(np.asarray(jac)[:, 0]), axis=-1)  # out t × in s (NumPy: no small programs to compile)
     future = dep[np.triu_indices(T, k=1)]
     assert np.all(future == 0.0), f"not causal: an output depends on a later input (max {future.max():.2e})"
     assert np.all(np.diag(dep) > 0), "an output does not depend on its own input: the check cannot fail"

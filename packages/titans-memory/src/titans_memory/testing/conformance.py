@@ -34,10 +34,18 @@ from titans_memory.testing.reference import F64_TOL, _max_rel_err, check_cotange
 BF16_TOL = 0.1  # relative error of a bfloat16 run against float32 (8 mantissa bits, a few dozen operations)
 
 
+# The problems, their slices and the comparisons are NumPy arrays: with jax.numpy outside the compiled calls, every
+# slice, cast and comparison compiled a small program of its own (about 40 per check_update_rule).
+
+
 def _zero_undeclared(rule: UpdateRule, gates: Any) -> Any:
     used = declared_gates(rule)
     fields = dict(zip(GATE_NAMES, ("theta_T", "eta_T", "alpha_TxC"), strict=True))
-    return gates._replace(**{f: jnp.zeros_like(getattr(gates, f)) for g, f in fields.items() if g not in used})
+    return gates._replace(**{f: np.zeros_like(getattr(gates, f)) for g, f in fields.items() if g not in used})
+
+
+def _numpy_problem(*args: Any, **kwargs: Any) -> Any:
+    return jax.tree.map(np.asarray, random_problem(*args, **kwargs))
 
 
 def _slice(gates: Any, lo: int, hi: int) -> Any:
@@ -74,10 +82,8 @@ def check_update_rule(
     ref = reference if reference is not None else SequentialRule(chunk_size=b)
     model = model if model is not None else MLPMemory(MLPMemoryConfig(depth=2, expansion=2.0))
     with jax.enable_x64(True):
-        _check_against_reference(rule, ref, model, objective, T, D, seed, tol, C=1)
-        if getattr(rule, "alpha_per_channel", True):
-            matrix = MLPMemory(MLPMemoryConfig(depth=1))
-            _check_against_reference(rule, ref, matrix, objective, T, D, seed + 1, tol, C=D, grads=False)
+        per_channel = getattr(rule, "alpha_per_channel", True)
+        _check_against_reference(rule, ref, model, objective, T, D, seed, tol, per_channel=per_channel)
         _check_pieces(rule, model, objective, T, D, seed, tol)
     _check_bfloat16(rule, model, objective, T, D, seed)
 
@@ -97,37 +103,46 @@ def _fresh(rule: UpdateRule, p0: Any, D: int) -> Any:
     return state
 
 
-def _check_against_reference(rule, ref, model, objective, T, D, seed, tol, *, C, grads: bool = True) -> None:
-    p0, q, k, v, gates = random_problem(seed, T, D, model, C=C, objective=objective)
-    gates = _zero_undeclared(rule, gates)
-    where = f" (per-channel α, C = {C})" if C > 1 else ""
+def _check_against_reference(rule, ref, model, objective, T, D, seed, tol, *, per_channel: bool) -> None:
+    """Outputs, state and outer gradients against ``ref`` with ``model`` (α: C = 1); with ``per_channel``, also
+    outputs and state on the matrix memory with α of shape T × D. One compiled program for all of it."""
+    from titans_memory.memory_models import MLPMemory, MLPMemoryConfig
 
-    def outer(r, p0, q, k, v, gates):
+    matrix = MLPMemory(MLPMemoryConfig(depth=1))
+
+    def outer(r, model, p0, q, k, v, gates):
         y, state = r(model, _fresh(r, p0, D), q, k, v, gates, aligned=True, objective=objective)
         leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
         return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves), (y, _state_tuple(state))
 
-    args = (p0, q, k, v, gates)
-    if not grads:
-        got, want = (jax.jit(lambda *a, r=r: outer(r, *a)[1])(*args) for r in (rule, ref))
-        _assert_close(got, want, f"outputs/state differ from the reference rule{where}", tol)
-        return
-    (_, got), g_got = jax.jit(jax.value_and_grad(lambda *a: outer(rule, *a), argnums=(0, 1, 2, 3, 4), has_aux=True))(
-        *args
-    )
-    (_, want), g_want = jax.jit(jax.value_and_grad(lambda *a: outer(ref, *a), argnums=(0, 1, 2, 3, 4), has_aux=True))(
-        *args
-    )
-    _assert_close(got, want, f"outputs/state differ from the reference rule{where}", tol)
+    def everything(args, channel_args):
+        grads = tuple(
+            jax.value_and_grad(lambda *a, r=r: outer(r, model, *a), argnums=(0, 1, 2, 3, 4), has_aux=True)(*args)
+            for r in (rule, ref)
+        )
+        channel = tuple(outer(r, matrix, *channel_args)[1] for r in (rule, ref)) if per_channel else None
+        return grads, channel
+
+    p0, q, k, v, gates = _numpy_problem(seed, T, D, model, objective=objective)
+    args = (p0, q, k, v, _zero_undeclared(rule, gates))
+    channel_args = None
+    if per_channel:
+        p0, q, k, v, gates = _numpy_problem(seed + 1, T, D, matrix, C=D, objective=objective)
+        channel_args = (p0, q, k, v, _zero_undeclared(rule, gates))
+    (((_, got), g_got), ((_, want), g_want)), channel = jax.jit(everything)(args, channel_args)
+    _assert_close(got, want, "outputs/state differ from the reference rule", tol)
     unused = [
         f for g, f in zip(GATE_NAMES, ("theta_T", "eta_T", "alpha_TxC"), strict=True) if g not in declared_gates(rule)
     ]
-    zero = lambda g: g[:4] + (g[4]._replace(**{f: jnp.zeros_like(getattr(g[4], f)) for f in unused}),)  # noqa: E731
-    _assert_close(zero(g_got), zero(g_want), f"outer gradients differ from the reference rule's{where}", tol)
+    zero = lambda g: g[:4] + (g[4]._replace(**{f: np.zeros_like(getattr(g[4], f)) for f in unused}),)  # noqa: E731
+    _assert_close(zero(g_got), zero(g_want), "outer gradients differ from the reference rule's", tol)
+    if per_channel:
+        got, want = channel
+        _assert_close(got, want, f"outputs/state differ from the reference rule (per-channel α, C = {D})", tol)
 
 
 def _check_pieces(rule, model, objective, T, D, seed, tol) -> None:
-    p0, q, k, v, gates = random_problem(seed + 2, T, D, model, objective=objective)
+    p0, q, k, v, gates = _numpy_problem(seed + 2, T, D, model, objective=objective)
     gates = _zero_undeclared(rule, gates)
     run = _runner(rule, model, objective)
     fresh = _fresh(rule, p0, D)
@@ -139,7 +154,7 @@ def _check_pieces(rule, model, objective, T, D, seed, tol) -> None:
     for a in (1, b + 1):  # a second piece that starts mid-chunk and crosses boundaries (each shape compiles)
         y1, s1 = run(fresh, q[:a], k[:a], v[:a], _slice(gates, 0, a), True)
         y2, s2 = run(s1, q[a:], k[a:], v[a:], _slice(gates, a, T), False)
-        got = (jnp.concatenate([y1, y2]), _state_tuple(s2))
+        got = (np.concatenate([y1, y2]), _state_tuple(s2))
         _assert_close(got, whole, f"a call split at token {a} (of {T}) differs from one call", tol)
     a = b + 1  # prefill a tokens, then decode one token at a time (across the next boundary)
     ys, st = [], None
@@ -148,20 +163,20 @@ def _check_pieces(rule, model, objective, T, D, seed, tol) -> None:
     for t in range(a, T):
         yt, st = run(st, q[t : t + 1], k[t : t + 1], v[t : t + 1], _slice(gates, t, t + 1), False)
         ys.append(yt)
-    got = (jnp.concatenate(ys), _state_tuple(st))
+    got = (np.concatenate(ys), _state_tuple(st))
     _assert_close(got, whole, f"a prefill of {a} then token-by-token decoding differs from one call", tol)
     t = b + 1  # causality: the outputs before t do not see tokens ≥ t
-    bump = lambda x: x.at[t:].add(1.0)  # noqa: E731
+    bump = lambda x: np.concatenate([x[:t], x[t:] + 1.0])  # noqa: E731
     y_b, _ = run(fresh, bump(q), bump(k), bump(v), gates, True)
-    assert jnp.array_equal(y_b[:t], y[:t]), f"not causal: outputs before token {t} change with later tokens"
-    assert not jnp.allclose(y_b[t:], y[t:]), "the outputs do not depend on the tokens: the check cannot fail"
+    y_b, y = np.asarray(y_b), np.asarray(y)
+    assert np.array_equal(y_b[:t], y[:t]), f"not causal: outputs before token {t} change with later tokens"
+    assert not np.allclose(y_b[t:], y[t:]), "the outputs do not depend on the tokens: the check cannot fail"
 
 
 def _check_bfloat16(rule, model, objective, T, D, seed) -> None:
     with jax.enable_x64(True):
-        problem = jax.tree.map(np.asarray, random_problem(seed + 3, T, D, model, objective=objective))
-    p0, q, k, v, gates = problem
-    to = lambda dtype: lambda tree: jax.tree.map(lambda x: x.astype(dtype), tree)  # noqa: E731
+        p0, q, k, v, gates = _numpy_problem(seed + 3, T, D, model, objective=objective)
+    to = lambda dtype: lambda tree: jax.tree.map(lambda x: np.asarray(x).astype(dtype), tree)  # noqa: E731
     results = {}
     for dtype in (jnp.float32, jnp.bfloat16):
         cast = to(dtype)

@@ -102,9 +102,9 @@ def check_rules_agree(
     model = model if model is not None else MLPMemory(MLPMemoryConfig(depth=2, expansion=2.0))
     ref, fast = rules if rules is not None else (SequentialRule(chunk_size=4), MomentumScanRule(chunk_size=4))
     with jax.enable_x64(True):
-        p0, q, k, v, gates = random_problem(seed, T, D, model, objective=objective)
+        p0, q, k, v, gates = jax.tree.map(np.asarray, random_problem(seed, T, D, model, objective=objective))
         if zero_momentum:
-            gates = gates._replace(eta_T=jnp.zeros_like(gates.eta_T))
+            gates = gates._replace(eta_T=np.zeros_like(gates.eta_T))
 
         def run(rule, p0, q, k, v, gates):
             return rule(model, rule.init_state(p0), q, k, v, gates, aligned=True, objective=objective)
@@ -124,7 +124,7 @@ def check_rules_agree(
         err = _max_rel_err(out_ref, out_fast)
         assert err < F64_TOL, f"outputs/state differ between the rules (relative error {err:.2e})"
         if zero_momentum:  # a rule without momentum does not read η: its gradient is not comparable
-            no_eta = lambda g: g[:4] + (g[4]._replace(eta_T=jnp.zeros_like(g[4].eta_T)),)  # noqa: E731
+            no_eta = lambda g: g[:4] + (g[4]._replace(eta_T=np.zeros_like(g[4].eta_T)),)  # noqa: E731
             g_ref, g_fast = no_eta(g_ref), no_eta(g_fast)
         err = _max_rel_err(g_ref, g_fast)
         assert err < F64_TOL, f"outer gradients differ between the rules (relative error {err:.2e})"
