@@ -47,6 +47,7 @@ WHY = {  # the slowest files: what they compile, and why the test needs it
     "tests/train/test_experiment_specs.py": "every experiment spec validated; a smoke run of benchmarks/experiments.py",
     "tests/train/test_checkpoint_safety.py": "corrupt, missing and half-written checkpoints: training runs per case",
     "tests/variants/test_mac_write.py": "each MAC write option: causality and decoding = full pass",
+    "tests/variants/test_diagnostics.py": "memory diagnostics captured per variant; the forward pass unchanged outside",
 }
 
 
