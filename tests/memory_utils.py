@@ -34,19 +34,10 @@ def run(rule, model, p0, q, k, v, gates, aligned=False, objective=None):
     return fn(p0, q, k, v, gates)
 
 
-def cont(rule, model, state, q, k, v, gates):
-    """One jitted call that continues from ``state``."""
-    return jax.jit(lambda *a: rule(model, *a))(state, q, k, v, gates)
-
-
-def outer_loss(rule, model, p0, q, k, v, gates):
-    """A scalar that depends on every output and on the final memory, surprise and chunk-start weights."""
-    return outer_loss_and_outputs(rule, model, p0, q, k, v, gates)[0]
-
-
 def outer_loss_and_outputs(rule, model, p0, q, k, v, gates):
-    """(``outer_loss``, (y, state)): with ``jax.value_and_grad(..., has_aux=True)``, one compiled program gives the
-    call's outputs and its outer gradients."""
+    """(outer loss, (y, state)) of ``rule`` from M_0: the loss, a scalar that depends on every output and on the final
+    memory, surprise and chunk-start weights; with ``jax.value_and_grad(..., has_aux=True)``, one compiled program
+    gives the call's outputs and its outer gradients."""
     y, state = run(rule, model, p0, q, k, v, gates)
     leaves = jax.tree.leaves((state.memory, state.surprise, state.start))
     return jnp.sum(jnp.sin(y)) + sum(jnp.sum(jnp.cos(x)) for x in leaves), (y, state)
@@ -67,9 +58,9 @@ def skip_mosaic_gpu_interpreter_import():
 def agreement_program(reference, rule, model):
     """One jitted program for an equivalence test of ``rule`` against ``reference`` (each call and gradient compiled
     alone would be five): ``rule`` from M_0 with ``aligned=True``, and for each rule ``jax.value_and_grad`` of
-    ``outer_loss`` (``aligned=False``) with respect to (M_0, q, k, v, gates), with the call's (y, state) as aux.
-    Called with (M_0, q, k, v, gates), it returns ``(aligned (y, state), ((loss, (y, state)), grads) of reference,
-    the same of rule)``."""
+    ``outer_loss_and_outputs`` (``aligned=False``) with respect to (M_0, q, k, v, gates), with the call's
+    (y, state) as aux. Called with (M_0, q, k, v, gates), it returns ``(aligned (y, state), ((loss, (y, state)),
+    grads) of reference, the same of rule)``."""
     grad = jax.value_and_grad(lambda r, *a: outer_loss_and_outputs(r, model, *a), argnums=(1, 2, 3, 4, 5), has_aux=True)
     return jax.jit(lambda *a: (run(rule, model, *a, aligned=True), grad(reference, *a), grad(rule, *a)))
 

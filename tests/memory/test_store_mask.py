@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from memory_utils import max_rel_err, random_problem, skip_mosaic_gpu_interpreter_import
+from memory_utils import max_rel_err, random_problem, skip_mosaic_gpu_interpreter_import, slice_gates
 from titans_memory import FusedRule, MomentumScanRule, SequentialRule, UpdateRuleConfig
 from titans_memory.rules.base import RuleState, decay, init_rule_state, token_grad
 
@@ -78,7 +78,7 @@ def test_store_mask_equals_per_token_reference(make, read, depth):
         def whole_and_split(p0, q, k, v, gates, w):  # one compiled program for the three calls
             whole = rule(model, init_rule_state(p0), q, k, v, gates, aligned=True, store_T=w)
             # in two pieces, the second from the middle of a chunk
-            g1, g2 = (jax.tree.map(lambda x, a=a, z=z: x[a:z], gates) for a, z in ((0, split), (split, T)))
+            g1, g2 = slice_gates(gates, 0, split), slice_gates(gates, split, T)
             y1, mid = rule(
                 model, init_rule_state(p0), q[:split], k[:split], v[:split], g1, aligned=True, store_T=w[:split]
             )
@@ -103,7 +103,7 @@ def test_skipped_tokens_leave_memory_and_surprise_bitwise_unchanged(make, read):
 
         @jax.jit
         def before_and_after(q, k, v, gates):  # one compiled program for the two calls
-            g1, g = (jax.tree.map(lambda x, s=s: x[s], gates) for s in (slice(None, 5), slice(5, None)))
+            g1, g = slice_gates(gates, 0, 5), slice_gates(gates, 5, 9)
             _, state = rule(model, init_rule_state(p0), q[:5], k[:5], v[:5], g1)
             w = jnp.zeros(4, bool)
             return state, rule(model, state, q[5:], k[5:], v[5:], g, store_T=w)[1]
