@@ -4,6 +4,9 @@
     uv run python benchmarks/experiments.py --tasks mqar       # one task (the other tasks' results are kept)
     uv run python benchmarks/experiments.py --smoke --out /tmp/smoke   # seconds-long check of the pipeline
 
+``--in-process`` runs titans-train and titans-eval inside this process instead of starting one process for each
+(same commands, same outputs; it saves every step's interpreter start and imports, which is most of a --smoke run).
+
 For every task (``lm``, ``mqar``, ``niah``) and variant it trains ``specs/experiments/TASK/VARIANT.yaml`` with
 ``titans-train`` (a run directory under ``--runs``, resumed if the script is interrupted), then evaluates all
 variants of the task with ``titans-eval`` at 1, 2, 4 and 8 times the training length T (``data.seq_len``;
@@ -23,6 +26,8 @@ answer; only a memory can recall it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import subprocess
 import sys
@@ -58,18 +63,40 @@ def training_length(task: str) -> int:
     return int(spec["data"]["seq_len"])
 
 
-def run(cmd: list[str], log: Path, *, allowed: tuple[int, ...] = (0,)) -> tuple[int, float]:
-    """Run ``cmd`` with its output appended to ``log``; exit unless its status is ``allowed``.
+def run(cmd: list[str], log: Path, *, allowed: tuple[int, ...] = (0,), in_process: bool = False) -> tuple[int, float]:
+    """Run ``cmd`` (``python -m MODULE ARGS``) with its output appended to ``log``; exit unless its status is
+    ``allowed``. ``in_process``: call ``MODULE.main(ARGS)`` in this process instead of starting a process.
 
     Returns (exit status, wall time in seconds)."""
     start = time.time()
     with log.open("a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
-    if done.returncode not in allowed:
-        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)} — see {log}")
-    return done.returncode, time.time() - start
+        if in_process:
+            status = _call_main(cmd, out)
+        else:
+            status = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, check=False).returncode
+    if status not in allowed:
+        sys.exit(f"failed ({status}): {' '.join(cmd)} — see {log}")
+    return status, time.time() - start
+
+
+def _call_main(cmd: list[str], out) -> int:
+    """``MODULE.main(ARGS)`` of ``cmd`` = ``[python, "-m", MODULE, *ARGS]`` in this process, in ROOT, with its
+    output written to ``out``; its exit status."""
+    assert cmd[1] == "-m", cmd
+    main = importlib.import_module(cmd[2]).main
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main(cmd[3:])
+            status = 0
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):  # what the interpreter would print on exit
+                print(exc.code, file=sys.stderr)
+        finally:
+            out.flush()
+    return status
 
 
 def last_train_loss(run_dir: Path) -> float | None:
@@ -113,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "experiments", help="run directories")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "experiments")
     parser.add_argument("--smoke", action="store_true", help="2 steps, short sequences: checks the pipeline")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run titans-train and titans-eval in this process instead of one process each (quicker start-up)",
+    )
     parser.add_argument(
         "--stage",
         choices=("all", "train", "eval"),
@@ -162,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             for item in sets:
                 cmd += ["--set", item]
             print(f"train {task}/{variant} …", flush=True)
-            status, seconds[variant] = run(cmd, log, allowed=(0, DIVERGED))
+            status, seconds[variant] = run(cmd, log, allowed=(0, DIVERGED), in_process=args.in_process)
             if status == DIVERGED:  # reported, and left out of the evaluation
                 summary["diverged"].append(f"{task}/{variant}")
                 print(f"  diverged after {seconds[variant] / 60:.1f} min (see {log})", flush=True)
@@ -190,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             str(args.out / f"{task}.png"),
         ]
         print(f"evaluate {task} …", flush=True)
-        run(cmd, log)
+        run(cmd, log, in_process=args.in_process)
         summary["results"][task] = json.loads(result.read_text())
         summary["train_seconds"][task] = seconds
         if task == "lm" and not args.smoke:  # also on English text no training source contains
@@ -198,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
             text_cmd = [*cmd[: cmd.index("-o")], "--text", str(HELDOUT_TEXT), "-o", str(text_result)]
             text_cmd += ["--plot", str(args.out / "lm_text.png")]
             print("evaluate lm on held-out English …", flush=True)
-            run(text_cmd, log)
+            run(text_cmd, log, in_process=args.in_process)
             summary["results"]["lm_text"] = json.loads(text_result.read_text())
             summary["train_seconds"]["lm_text"] = seconds
     if args.stage == "train":

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from titans_memory import Gates, MLPMemory, MLPMemoryConfig
 from titans_memory.testing.reference import _max_rel_err as max_rel_err  # noqa: F401  (max |a − b| / max |a| per leaf)
 
 
+@functools.cache
+def _model(depth: int, options: tuple) -> MLPMemory:
+    return MLPMemory(MLPMemoryConfig(depth=depth, expansion=2.0, **dict(options)))
+
+
 def random_problem(seed: int, T: int, D: int, depth: int, C: int = 1, dtype=jnp.float64, **model_options):
     """(model, M_0, q, k, v, gates) with random inputs and random gates in their valid ranges;
-    ``model_options`` go to MLPMemoryConfig (e.g. residual_norm=False)."""
+    ``model_options`` go to MLPMemoryConfig (e.g. residual_norm=False). One model object per configuration (it
+    holds no state): a jitted function that takes the model as a static argument compiles once per configuration
+    and shapes, not once per problem."""
     ks = jax.random.split(jax.random.key(seed), 8)
-    model = MLPMemory(MLPMemoryConfig(depth=depth, expansion=2.0, **model_options))
+    model = _model(depth, tuple(sorted(model_options.items())))
     p0 = jax.tree.map(lambda x: x.astype(dtype), model.init(ks[0], D))
     q, k, v = (jax.random.normal(ks[i], (T, D), dtype) for i in (1, 2, 3))
     k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)

@@ -34,7 +34,7 @@ def test_linear_memory_without_momentum_is_the_gated_delta_rule(rule_cls, chunk)
         model, p0, q, k, v, gates = random_problem(11, 32, 5, depth=1)
         gates = Gates(gates.theta_T, np.zeros(32), gates.alpha_TxC)  # η = 0: no momentum
         rule = rule_cls(chunk_size=chunk, read="chunk")  # the reference reads at the chunk start
-        y, state = rule(model, rule.init_state(p0), q, k, v, gates)
+        y, state = jax.jit(lambda *a: rule(model, rule.init_state(p0), *a))(q, k, v, gates)  # one compiled program
         args = [np.asarray(a) for a in (p0["w0"], k, v, q, gates.theta_T, gates.alpha_TxC)]
         y_ref, W_ref = gated_delta_rule(*args, chunk)
         np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-10, atol=1e-12)

@@ -69,7 +69,7 @@ def test_fused_equals_sequential_outputs_state_and_gradients(chunk, depth):
 
 
 @pytest.mark.slow
-@settings(max_examples=2, deadline=None)  # each draw compiles one program of its own (the examples below: two more)
+@settings(max_examples=1, deadline=None)  # each draw compiles one program of its own (the examples below: two more)
 @given(
     chunk=st.sampled_from([1, 3, 4]),
     T=st.integers(1, 12),
@@ -174,7 +174,10 @@ def test_fused_trains_each_memory_calling_path_with_the_reference_gradients(vari
         "rule": {"name": rule, "chunk_size": 4, "read": "chunk"},
         "model": {"name": "mlp", "depth": depth, "expansion": 2.0},
     }
-    toks = jnp.tile(jnp.array([3, 1, 4, 1, 5, 9, 2, 6]), 2)[None]
+    # 16 inputs: whole segments only (4 of them), so mac writes each segment aligned from the scan. An unfinished
+    # last segment would add mac's tail call, an unaligned call like the one the mal case makes (from the middle of a
+    # chunk), and about 40% more to trace and compile
+    toks = jnp.array([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2]])
     inputs, targets = toks[:, :-1], toks[:, 1:]
     loss_fn = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(inputs), targets).mean()  # noqa: E731
     ref, fused = (tiny(variant, layers=1, memory=memory(rule)) for rule in ("momentum_scan", "fused"))

@@ -36,17 +36,23 @@ OBJECTIVES = {
 }
 
 
+# The rules' agreement (sequential, which differentiates the loss, = momentum_scan, which uses the hand-written
+# cotangent: outputs, state and outer gradients of the depth-2 MLP; the most expensive program of these tests)
+# runs for the objectives in AGREE. Both rules reach an objective only through loss and cotangent (and δ_t for a
+# per-token one), which check_cotangent proves equal, derivatives included, for every objective; the others take no
+# path of their own: "l2" is the rules' default objective, whose agreement test_rules.py checks (the same code:
+# objective None resolves to L2Objective); "huber" and "huber-yaad" run the same loss and cotangent code as their
+# per-token forms, with a constant δ (the per-token forms also put δ_t and its outer gradient through both rules);
+# "lp3" is the code of "lp1.5" with another p; "dot" takes the same generic path through both rules as the others.
+# Depth 1 and the jax.vjp path: below and in test_plugin_components.
+AGREE = {"huber-per-token", "huber-yaad-per-token", "lp1.5"}
+
+
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_cotangent_is_the_gradient_of_the_loss(name):
-    """check_objective: the contract; cotangent = ∇ Σ loss, and their derivatives too; sequential = momentum_scan
-    (outputs, state, outer gradients; float64) with this objective."""
-    check_objective(OBJECTIVES[name])
-
-
-# The rules' agreement under each objective (sequential, which differentiates the loss, = momentum_scan, which uses
-# the hand-written cotangent: outputs, state and outer gradients of the depth-2 MLP) is part of check_objective, so
-# test_cotangent_is_the_gradient_of_the_loss checks it for every objective above (depth 1 and the jax.vjp path:
-# below and in test_plugin_components).
+    """check_objective: the contract; cotangent = ∇ Σ loss, and their derivatives too; for the objectives in AGREE,
+    sequential = momentum_scan (outputs, state, outer gradients; float64) with this objective."""
+    check_objective(OBJECTIVES[name], rules=name in AGREE)
 
 
 def test_rules_agree_mid_chunk_with_clamp_and_per_channel_alpha():
@@ -58,30 +64,31 @@ def test_rules_agree_mid_chunk_with_clamp_and_per_channel_alpha():
             SequentialRule(chunk_size=3, max_grad_norm=0.5),
             MomentumScanRule(chunk_size=3, max_grad_norm=0.5),
         )
-        run = lambda rule, aligned: jax.jit(  # noqa: E731
-            lambda *a: rule(model, rule.init_state(p0), *a, aligned=aligned, objective=objective)
-        )(q, k, v, gates)
-        y_s, s_s = run(seq, True)
-        y_p, s_p = run(par, False)
+        run = lambda rule, aligned, *a: rule(model, rule.init_state(p0), *a, aligned=aligned, objective=objective)  # noqa: E731
+        both = jax.jit(lambda *a: (run(seq, True, *a), run(par, False, *a)))  # one compiled program
+        (y_s, s_s), (y_p, s_p) = both(q, k, v, gates)
         assert max_rel_err(y_s, y_p) < 1e-10 and max_rel_err(tuple(s_s), tuple(s_p)) < 1e-10
 
 
 def test_l2_is_eq12_bit_for_bit():
     """The default objective reproduces the hard-coded formulas it replaced, exactly (not just closely)."""
     model, p0, q, k, v, gates = random_problem(0, 9, 6, 2, dtype=jnp.float32)
-    pred = model.apply(p0, k)
-    assert np.array_equal(L2Objective().cotangent(pred, v), 2.0 * (pred - v))
-    old = jax.grad(lambda p: jnp.sum(jnp.square(model.apply(p, k[:1]) - v[:1])))(p0)  # Eq 12 as it was written
-    for new in (token_grad(model, p0, k[0], v[0]), token_grad(model, p0, k[0], v[0], L2Objective())):
-        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True))
     rule = MomentumScanRule(chunk_size=4)
 
     @jax.jit
-    def default_and_explicit(p0, q, k, v, gates):
+    def everything(p0, q, k, v, gates):  # one compiled program (eager, each op compiled one of its own)
+        pred = model.apply(p0, k)
+        cotangents = L2Objective().cotangent(pred, v), 2.0 * (pred - v)
+        old = jax.grad(lambda p: jnp.sum(jnp.square(model.apply(p, k[:1]) - v[:1])))(p0)  # Eq 12 as it was written
+        new = token_grad(model, p0, k[0], v[0]), token_grad(model, p0, k[0], v[0], L2Objective())
         default = rule(model, rule.init_state(p0), q, k, v, gates, aligned=True)
-        return default, rule(model, rule.init_state(p0), q, k, v, gates, aligned=True, objective=L2Objective())
+        explicit = rule(model, rule.init_state(p0), q, k, v, gates, aligned=True, objective=L2Objective())
+        return cotangents, old, new, default, explicit
 
-    default, explicit = default_and_explicit(p0, q, k, v, gates)
+    (cot, by_hand), old, news, default, explicit = everything(p0, q, k, v, gates)
+    assert np.array_equal(cot, by_hand)
+    for new in news:
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True))
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(explicit), strict=True))
 
 

@@ -175,10 +175,15 @@ def test_token_read_sees_its_own_write():
     k, v = key / jnp.linalg.norm(key), jax.random.normal(jax.random.key(3), (1, 8))
     p0 = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0), 8))
     gates = Gates(jnp.full((1,), 0.5), jnp.zeros((1,)), jnp.zeros((1, 1)))
-    for rule in (MomentumScanRule(chunk_size=4, read="token"), SequentialRule(chunk_size=4, read="token")):
-        y, _ = rule(model, rule.init_state(p0), k, k, v, gates)
+    rules = (
+        MomentumScanRule(chunk_size=4, read="token"),
+        SequentialRule(chunk_size=4, read="token"),
+        MomentumScanRule(chunk_size=4, read="chunk"),
+    )
+    calls = jax.jit(lambda *a: [r(model, r.init_state(p0), *a)[0] for r in rules])  # one compiled program
+    *token_reads, y_chunk = calls(k, k, v, gates)
+    for y in token_reads:
         assert jnp.allclose(y[0], v[0], atol=1e-5)
-    y_chunk, _ = MomentumScanRule(chunk_size=4, read="chunk")(model, MomentumScanRule().init_state(p0), k, k, v, gates)
     assert float(jnp.max(jnp.abs(y_chunk))) == 0.0  # read: chunk sees the empty memory
 
 
@@ -206,12 +211,12 @@ def test_token_coefficients_against_explicit_products_and_the_chunk_end(C):
         mask = np.ones(b)
         mask[[0, 6]] = 0.0
         theta[[0, 6]], eta[[0, 6]], alpha[[0, 6]] = 0.0, 1.0, 0.0
-        keep, s_to_M, m = token_coefficients(*map(jnp.asarray, (theta, eta, alpha, mask)))
+        both = jax.jit(lambda *a: (token_coefficients(*a), chunk_coefficients(*a)))  # one compiled program
+        (keep, s_to_M, m), chunk_end = both(*map(jnp.asarray, (theta, eta, alpha, mask)))
         expected = brute_force_coefficients(theta, eta, alpha, mask)
         for got, want in zip((keep, s_to_M, m), expected, strict=True):
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-15)
         assert np.all(np.asarray(m)[np.triu_indices(b, k=1)] == 0.0)
-        chunk_end = chunk_coefficients(*map(jnp.asarray, (theta, eta, alpha, mask)))
         _, m_end, keep_end, _, s_to_M_end = chunk_end
         for got, want in zip((m[-1], keep[-1], s_to_M[-1]), (m_end, keep_end, s_to_M_end), strict=True):
             np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12)

@@ -7,6 +7,8 @@ registers the toy variant and calls the CLI.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -100,6 +102,21 @@ def run_cli(capsys: pytest.CaptureFixture[str], args: Sequence[str]) -> CliResul
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     captured = capsys.readouterr()
     return CliResult(code, captured.out, captured.err)
+
+
+def run_cli_in_fixture(args: Sequence[str]) -> CliResult:
+    """``titans-train ARGS`` in this process from a module-scoped fixture (which runs before the autouse toy
+    fixture and has no capsys): its exit status and output."""
+    from titans_train.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with toy_registered(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def metrics(run_dir: Path, kind: str = "train") -> list[dict[str, Any]]:

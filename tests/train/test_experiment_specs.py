@@ -4,6 +4,7 @@ runs the whole pipeline."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -114,13 +115,36 @@ def test_parameter_counts_are_equal_within_two_percent(specs) -> None:
         assert max(group) / min(group) - 1 < 0.02, (task, counts)  # designed within 1%
 
 
+def _experiments_script():
+    spec = importlib.util.spec_from_file_location("experiments_script", ROOT / "benchmarks" / "experiments.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_experiment_steps_run_as_processes_or_in_process(tmp_path: Path) -> None:
+    """``run`` (each step of benchmarks/experiments.py): as ``python -m MODULE`` (the default; the smoke run below
+    uses --in-process) or as ``MODULE.main`` in this process, the output appended to the log, an exit status
+    that is not allowed stops the script."""
+    experiments, log = _experiments_script(), tmp_path / "experiments.log"
+    status, _ = experiments.run([sys.executable, "-m", "titans_train.cli", "--help"], log)
+    assert status == 0 and "$ " in log.read_text() and "Usage: titans-train" in log.read_text()
+    missing = [sys.executable, "-m", "titans_train.cli", str(tmp_path / "missing.yaml")]
+    status, _ = experiments.run(missing, log, allowed=(0, 2), in_process=True)
+    assert status == 2 and log.read_text().count("error:") == 1 and "missing.yaml" in log.read_text()
+    with pytest.raises(SystemExit, match=r"failed \(2\): .* — see "):
+        experiments.run(missing, log, in_process=True)
+
+
 @pytest.mark.slow
 def test_experiments_smoke_run(tmp_path: Path) -> None:
     runs, out = tmp_path / "runs", tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TITANS_")}
     env["JAX_PLATFORMS"] = "cpu"
     env["XLA_FLAGS"] = subprocess_xla_flags(1)  # one CPU device, as a user runs it (not the tests' 8)
-    cmd = [sys.executable, "benchmarks/experiments.py", "--smoke", "--variants", "swa"]
+    # --in-process: titans-train and titans-eval run inside the script's one process (the same commands; one
+    # interpreter start instead of seven, which were most of this test's time)
+    cmd = [sys.executable, "benchmarks/experiments.py", "--smoke", "--in-process", "--variants", "swa"]
     done = subprocess.run(
         [*cmd, "--runs", str(runs), "--out", str(out)],
         cwd=ROOT,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from train.conftest import losses, metrics, run_cli, toy_spec, write_spec
+from train.conftest import losses, metrics, run_cli, run_cli_in_fixture, toy_spec, write_spec
 from train.test_bad_input import _assert_one_error
 
 #: Holds the lock of the run directory argv[1] until killed.
@@ -115,17 +116,27 @@ def test_read_only_output_dir_is_one_line_naming_the_path(tmp_path: Path, capsys
     assert "Read-only file system" in result.err
 
 
-def test_plot_of_a_read_only_run_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of a finished default toy run (6 steps, evals and checkpoints at 3 and 6): read only, tests
+    copy it or compare with its losses."""
+    root = tmp_path_factory.mktemp("default-run")
+    result = run_cli_in_fixture([str(write_spec(root / "spec.yaml", toy_spec(root / "run")))])
+    assert result.code == 0, result.err
+    return root / "run"
+
+
+def test_plot_of_a_read_only_run_is_one_line(tmp_path: Path, capsys, monkeypatch, default_run: Path) -> None:
     run_dir = tmp_path / "run"
-    assert run_cli(capsys, [str(write_spec(tmp_path / "spec.yaml", toy_spec(run_dir)))]).code == 0
+    shutil.copytree(default_run, run_dir)
     _read_only_under(monkeypatch, run_dir)
     result = run_cli(capsys, ["plot", str(run_dir)])
     _assert_one_error(result, f"cannot write the plots: {run_dir / 'plots'}: Read-only file system")
 
 
-def test_generate_with_a_non_utf8_prompt_works_at_byte_level(tmp_path: Path, capsys) -> None:
+def test_generate_with_a_non_utf8_prompt_works_at_byte_level(tmp_path: Path, capsys, default_run: Path) -> None:
     run_dir = tmp_path / "run"
-    assert run_cli(capsys, [str(write_spec(tmp_path / "spec.yaml", toy_spec(run_dir)))]).code == 0
+    shutil.copytree(default_run, run_dir)
     prompt = b"\xff\xfedef ".decode("utf-8", errors="surrogateescape")  # how Python hands such argv over
     result = run_cli(capsys, ["generate", str(run_dir), "--prompt", prompt, "-n", "4", "--temperature", "0"])
     assert result.code == 0, result.err
@@ -137,14 +148,15 @@ def test_generate_with_a_non_utf8_prompt_works_at_byte_level(tmp_path: Path, cap
     [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
     ids=["SIGINT", "SIGTERM", "SIGINT-twice-at-once"],
 )
-def test_signal_finishes_the_step_saves_and_exits_130(tmp_path: Path, capsys, monkeypatch, signum, times) -> None:
+def test_signal_finishes_the_step_saves_and_exits_130(
+    tmp_path: Path, capsys, monkeypatch, signum, times, default_run: Path
+) -> None:
     """The signal arrives while step 4 is logged: step 4 completes, is checkpointed, and the rerun continues
     exactly (same losses, no duplicated or missing metrics). The same signal twice within milliseconds is one
     request: ``uv run`` forwards SIGINT to its child while a signal to the process group reaches the child too."""
     from titans_train.rundir import RunDir
 
-    straight = tmp_path / "straight"
-    assert run_cli(capsys, [str(write_spec(tmp_path / "straight.yaml", toy_spec(straight)))]).code == 0
+    straight = default_run  # the same spec trained in one go
 
     run_dir = tmp_path / "run"
     spec_file = write_spec(tmp_path / "spec.yaml", toy_spec(run_dir))

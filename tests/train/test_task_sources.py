@@ -301,9 +301,13 @@ def toy_model():
     return model, graphdef, params, rest
 
 
+#: the model's logits as one compiled program per input shape (not op by op)
+_apply = nnx.jit(lambda model, tokens: model(tokens))
+
+
 def _manual_ce(model: ToyLM, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Cross-entropy of every position (float64, numpy); ignored targets give NaN."""
-    logits = np.asarray(model(jnp.asarray(inputs)), dtype=np.float64)
+    logits = np.asarray(_apply(model, jnp.asarray(inputs)), dtype=np.float64)
     lse = np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1)) + logits.max(-1)
     safe = np.where(targets == IGNORE_INDEX, 0, targets)
     picked = np.take_along_axis(logits, safe[..., None], -1)[..., 0]
@@ -333,7 +337,7 @@ def test_inputs_targets_by_rank() -> None:
 
 def test_loss_is_the_mean_over_scored_targets(toy_model) -> None:
     model, graphdef, params, rest = toy_model
-    loss_fn = make_loss(graphdef, jnp.float32)
+    loss_fn = jax.jit(make_loss(graphdef, jnp.float32))  # one compiled program for both batches (not op by op)
     rows = _labelled_batch()
     ce = _manual_ce(model, rows[:, 0], rows[:, 1])
     scored = rows[:, 1] != IGNORE_INDEX
@@ -356,7 +360,7 @@ def test_loss_is_the_mean_over_scored_targets(toy_model) -> None:
 def test_forward_correct_and_scored(toy_model) -> None:
     model, graphdef, params, rest = toy_model
     rows = _labelled_batch()
-    logits = np.asarray(model(jnp.asarray(rows[:, 0])))
+    logits = np.asarray(_apply(model, jnp.asarray(rows[:, 0])))
     rows[1, 1, 2] = int(np.argmax(logits[1, 2]))  # one certainly correct target
     ce, correct, scored = make_forward(graphdef, jnp.float32)(params, rest, jnp.asarray(rows))
     assert ce.shape == correct.shape == scored.shape == (4, 12)
@@ -370,17 +374,18 @@ def test_batch_without_targets_has_loss_zero_and_zero_gradients(toy_model) -> No
     _, graphdef, params, rest = toy_model
     rows = _labelled_batch()
     rows[:, 1] = IGNORE_INDEX
-    loss, grads = jax.value_and_grad(make_loss(graphdef, jnp.float32))(params, rest, jnp.asarray(rows))
+    loss_and_grads = jax.jit(jax.value_and_grad(make_loss(graphdef, jnp.float32)))  # one program for both batches
+    loss, grads = loss_and_grads(params, rest, jnp.asarray(rows))
     assert float(loss) == 0.0
     leaves = jax.tree.leaves(grads)
     assert leaves and all(bool(jnp.all(g == 0)) for g in leaves)
-    _, some = jax.value_and_grad(make_loss(graphdef, jnp.float32))(params, rest, jnp.asarray(_labelled_batch()))
+    _, some = loss_and_grads(params, rest, jnp.asarray(_labelled_batch()))
     assert any(bool(jnp.any(g != 0)) for g in jax.tree.leaves(some))
 
 
 def test_window_loss_is_the_plain_mean_and_matches_fully_scored_examples(toy_model) -> None:
     model, graphdef, params, rest = toy_model
-    loss_fn = make_loss(graphdef, jnp.float32)
+    loss_fn = jax.jit(make_loss(graphdef, jnp.float32))
     windows = np.random.default_rng(1).integers(0, V, (3, 11)).astype(np.int32)  # B × (T + 1)
     expected = np.mean(_manual_ce(model, windows[:, :-1], windows[:, 1:]))
     got = float(loss_fn(params, rest, jnp.asarray(windows)))

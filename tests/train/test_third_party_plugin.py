@@ -164,12 +164,26 @@ check_registered_variant(
 print("conformance: ok", flush=True)
 """
 
-#: the conformance check, then ``titans-train ARGS`` in the same process (one interpreter start instead of two;
-#: each is a fresh interpreter of the new environment, which is the point, not the number of processes)
-CONFORMANCE_THEN_TRAIN = (
-    CONFORMANCE
-    + """
+LISTED_END = "--- end of titans-plugins list --json ---"
+
+#: ``titans-plugins list --json``, the conformance check, then ``titans-train ARGS`` in the same process (one
+#: interpreter start instead of three; each is a fresh interpreter of the new environment, which is the point, not
+#: the number of processes)
+LIST_CONFORMANCE_THEN_TRAIN = (
+    f"""
 import sys
+from titans_core.cli import main as plugins_main
+argv, sys.argv = sys.argv, ["titans-plugins", "list", "--json"]
+try:
+    plugins_main()
+except SystemExit as exc:
+    if exc.code not in (0, None):
+        raise
+sys.argv = argv
+print({LISTED_END!r}, flush=True)
+"""
+    + CONFORMANCE
+    + """
 from titans_train.cli import main
 main(sys.argv[1:])
 """
@@ -206,14 +220,15 @@ def test_a_third_party_plugin_installs_lists_and_trains(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TITANS_", "VIRTUAL_ENV"))}
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=subprocess_xla_flags(1))
-    listed = subprocess.run(
-        [python, "-m", "titans_core.cli", "list", "--json"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
+    run_dir = tmp_path / "run"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(SPEC).replace("RUN_DIR", str(run_dir)), encoding="utf-8")
+    trained = subprocess.run(
+        [python, "-c", LIST_CONFORMANCE_THEN_TRAIN, "train", str(spec)], capture_output=True, text=True, env=env
     )
-    rows = {(row["kind"], row["name"]): row for row in json.loads(listed.stdout)["components"]}
+    listed, end, after = trained.stdout.partition(LISTED_END + "\n")
+    assert end, trained.stdout[-2000:] + trained.stderr[-3000:]
+    rows = {(row["kind"], row["name"]): row for row in json.loads(listed)["components"]}
     for kind, name in [
         ("memory_model", "demo_tanh"),
         ("objective", "demo_logcosh"),
@@ -222,13 +237,7 @@ def test_a_third_party_plugin_installs_lists_and_trains(tmp_path: Path) -> None:
         ("variant", "demo_parallel"),
     ]:
         assert rows[(kind, name)]["dist"] == "titans-demo-plugin", rows[(kind, name)]
-    run_dir = tmp_path / "run"
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(textwrap.dedent(SPEC).replace("RUN_DIR", str(run_dir)), encoding="utf-8")
-    trained = subprocess.run(
-        [python, "-c", CONFORMANCE_THEN_TRAIN, "train", str(spec)], capture_output=True, text=True, env=env
-    )
-    assert trained.stdout.startswith("conformance: ok\n"), trained.stdout[-2000:] + trained.stderr[-3000:]
+    assert after.startswith("conformance: ok\n"), trained.stdout[-2000:] + trained.stderr[-3000:]
     assert trained.returncode == 0, trained.stderr[-3000:]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]

@@ -14,16 +14,29 @@ import pytest
 from rich.console import Console
 from titans_train.checkpoint import Checkpoints
 from titans_train.progress import TrainProgress
-from train.conftest import losses, metrics, run_cli, toy_spec, write_spec
+from train.conftest import CliResult, losses, metrics, run_cli, run_cli_in_fixture, toy_spec, write_spec
 
 
 def _train(capsys, tmp_path: Path, spec: dict, *args: str, name: str = "spec.yaml"):
     return run_cli(capsys, [str(write_spec(tmp_path / name, spec)), *args])
 
 
-def test_run_writes_metrics_checkpoints_and_progress(tmp_path: Path, capsys) -> None:
-    run_dir = tmp_path / "run"
-    result = _train(capsys, tmp_path, toy_spec(run_dir, sample={"max_new_tokens": 8, "prompt": "def "}))
+#: the schedule of the six_steps run: its first 3 steps are those of a 3-step run of the same spec (resumed runs
+#: are exact, test_resume_is_exact_and_spec_changes_are_refused)
+SCHEDULE = {"warmup_steps": 2, "decay_steps": 6}
+
+
+@pytest.fixture(scope="module")
+def six_steps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CliResult]:
+    """The default 6-step toy run (evals and checkpoints at 3 and 6, an 8-byte sample; the schedule fixed over 6
+    steps) and its CLI result: read by several tests below (they copy it before changing it)."""
+    root = tmp_path_factory.mktemp("six-steps")
+    spec = toy_spec(root / "run", schedule=SCHEDULE, sample={"max_new_tokens": 8, "prompt": "def "})
+    return root / "run", run_cli_in_fixture([str(write_spec(root / "spec.yaml", spec))])
+
+
+def test_run_writes_metrics_checkpoints_and_progress(six_steps: tuple[Path, CliResult]) -> None:
+    run_dir, result = six_steps
     assert result.code == 0, result.err
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "checkpoints",
@@ -79,11 +92,10 @@ def test_schema(capsys) -> None:
         assert {"model", "data", "optimizer", "schedule", "trainer", "mesh", "checkpoint"} <= set(schema["properties"])
 
 
-def test_resume_is_exact_and_spec_changes_are_refused(tmp_path: Path, capsys) -> None:
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    schedule = {"warmup_steps": 2, "decay_steps": 6}
-    assert _train(capsys, tmp_path, toy_spec(straight, schedule=schedule)).code == 0
-    spec = toy_spec(split, schedule=schedule)
+def test_resume_is_exact_and_spec_changes_are_refused(tmp_path: Path, capsys, six_steps) -> None:
+    straight, split = six_steps[0], tmp_path / "split"  # the straight run: the same spec in one go
+    assert six_steps[1].code == 0
+    spec = toy_spec(split, schedule=SCHEDULE)
     assert _train(capsys, tmp_path, spec, "--set", "trainer.steps=3", name="split.yaml").code == 0
     assert len(losses(split)) == 3
     result = _train(capsys, tmp_path, spec, name="split.yaml")  # trainer.steps back to 6: resumes
@@ -200,36 +212,22 @@ def test_blown_up_weights_stop_the_run_and_the_fork_advice_names_a_sound_checkpo
     assert all(loss <= bound for loss in losses(new_dir)[good:])
 
 
-@pytest.fixture(scope="module")
-def three_steps(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3-step toy run in float32 with the default batch, the reference of the two tests below (read only)."""
-    from titans_train.cli import main
-    from train.toy import toy_registered
-
-    root = tmp_path_factory.mktemp("three-steps")
-    with toy_registered():  # module fixtures run before the autouse one
-        try:
-            main([str(write_spec(root / "spec.yaml", toy_spec(root / "run", trainer={"steps": 3})))])
-        except SystemExit as exc:
-            assert exc.code in (0, None), exc.code
-    return root / "run"
-
-
-def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, capsys, three_steps: Path) -> None:
-    one, two = three_steps, tmp_path / "two"
-    spec = toy_spec(two, trainer={"steps": 3, "grad_accum": 2}, mesh={"data": 4})
+def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, capsys, six_steps) -> None:
+    two = tmp_path / "two"
+    spec = toy_spec(two, schedule=SCHEDULE, trainer={"steps": 3, "grad_accum": 2}, mesh={"data": 4})
     result = _train(capsys, tmp_path, spec, "--set", "mesh.num_devices=4")
     assert result.code == 0, result.err
-    assert losses(two) == pytest.approx(losses(one), abs=1e-5)
+    assert losses(two) == pytest.approx(losses(six_steps[0])[:3], abs=1e-5)
 
 
-def test_bfloat16_compute(tmp_path: Path, capsys, three_steps: Path) -> None:
-    f32, bf16 = three_steps, tmp_path / "bf16"
-    result = _train(capsys, tmp_path, toy_spec(bf16, trainer={"steps": 3}, precision={"compute_dtype": "bfloat16"}))
+def test_bfloat16_compute(tmp_path: Path, capsys, six_steps) -> None:
+    f32, bf16 = losses(six_steps[0])[:3], tmp_path / "bf16"
+    spec = toy_spec(bf16, schedule=SCHEDULE, trainer={"steps": 3}, precision={"compute_dtype": "bfloat16"})
+    result = _train(capsys, tmp_path, spec)
     assert result.code == 0, result.err
     assert all(math.isfinite(x) for x in losses(bf16))
-    assert losses(bf16) == pytest.approx(losses(f32), abs=0.05)
-    assert losses(bf16) != losses(f32)
+    assert losses(bf16) == pytest.approx(f32, abs=0.05)
+    assert losses(bf16) != f32
 
 
 def test_completed_run_is_not_retrained(tmp_path: Path, capsys) -> None:
@@ -240,9 +238,10 @@ def test_completed_run_is_not_retrained(tmp_path: Path, capsys) -> None:
     assert again.code == 0 and "resumed" in again.out and len(losses(run_dir)) == 2
 
 
-def test_plot_and_generate(tmp_path: Path, capsys) -> None:
+def test_plot_and_generate(tmp_path: Path, capsys, six_steps) -> None:
     run_dir = tmp_path / "run"
-    assert _train(capsys, tmp_path, toy_spec(run_dir)).code == 0
+    assert six_steps[1].code == 0
+    shutil.copytree(six_steps[0], run_dir)  # plotting writes into the run directory
     plotted = run_cli(capsys, ["plot", str(run_dir)])
     assert plotted.code == 0 and (run_dir / "plots" / "loss.png").stat().st_size > 1000
     assert (run_dir / "plots" / "eval.png").read_bytes()[:4] == b"\x89PNG"
@@ -255,14 +254,14 @@ def test_plot_and_generate(tmp_path: Path, capsys) -> None:
     assert by_ids.code == 0 and by_ids.out.startswith("100 101 102 32 ")
 
 
-def test_plot_and_generate_errors(tmp_path: Path, capsys) -> None:
+def test_plot_and_generate_errors(tmp_path: Path, capsys, six_steps) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run_cli(capsys, ["plot", str(empty)]).code == 2
     result = run_cli(capsys, ["generate", str(empty), "--prompt", "x"])
     assert result.code == 2 and "not a titans-train run directory" in result.err
     run_dir = tmp_path / "run"
-    assert _train(capsys, tmp_path, toy_spec(run_dir, trainer={"steps": 1})).code == 0
+    shutil.copytree(six_steps[0], run_dir)
     shutil.rmtree(run_dir / "checkpoints")
     result = run_cli(capsys, ["generate", str(run_dir), "--prompt", "x"])
     assert result.code == 2 and "has no checkpoint" in result.err

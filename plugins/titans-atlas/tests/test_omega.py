@@ -87,11 +87,13 @@ def test_split_state_equals_the_whole_sequence_and_decoding_token_by_token(ortho
         p0, q, k, v, gates = random_problem(3, 8, 3, LINEAR)
         call = jax.jit(lambda st, *a, rule=rule: rule(LINEAR, st, *a))
         y, whole = jax.jit(lambda *a, rule=rule: _fast(rule, LINEAR, *a))(p0, q, k, v, gates)
+        # splits mid-chunk; pieces shorter than the window (c = 4) that start mid-chunk and cross a chunk boundary
+        # (2 → 4, 5 → 7); 1 by 1. Piece lengths 6, 2 and 1 only: one compiled program per length
         for pieces in (
             [0, 2, 8],
-            [0, 4, 5, 8],
+            [0, 2, 4, 5, 7, 8],
             list(range(9)),
-        ):  # splits mid-chunk, shorter than the window, 1 by 1
+        ):
             state, ys = rule.init_state(p0), []
             for a, b in zip(pieces[:-1], pieces[1:], strict=True):
                 y_piece, state = call(state, q[a:b], k[a:b], v[a:b], _slice(gates, slice(a, b)))

@@ -43,7 +43,7 @@ def test_gradients_reach_the_coefficients_and_the_inner_memory():
     poly = PolyMemory(PolyMemoryConfig(degree=2), inner=MLPMemory(MLPMemoryConfig(depth=2, expansion=1.0)))
     params = poly.init(jax.random.key(0), 4)
     k, v = jax.random.normal(jax.random.key(3), (2, 6, 4))
-    grads = jax.grad(lambda p: jnp.sum(jnp.square(poly.apply(p, k) - v)))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(jnp.square(poly.apply(p, k) - v))))(params)  # one compiled program
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
 
 
@@ -68,7 +68,7 @@ def _muon_numpy(G, steps=5):  # Muon's zeropower_via_newtonschulz5, in numpy flo
 def test_newton_schulz_is_muons_iteration_and_nearly_orthogonal(shape):
     G = np.random.default_rng(0).normal(size=shape)
     with jax.enable_x64(True):
-        X = np.asarray(newton_schulz(jnp.asarray(G)))
+        X = np.asarray(jax.jit(newton_schulz)(jnp.asarray(G)))  # one compiled program (eager: op by op)
     assert np.allclose(X, _muon_numpy(G), atol=1e-12)
     singular = np.linalg.svd(X, compute_uv=False)
     assert singular.min() > 0.5 and singular.max() < 1.3  # Muon's coefficients: ≈ 1, not exactly
@@ -77,9 +77,14 @@ def test_newton_schulz_is_muons_iteration_and_nearly_orthogonal(shape):
 
 
 def test_newton_schulz_of_zero_is_zero_with_finite_gradients_and_vectors_pass_through():
+    @jax.jit
+    def everything(zero, tree):  # one compiled program (eager: each op of the five iterations compiled alone)
+        grad = jax.grad(lambda g: jnp.sum(newton_schulz(g)))(zero)
+        return newton_schulz(zero), grad, orthogonalize_tree(tree), newton_schulz(tree["w"])
+
     zero = jnp.zeros((3, 3))
-    assert jnp.array_equal(newton_schulz(zero), zero)
-    assert bool(jnp.all(jnp.isfinite(jax.grad(lambda g: jnp.sum(newton_schulz(g)))(zero))))
     tree = {"w": jnp.eye(2) * 3.0, "gain": jnp.asarray([2.0, -1.0])}
-    out = orthogonalize_tree(tree)
-    assert jnp.array_equal(out["gain"], tree["gain"]) and jnp.allclose(out["w"], newton_schulz(tree["w"]))
+    ns_zero, grad, out, ns_w = everything(zero, tree)
+    assert jnp.array_equal(ns_zero, zero)
+    assert bool(jnp.all(jnp.isfinite(grad)))
+    assert jnp.array_equal(out["gain"], tree["gain"]) and jnp.allclose(out["w"], ns_w)
