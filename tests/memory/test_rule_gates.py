@@ -26,7 +26,7 @@ def test_an_undeclared_gate_is_not_created_and_reads_as_zero():
     assert lean.gate_eta is None and full.gate_eta is not None
     assert "gate_eta" not in nnx.to_pure_dict(nnx.state(lean, nnx.Param))
     # the same weights, and η ≡ 0 in the full memory: the outputs agree
-    nnx.update(lean, nnx.state(full, nnx.Param).filter(lambda path, _: "gate_eta" not in path))
+    nnx.update(lean, nnx.filter_state(nnx.state(full, nnx.Param), lambda path, _: "gate_eta" not in path))
     full.gate_eta.kernel[...] = jnp.zeros_like(full.gate_eta.kernel[...])
     full.gate_eta.bias[...] = jnp.full_like(full.gate_eta.bias[...], -1e4)  # σ(−1e4) = 0
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 7, 8)), jnp.float32)
