@@ -95,13 +95,18 @@ def run_cli(capsys: pytest.CaptureFixture[str], args: Sequence[str]) -> CliResul
     from titans_train.cli import main
 
     capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    code = _exit_status(main, args)
     captured = capsys.readouterr()
     return CliResult(code, captured.out, captured.err)
+
+
+def _exit_status(main: Any, args: Sequence[str]) -> int:
+    """``main(args)``'s exit status, as the process would have it (SystemExit(None) is 0, a message is 1)."""
+    try:
+        main(list(args))
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 
 
 def run_cli_in_fixture(args: Sequence[str]) -> CliResult:
@@ -111,11 +116,7 @@ def run_cli_in_fixture(args: Sequence[str]) -> CliResult:
 
     out, err = io.StringIO(), io.StringIO()
     with toy_registered(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = _exit_status(main, args)
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
