@@ -115,6 +115,19 @@ def test_gradient_accumulation_carries_each_micro_batch() -> None:
         np.testing.assert_allclose(np.asarray(got)[:, 0], np.asarray(whole), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["lmm", "mac"])
+def test_the_plan_reads_the_cache_structure_from_the_abstract_model(variant: str) -> None:
+    """The plan has only the model's shapes (``nnx.eval_shape``); a memory variant's cache is made from M_0, a
+    parameter, so the structure must come out of the abstract parameters as it does out of concrete ones (a
+    closure over ShapeDtypeStructs failed here, a bug the toy model of the CLI tests did not reach)."""
+    abstract = split_params(nnx.eval_shape(lambda: tiny(variant, layers=1, chunk=4)))
+    concrete = split_params(tiny(variant, layers=1, chunk=4))
+    treedef, leaves = cache_structure(*abstract, B)
+    want_treedef, want = cache_structure(*concrete, B)
+    assert treedef == want_treedef and leaves
+    assert [(x.shape, x.dtype) for x in leaves] == [(x.shape, x.dtype) for x in want]
+
+
 def test_streams_read_contiguous_regions_and_reset() -> None:
     tokens = np.arange(203)
     layout = BatchLayout(batch_size=4, grad_accum=2, row_lo=0, row_hi=2)
@@ -147,6 +160,28 @@ def _spec(run_dir: Path, **trainer) -> dict:
         mesh={"num_devices": 1},
         schedule={"warmup_steps": 2, "decay_steps": 6},
     )
+
+
+def test_a_memory_variant_trains_with_carried_memory(tmp_path: Path, capsys) -> None:
+    """The CLI end to end with a neural memory in the carried state (LMM, one layer, a matrix memory)."""
+    model = {
+        "name": "lmm",
+        "d_model": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "memory": {
+            "num_heads": 2,
+            "rule": {"name": "momentum_scan", "chunk_size": 4},
+            "model": {"name": "mlp", "depth": 1},
+        },
+    }
+    run_dir = tmp_path / "run"
+    spec = _spec(run_dir, steps=2, eval_every=2, carry_reset_every=4)
+    spec["model"] = model
+    spec["checkpoint"] = {"every": 2, "keep": 1}
+    result = run_cli(capsys, [str(write_spec(tmp_path / "s.yaml", spec))])
+    assert result.code == 0, result.err
+    assert len(losses(run_dir)) == 2 and all(np.isfinite(losses(run_dir)))
 
 
 def test_resume_mid_stream_is_bit_for_bit(tmp_path: Path, capsys) -> None:

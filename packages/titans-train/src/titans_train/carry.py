@@ -51,12 +51,14 @@ class CarrySetup:
 def cache_structure(graphdef: nnx.GraphDef, params: Any, rest: Any, micro_batch: int) -> tuple[Any, Leaves]:
     """(treedef, leaf shapes) of the model's cache for ``micro_batch`` rows (shapes only; nothing is computed).
 
-    ``params`` and ``rest`` are nnx states (abstract or concrete)."""
+    ``params`` and ``rest`` are nnx states (abstract or concrete). They are arguments of the traced function, not
+    constants it closes over: a cache made from the parameters (the neural memory's M_0) reads them, and abstract
+    ShapeDtypeStruct leaves can only be read as tracers."""
 
-    def fresh() -> Any:
+    def fresh(params: Any, rest: Any) -> Any:
         return nnx.merge(graphdef, params, rest).init_cache(micro_batch)
 
-    shapes = jax.eval_shape(fresh)
+    shapes = jax.eval_shape(fresh, params, rest)
     leaves, treedef = jax.tree.flatten(shapes)
     return treedef, leaves
 
