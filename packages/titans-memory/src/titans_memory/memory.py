@@ -60,6 +60,7 @@ class NeuralMemoryConfig(ComponentConfig):
     init_lr: float = Field(0.001, gt=0, description="θ of a fresh model (sets b_θ); must be < max_lr")
     init_momentum: float = Field(0.9, gt=0, lt=1, description="η of a fresh model (sets b_η)")
     init_forget: float = Field(0.01, gt=0, lt=1, description="α of a fresh model (sets b_α): small, so it remembers")
+    min_forget: float = Field(0.0, ge=0, lt=1, description="floor of α (see _gates): horizon ≲ 1/min_forget tokens")
     alpha_per_channel: bool = Field(False, description="one α per output channel (matrix memory only)")
     conv_kernel: int = Field(4, ge=0, description="causal depthwise conv after the q/k/v projections; 0 = none")
     silu: bool = Field(True, description="SiLU after the q/k/v projections (and conv)")
@@ -71,6 +72,8 @@ class NeuralMemoryConfig(ComponentConfig):
     def _lr_below_max(self):
         if self.init_lr >= self.max_lr:
             raise ValueError(f"init_lr must be < max_lr ({self.max_lr}), got {self.init_lr}")
+        if self.init_forget <= self.min_forget:
+            raise ValueError(f"init_forget must be > min_forget ({self.min_forget}), got {self.init_forget}")
         return self
 
 
@@ -180,7 +183,8 @@ class NeuralMemory(nnx.Module):
         used = declared_gates(self.update_rule)
         self.gate_theta = gate(H, cfg.init_lr / cfg.max_lr) if "theta" in used else None
         self.gate_eta = gate(H, cfg.init_momentum) if "eta" in used else None
-        self.gate_alpha = gate(H * C, cfg.init_forget) if "alpha" in used else None
+        alpha0 = (cfg.init_forget - cfg.min_forget) / (1 - cfg.min_forget)  # σ's share of α above the floor
+        self.gate_alpha = gate(H * C, alpha0) if "alpha" in used else None
         self.out_norm = RMSNorm(Dh)
         self.out_gate = linear(d_model, HD, "embed", "heads", rngs=rngs) if cfg.output_gate else None
         self.out_proj = linear(HD, d_model, "heads", "embed", rngs=rngs)
@@ -301,6 +305,10 @@ class NeuralMemory(nnx.Module):
         return (_l2norm(k) if self.config.qk_l2norm else k), v, cache
 
     def _gates(self, x_BxTxD) -> Gates:
+        """θ, η, α per token and head (Eq 13–14). α_t = α_min + (1 − α_min)·σ(x_t w_α + b_α) with α_min =
+        ``min_forget`` (0 by default: the paper's α_t ∈ [0, 1]). Decision: a floor on α bounds how long a write
+        lasts, (1 − α_min)^n after n tokens, so a memory trained on windows of T tokens can be kept from learning a
+        horizon longer than T, which is what makes it age beyond T (the README's length sweep)."""
         B, T, _ = x_BxTxD.shape
         to_heads = lambda g: g.reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)  # noqa: E731
         C = self.head_dim if self.config.alpha_per_channel else 1
@@ -312,6 +320,8 @@ class NeuralMemory(nnx.Module):
         theta = self.config.max_lr * sig(self.gate_theta, 1)[..., 0]
         eta = sig(self.gate_eta, 1)[..., 0]
         alpha = sig(self.gate_alpha, C)
+        if self.gate_alpha is not None and self.config.min_forget:
+            alpha = self.config.min_forget + (1 - self.config.min_forget) * alpha
         objective_T = {
             name: jax.nn.softplus(to_heads(gate(x_BxTxD)))[..., 0] for name, gate in (self.gate_objective or {}).items()
         }

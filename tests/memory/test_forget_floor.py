@@ -1,0 +1,71 @@
+"""The floor on the forget gate (``NeuralMemoryConfig.min_forget``): α_t = α_min + (1 − α_min)·σ(x_t w_α + b_α),
+starting at ``init_forget``; α never falls below the floor whatever the gate's input."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from pydantic import ValidationError
+from titans_memory import MLPMemory, MLPMemoryConfig, MomentumScanRule, NeuralMemory, NeuralMemoryConfig
+
+D, B, T = 8, 2, 5
+
+diagnose = nnx.jit(lambda m, x: m.diagnostics(x, None))
+
+
+def make(**cfg) -> NeuralMemory:
+    return NeuralMemory(
+        NeuralMemoryConfig(num_heads=2, **cfg),
+        d_model=D,
+        rngs=nnx.Rngs(0),
+        update_rule=MomentumScanRule(chunk_size=3),
+        memory_model=MLPMemory(MLPMemoryConfig(depth=1)),
+    )
+
+
+def inputs() -> jax.Array:
+    return jax.random.normal(jax.random.key(1), (B, T, D))
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.02])
+def test_a_fresh_memory_starts_at_init_forget(floor):
+    m = make(init_forget=0.05, min_forget=floor)
+    m.gate_alpha.kernel[...] = jnp.zeros_like(m.gate_alpha.kernel[...])  # α then depends on the bias alone
+    stats = diagnose(m, inputs())
+    for stat in ("alpha_min", "alpha_max"):
+        assert float(stats[stat]) == pytest.approx(0.05, rel=1e-5), stat
+
+
+def test_alpha_is_the_floor_plus_the_scaled_gate_map():
+    m, x = make(init_forget=0.05, min_forget=0.02, alpha_per_channel=True), inputs()
+    stats = diagnose(m, x)
+    z = np.asarray(x @ m.gate_alpha.kernel[...] + m.gate_alpha.bias[...])
+    alpha = 0.02 + 0.98 / (1 + np.exp(-z))
+    for stat, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
+        assert float(stats[f"alpha_{stat}"]) == pytest.approx(float(fn(alpha)), rel=1e-5), stat
+
+
+def test_alpha_never_falls_below_the_floor():
+    m = make(init_forget=0.05, min_forget=0.02)
+    m.gate_alpha.bias[...] = jnp.full_like(m.gate_alpha.bias[...], -200.0)  # σ(·) = 0 in float32
+    stats = diagnose(m, inputs())
+    assert float(stats["alpha_min"]) == pytest.approx(0.02, rel=1e-6)
+    assert float(stats["alpha_max"]) == pytest.approx(0.02, rel=1e-6)
+    without = make(init_forget=0.05)
+    without.gate_alpha.bias[...] = jnp.full_like(without.gate_alpha.bias[...], -200.0)
+    assert float(diagnose(without, inputs())["alpha_max"]) < 1e-30  # the floor is what kept it up
+
+
+@pytest.mark.parametrize("init, floor", [(0.01, 0.01), (0.01, 0.05)])
+def test_init_forget_must_lie_above_the_floor(init, floor):
+    with pytest.raises(ValidationError, match="init_forget must be > min_forget"):
+        NeuralMemoryConfig(init_forget=init, min_forget=floor)
+
+
+def test_the_floor_lies_in_zero_one():
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValidationError, match="min_forget"):
+            NeuralMemoryConfig(min_forget=bad)
