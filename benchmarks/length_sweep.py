@@ -28,6 +28,7 @@ TEXT = ROOT / "benchmarks" / "data" / "licenses.txt"
 _T128 = ["data.seq_len=128", "model.window=64", "model.segment=64", "trainer.batch_size=16", "checkpoint.every=400"]
 _TOKEN, _CHUNK = ["model.memory.rule.read=token"], ["model.memory.rule.read=chunk"]
 _CARRY8 = ["model.memory.init_forget=0.01", "trainer.carry_memory=true", "trainer.carry_reset_every=8"]
+_FLOOR = ["model.memory.init_forget=0.03", "model.memory.min_forget=0.02"]
 SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
     "lm128": [
         ("swa", "../experiments/lm/swa.yaml", _T128),
@@ -48,6 +49,12 @@ SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
         *[
             (f"lmm-token-forget0.01{tag}{seed_tag}", "../experiments/lm/lmm.yaml", _T128 + _TOKEN + sets + seed)
             for tag, sets in (("", ["model.memory.init_forget=0.01"]), ("-carry8", _CARRY8))
+            for seed_tag, seed in (("", []), ("-seed1", ["trainer.seed=1"]))
+        ],
+        # a floor on α (model.memory.min_forget = 0.02: a write keeps at most 0.98^128 ≈ 7.5% after one window),
+        # starting at α₀ = 0.03, two seeds
+        *[
+            (f"lmm-token-forget0.03-floor0.02{seed_tag}", "../experiments/lm/lmm.yaml", _T128 + _TOKEN + _FLOOR + seed)
             for seed_tag, seed in (("", []), ("-seed1", ["trainer.seed=1"]))
         ],
     ],

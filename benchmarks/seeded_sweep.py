@@ -40,6 +40,7 @@ class Sweep:
 
 _MQAR_600 = ["trainer.steps=600", "trainer.eval_every=600", "checkpoint.every=600"]
 _NIAH = ["trainer.eval_every=800", "checkpoint.every=800"]
+_NIAH_1500 = ["trainer.steps=1500", "trainer.eval_every=1500", "checkpoint.every=1500"]
 SWEEPS: dict[str, Sweep] = {
     # MAC's write (model.mac_write): MQAR with the delay of 32 (T = 64), 600 steps (where MAC was at 25% with y)
     "mac_write_mqar": Sweep(
@@ -63,7 +64,9 @@ SWEEPS: dict[str, Sweep] = {
                 "experiments/niah/mac.yaml",
                 _NIAH + ["model.mac_write=x+y", "model.segment=64", "model.memory.rule.read=token"],
             )
-        },
+        }
+        # the training budget: the segment-64 row with 1,500 steps (the MQAR experiments' budget) instead of 800
+        | {"x+y@seg64@1500": ("experiments/niah/mac.yaml", _NIAH_1500 + ["model.mac_write=x+y", "model.segment=64"])},
     ),
 }
 
