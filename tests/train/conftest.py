@@ -57,6 +57,15 @@ def _toy_registered() -> Iterator[None]:
         yield
 
 
+#: ``model.memory`` of the train tests' small memory variants: a linear (depth-1) memory, a Titans memory state
+#: (weights and momentum, updated per chunk of 4) whose training step compiles in a fraction of the MLP memory's time
+LINEAR_MEMORY: dict[str, Any] = {
+    "num_heads": 2,
+    "rule": {"name": "momentum_scan", "chunk_size": 4},
+    "model": {"name": "mlp", "depth": 1},
+}
+
+
 def toy_spec(run_dir: Path, corpus: Path | None = None, **sections: Any) -> dict[str, Any]:
     """A tiny training spec (toy model, a few steps); ``sections`` replace/extend top-level sections."""
     source = {"name": "text", "paths": [str(corpus)]} if corpus else {"name": "python_stdlib", "max_bytes": 60_000}

@@ -18,7 +18,7 @@ from titans_train.checkpoint import Checkpoints
 from titans_train.data.pipeline import BatchLayout
 from titans_train.data.streams import StreamBatches, stream_period, stream_starts
 from titans_train.plan import split_params
-from train.conftest import losses, run_cli, toy_spec, write_spec
+from train.conftest import LINEAR_MEMORY, losses, run_cli, toy_spec, write_spec
 from variants_utils import tiny
 
 T, B, K = 8, 2, 3  # window, rows, windows
@@ -164,24 +164,14 @@ def _spec(run_dir: Path, **trainer) -> dict:
 
 def test_a_memory_variant_trains_with_carried_memory(tmp_path: Path, capsys) -> None:
     """The CLI end to end with a neural memory in the carried state (LMM, one layer, a matrix memory)."""
-    model = {
-        "name": "lmm",
-        "d_model": 16,
-        "num_layers": 1,
-        "num_heads": 2,
-        "memory": {
-            "num_heads": 2,
-            "rule": {"name": "momentum_scan", "chunk_size": 4},
-            "model": {"name": "mlp", "depth": 1},
-        },
-    }
     run_dir = tmp_path / "run"
     spec = _spec(run_dir, steps=2, eval_every=2, carry_reset_every=4)
-    spec["model"] = model
+    spec["model"] = {"name": "lmm", "d_model": 16, "num_layers": 1, "num_heads": 2, "memory": LINEAR_MEMORY}
     spec["checkpoint"] = {"every": 2, "keep": 1}
     result = run_cli(capsys, [str(write_spec(tmp_path / "s.yaml", spec))])
     assert result.code == 0, result.err
-    assert len(losses(run_dir)) == 2 and all(np.isfinite(losses(run_dir)))
+    trained = losses(run_dir)
+    assert len(trained) == 2 and all(np.isfinite(trained))
 
 
 def test_resume_mid_stream_is_bit_for_bit(tmp_path: Path, capsys) -> None:

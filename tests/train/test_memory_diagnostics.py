@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from titans_memory import DIAGNOSTIC_KEYS
 from titans_train.plot_memory import memory_series
-from train.conftest import losses, metrics, run_cli, toy_spec, write_spec
+from train.conftest import LINEAR_MEMORY, losses, metrics, run_cli, toy_spec, write_spec
 
 TINY_LMM = {
     "name": "lmm",
@@ -22,13 +22,8 @@ TINY_LMM = {
     "segment": 8,
     "num_persistent": 2,
     "ffn_hidden": 24,
-    "memory": {
-        "num_heads": 2,
-        "rule": {"name": "momentum_scan", "chunk_size": 4},
-        # a linear (depth-1) memory: the diagnostics are the same keys for any memory model, and its training step
-        # compiles in a fraction of the MLP memory's time
-        "model": {"name": "mlp", "depth": 1},
-    },
+    # a linear (depth-1) memory: the diagnostics are the same keys for any memory model
+    "memory": LINEAR_MEMORY,
 }
 
 

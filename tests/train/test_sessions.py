@@ -20,6 +20,7 @@ import pytest
 from flax import nnx
 from titans_attention.decoding import generate, generate_with_cache
 from titans_train import sessions
+from train.conftest import LINEAR_MEMORY as TRAIN_MEMORY
 from train.conftest import run_cli, script_env, start_cli, toy_spec, write_spec
 from train.test_eval_cli import run_eval
 from variants_utils import tiny
@@ -114,12 +115,7 @@ def _trained(tmp_path: Path, capsys) -> Path:
         "num_heads": 2,
         "window": 8,
         "ffn_hidden": 24,
-        # a linear (depth-1) memory: a Titans memory state to carry, at a fraction of the MLP memory's compile time
-        "memory": {
-            "num_heads": 2,
-            "rule": {"name": "momentum_scan", "chunk_size": 4},
-            "model": {"name": "mlp", "depth": 1},
-        },
+        "memory": TRAIN_MEMORY,  # a Titans memory state to carry, at a fraction of the MLP memory's compile time
     }
     spec = toy_spec(run_dir, model=model, trainer={"steps": 1, "batch_size": 8, "eval_every": None, "log_every": 1})
     spec["checkpoint"] = {"every": 1, "keep": 1}

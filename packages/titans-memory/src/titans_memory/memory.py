@@ -69,7 +69,7 @@ class NeuralMemoryConfig(ComponentConfig):
     output_gate: bool = Field(True, description="multiply the read-out by σ(x W_g)")
 
     @model_validator(mode="after")
-    def _lr_below_max(self):
+    def _start_values_in_range(self):
         if self.init_lr >= self.max_lr:
             raise ValueError(f"init_lr must be < max_lr ({self.max_lr}), got {self.init_lr}")
         if self.init_forget <= self.min_forget:
