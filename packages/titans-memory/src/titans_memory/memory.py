@@ -8,8 +8,9 @@ Drop it into any Flax NNX model::
 
 Per token and head: k_t = x_t W_K, v_t = x_t W_V, q_t = x_t W_Q (Eq 11, 15), each followed by a causal depthwise
 convolution (kernel 4) and SiLU, with q and k ℓ2-normalised (the revision, §4.4); data-dependent gates
-θ_t = max_lr·σ(x_t w_θ), η_t = σ(x_t w_η), α_t = σ(x_t w_α) (and softplus(x_t w_p) for each per-token parameter p the
-objective declares in ``token_params``, e.g. Yaad's δ_t); the update rule evolves the memory (Eq 13–14, 16) by
+θ_t = max_lr·σ(x_t w_θ), η_t = η_max·σ(x_t w_η), α_t = α_min + (1 − α_min)·σ(x_t w_α) (η_max = 1 and α_min = 0 by
+default, see ``_gates``; and softplus(x_t w_p) for each per-token parameter p the objective declares in
+``token_params``, e.g. Yaad's δ_t); the update rule evolves the memory (Eq 13–14, 16) by
 gradients of the objective (the inner loss; ℓ2 of Eq 12 by default) and reads y_t = M*(q_t) (Eq 15); the
 output is RMSNorm(y) ⊙ σ(x W_g), projected back to the model width.
 
@@ -59,6 +60,7 @@ class NeuralMemoryConfig(ComponentConfig):
     max_lr: float = Field(0.01, gt=0, description="θ_t = max_lr · σ(x_t w_θ + b_θ) (see the module docstring)")
     init_lr: float = Field(0.001, gt=0, description="θ of a fresh model (sets b_θ); must be < max_lr")
     init_momentum: float = Field(0.9, gt=0, lt=1, description="η of a fresh model (sets b_η)")
+    max_momentum: float = Field(1.0, gt=0, le=1, description="ceiling of η (see _gates): a surprise lasts ≲ 1/(1 − η)")
     init_forget: float = Field(0.01, gt=0, lt=1, description="α of a fresh model (sets b_α): small, so it remembers")
     min_forget: float = Field(0.0, ge=0, lt=1, description="floor of α (see _gates): horizon ≲ 1/min_forget tokens")
     alpha_per_channel: bool = Field(False, description="one α per output channel (matrix memory only)")
@@ -72,6 +74,8 @@ class NeuralMemoryConfig(ComponentConfig):
     def _start_values_in_range(self):
         if self.init_lr >= self.max_lr:
             raise ValueError(f"init_lr must be < max_lr ({self.max_lr}), got {self.init_lr}")
+        if self.init_momentum >= self.max_momentum:
+            raise ValueError(f"init_momentum must be < max_momentum ({self.max_momentum}), got {self.init_momentum}")
         if self.init_forget <= self.min_forget:
             raise ValueError(f"init_forget must be > min_forget ({self.min_forget}), got {self.init_forget}")
         return self
@@ -182,7 +186,7 @@ class NeuralMemory(nnx.Module):
         # are zeros: no step (θ), no momentum (η), no forgetting (α)
         used = declared_gates(self.update_rule)
         self.gate_theta = gate(H, cfg.init_lr / cfg.max_lr) if "theta" in used else None
-        self.gate_eta = gate(H, cfg.init_momentum) if "eta" in used else None
+        self.gate_eta = gate(H, cfg.init_momentum / cfg.max_momentum) if "eta" in used else None
         alpha0 = (cfg.init_forget - cfg.min_forget) / (1 - cfg.min_forget)  # σ's share of α above the floor
         self.gate_alpha = gate(H * C, alpha0) if "alpha" in used else None
         self.out_norm = RMSNorm(Dh)
@@ -308,7 +312,11 @@ class NeuralMemory(nnx.Module):
         """θ, η, α per token and head (Eq 13–14). α_t = α_min + (1 − α_min)·σ(x_t w_α + b_α) with α_min =
         ``min_forget`` (0 by default: the paper's α_t ∈ [0, 1]). Decision: a floor on α bounds how long a write
         lasts, (1 − α_min)^n after n tokens, so a memory trained on windows of T tokens can be kept from learning a
-        horizon longer than T, which is what makes it age beyond T (the README's length sweep)."""
+        horizon longer than T, which is what makes it age beyond T (the README's length sweep).
+        η_t = η_max·σ(x_t w_η + b_η) with η_max = ``max_momentum`` (1 by default: the paper's η_t ∈ [0, 1]). Decision:
+        a ceiling on η bounds how long a surprise keeps moving M, η_max^n after n tokens; with η → 1 (which MQAR
+        training reached) S_t barely decays and M keeps drifting by S past the training length (README, "Recall at
+        8×")."""
         B, T, _ = x_BxTxD.shape
         to_heads = lambda g: g.reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)  # noqa: E731
         C = self.head_dim if self.config.alpha_per_channel else 1
@@ -318,7 +326,7 @@ class NeuralMemory(nnx.Module):
             else jnp.zeros((B, self.num_heads, T, n), x_BxTxD.dtype)
         )
         theta = self.config.max_lr * sig(self.gate_theta, 1)[..., 0]
-        eta = sig(self.gate_eta, 1)[..., 0]
+        eta = self.config.max_momentum * sig(self.gate_eta, 1)[..., 0]
         alpha = sig(self.gate_alpha, C)
         if self.gate_alpha is not None and self.config.min_forget:
             alpha = self.config.min_forget + (1 - self.config.min_forget) * alpha
