@@ -1,0 +1,38 @@
+"""The benchmark sweeps' rows are valid specs, and the S-NIAH by-depth table groups what titans-eval counted."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from titans_train.spec_check import load_train_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SWEEPS = _script("seeded_sweep").SWEEPS
+ROWS = [(sweep, row) for sweep, s in SWEEPS.items() for row in s.rows]
+
+
+@pytest.mark.parametrize("sweep, row", ROWS, ids=[f"{s}:{r}" for s, r in ROWS])
+def test_every_seeded_sweep_row_is_a_valid_spec(sweep, row):
+    spec_path, overrides = SWEEPS[sweep].rows[row]
+    spec, _ = load_train_spec(ROOT / "specs" / spec_path, overrides)
+    assert spec.data.source.name == SWEEPS[sweep].task  # the row is scored on the task it trains
+
+
+def test_niah_by_depth_groups_depths_in_order_and_keeps_every_count():
+    by_depth = {f"{d:.3f}": [i % 3, 2] for i, d in enumerate(x / 39 for x in range(40))}
+    groups = _script("niah_by_depth").buckets(by_depth, 5)
+    assert len(groups) == 5
+    assert [t for _, t in groups] == [16] * 5
+    assert sum(c for c, _ in groups) == sum(c for c, _ in by_depth.values())
+    assert groups[0][0] == sum(i % 3 for i in range(8))  # the 8 lowest depths come first
