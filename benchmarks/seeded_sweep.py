@@ -6,10 +6,11 @@
 
 A row is a spec (relative to ``specs/``) with ``--set`` overrides; each (row, seed) trains in its own run
 directory under ``--runs`` (kept, so ``niah_probe.py`` and ``titans-eval`` can look at it again; a finished run is
-not trained again). ``--jobs 2`` trains two runs at once, each pinned to one core; every run shares one
-persistent JAX compilation cache, so seeds after the first reuse the compiled step. Results go to
-``benchmarks/results/seeded/<sweep>.{json,md}``: per run the final training loss, minutes, and the evaluation
-at each context; rows not run this time keep their earlier results. Minutes are wall time on the 2-core machine
+not trained again, and a run scored before at the sweep's contexts is not scored again). ``--jobs 2`` trains two
+runs at once, each pinned to one core; every run shares one persistent JAX compilation cache, so seeds after the
+first reuse the compiled step. Results go to ``benchmarks/results/seeded/<sweep>.{json,md}``: per run the final
+training loss, minutes, and the evaluation at each context; rows not run this time keep their earlier results
+(rows since removed from the sweep are dropped). Minutes are wall time on the 2-core machine
 while other jobs may share it: an upper bound.
 """
 
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     result_path = args.out / f"{args.sweep}.json"
     earlier = json.loads(result_path.read_text())["runs"] if result_path.exists() else []
     todo = [(row, seed) for row in rows for seed in args.seeds]
-    results = [r for r in earlier if (r["row"], r["seed"]) not in set(todo)]
+    results = [r for r in earlier if r["row"] in sweep.rows and (r["row"], r["seed"]) not in set(todo)]
     log = args.out / f"{args.sweep}.log"
 
     cores: queue.Queue[int | None] = queue.Queue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,15 @@ def test_niah_by_depth_groups_depths_in_order_and_keeps_every_count():
     assert [t for _, t in groups] == [16] * 5
     assert sum(c for c, _ in groups) == sum(c for c, _ in by_depth.values())
     assert groups[0][0] == sum(i % 3 for i in range(8))  # the 8 lowest depths come first
+
+
+def test_a_run_is_scored_again_only_when_its_evaluation_differs(tmp_path):
+    module = _script("seeded_sweep")
+    sweep = module.Sweep("mqar", (64, 128), 256, {})
+    scored = tmp_path / "eval_mqar.json"
+    assert not module._scored_as(scored, sweep)  # never scored
+    results = [{"context": c, "examples": 256, "seed": 1} for c in (64, 128)]
+    scored.write_text(json.dumps({"runs": [{"results": results}]}))
+    assert module._scored_as(scored, sweep)
+    assert not module._scored_as(scored, module.Sweep("mqar", (64, 128, 256), 256, {}))  # a context more
+    assert not module._scored_as(scored, module.Sweep("mqar", (64, 128), 64, {}))  # fewer examples
