@@ -9,9 +9,9 @@ directory under ``--runs`` (kept, so ``niah_probe.py`` and ``titans-eval`` can l
 not trained again, and a run scored before at the sweep's contexts is not scored again). ``--jobs 2`` trains two
 runs at once, each pinned to one core; every run shares one persistent JAX compilation cache, so seeds after the
 first reuse the compiled step. Results go to ``benchmarks/results/seeded/<sweep>.{json,md}``: per run the final
-training loss, minutes, and the evaluation at each context; rows not run this time keep their earlier results
-(rows since removed from the sweep are dropped). Minutes are wall time on the 2-core machine
-while other jobs may share it: an upper bound.
+training loss, minutes, the evaluation at each context and the memory's diagnostics at the first; rows not run
+this time keep their earlier results (rows since removed from the sweep are dropped). Minutes are wall time on the
+2-core machine while other jobs may share it: an upper bound.
 """
 
 from __future__ import annotations
@@ -242,6 +242,8 @@ def train_and_score(sweep: Sweep, name: str, row: str, seed: int, runs: Path, lo
     if result["eval_status"] == 0:
         doc = json.loads(scored.read_text())
         result["accuracy"] = {str(r["context"]): r["accuracy"] for r in doc["runs"][0]["results"]}
+        # the memory's gates and norms per layer at the training length (titans-eval diagnostics), when recorded
+        result["memory_at_T"] = doc["runs"][0]["results"][0].get("memory")
     return result
 
 
