@@ -10,8 +10,9 @@ not trained again, and a run scored before at the sweep's contexts is not scored
 runs at once, each pinned to one core; every run shares one persistent JAX compilation cache, so seeds after the
 first reuse the compiled step. Results go to ``benchmarks/results/seeded/<sweep>.{json,md}``: per run the final
 training loss, minutes, the evaluation at each context and the memory's diagnostics at the first; rows not run
-this time keep their earlier results (rows since removed from the sweep are dropped). Minutes are wall time on the
-2-core machine while other jobs may share it: an upper bound.
+this time keep their earlier results (rows since removed from the sweep are dropped), and a run's earlier result
+stays until the run finishes again. Minutes are wall time on the 2-core machine while other jobs may share it: an
+upper bound.
 """
 
 from __future__ import annotations
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     result_path = args.out / f"{args.sweep}.json"
     earlier = json.loads(result_path.read_text())["runs"] if result_path.exists() else []
     todo = [(row, seed) for row in rows for seed in args.seeds]
-    results = [r for r in earlier if r["row"] in sweep.rows and (r["row"], r["seed"]) not in set(todo)]
+    # earlier results stay until their run finishes again: an interrupted sweep loses none of them
+    by_run = {(r["row"], r["seed"]): r for r in earlier if r["row"] in sweep.rows}
     log = args.out / f"{args.sweep}.log"
 
     cores: queue.Queue[int | None] = queue.Queue()
@@ -319,7 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(one, row, seed) for row, seed in todo]
         for f in futures:
-            results.append(f.result())
+            r = f.result()
+            by_run[r["row"], r["seed"]] = r
+            results = list(by_run.values())
             summary = summarise(sweep, results)
             doc = {
                 "sweep": args.sweep,
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
             }
             result_path.write_text(json.dumps(doc, indent=2) + "\n")
             (args.out / f"{args.sweep}.md").write_text(markdown(args.sweep, sweep, summary))
-    print(markdown(args.sweep, sweep, summarise(sweep, results)))
+    print(markdown(args.sweep, sweep, summarise(sweep, list(by_run.values()))))
 
 
 if __name__ == "__main__":

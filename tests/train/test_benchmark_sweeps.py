@@ -49,3 +49,23 @@ def test_a_run_is_scored_again_only_when_its_evaluation_differs(tmp_path):
     assert module._scored_as(scored, sweep)
     assert not module._scored_as(scored, module.Sweep("mqar", (64, 128, 256), 256, {}))  # a context more
     assert not module._scored_as(scored, module.Sweep("mqar", (64, 128), 64, {}))  # fewer examples
+
+
+def test_an_interrupted_sweep_keeps_the_earlier_results_it_did_not_replace(tmp_path, monkeypatch):
+    module = _script("seeded_sweep")
+    name, row = "horizon_mqar", "lmm"
+    score = lambda a: {str(c): a for c in module.SWEEPS[name].contexts}  # noqa: E731
+    earlier = [{"row": row, "seed": s, "status": 0, "train_minutes": 1.0, "accuracy": score(0.5)} for s in (0, 1)]
+    (tmp_path / f"{name}.json").write_text(json.dumps({"runs": earlier}))
+
+    def fake(sweep, sweep_name, row_name, seed, runs, log, core):
+        if seed == 1:
+            raise KeyboardInterrupt  # stopped before its run finished again
+        return {"row": row_name, "seed": seed, "status": 0, "train_minutes": 2.0, "accuracy": score(0.9)}
+
+    monkeypatch.setattr(module, "train_and_score", fake)
+    with pytest.raises(KeyboardInterrupt):
+        module.main([name, "--only", row, "--seeds", "0", "1", "--out", str(tmp_path), "--runs", str(tmp_path)])
+    runs = {r["seed"]: r for r in json.loads((tmp_path / f"{name}.json").read_text())["runs"]}
+    assert runs[0]["accuracy"] == score(0.9)  # replaced by the new result
+    assert runs[1]["accuracy"] == score(0.5)  # kept
