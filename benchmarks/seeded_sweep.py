@@ -45,6 +45,11 @@ _NIAH = ["trainer.eval_every=800", "checkpoint.every=800"]
 _NIAH_1500 = ["trainer.steps=1500", "trainer.eval_every=1500", "checkpoint.every=1500"]
 
 
+_LONG = ["model.memory.num_heads=1", "model.memory.init_forget=1e-5"]  # one head of 64, a long horizon
+_ETA = ["model.memory.max_momentum=0.95"]
+_RECIPE = _LONG + ["model.memory.init_lr=0.005"]  # the S-NIAH recipe of the README
+
+
 def _mac(variant: str, task: str) -> list[str]:
     """MAC's settings where the sweeps below change the memory: the library's write (x+y; the experiment specs
     keep y, as measured) and, for S-NIAH, the segment of 64 that puts the question's key in the answer's segment."""
@@ -80,49 +85,30 @@ SWEEPS: dict[str, Sweep] = {
         # the training budget: the segment-64 row with 1,500 steps (the MQAR experiments' budget) instead of 800
         | {"x+y@seg64@1500": ("experiments/niah/mac.yaml", _NIAH_1500 + ["model.mac_write=x+y", "model.segment=64"])},
     ),
-    # Recall at 8x the training length (issue 21): the experiment specs with a longer memory horizon, α₀ (the
-    # initial forgetting, model.memory.init_forget) lowered to 1e-5: a write keeps (1 - 1e-5)^2560 ≈ 97% of itself
-    # over the longest context, where the specs' α₀ (1e-3 for S-NIAH, 1e-2 for MQAR) keeps 8% and ~0%
+    # Recall at 8x the training length (issue 21), the rows that were run. α₀ (model.memory.init_forget) 1e-5: a
+    # write keeps (1 - 1e-5)^2560 ≈ 97% of itself over the longest context, where the specs' α₀ (1e-3 for S-NIAH,
+    # 1e-2 for MQAR) keeps 8% and ~0%. One memory head of 64: a write of another key erodes a stored one by
+    # ~θ/d_head, 4x slower than the specs' four heads of 16. θ₀ (init_lr) 0.005 instead of 0.05: a write gate that
+    # starts nearly closed, so training opens it where a write pays (the needle) and the haystack's writes stay small
     "horizon_niah": Sweep(
         "niah",
         (320, 640, 1280, 2560),
         64,
         {
-            f"{v}@forget{a}": (f"experiments/niah/{v}.yaml", _NIAH + [f"model.memory.init_forget={a}"])
-            for v in ("lmm", "mag", "mal")
-            for a in ("1e-5",)
+            "lmm@forget1e-5": ("experiments/niah/lmm.yaml", _NIAH + _LONG[1:]),
+            "lmm@heads1@forget1e-5": ("experiments/niah/lmm.yaml", _NIAH + _LONG),
+            "lmm@heads1@forget1e-5@eta0.95": ("experiments/niah/lmm.yaml", _NIAH + _LONG + _ETA),
+            "lmm@heads1@forget1e-5@theta0.001": (
+                "experiments/niah/lmm.yaml",
+                _NIAH + _LONG + ["model.memory.init_lr=0.001"],
+            ),
         }
-        # wider memory heads (see horizon_mqar) with the long horizon
         | {
-            f"{v}@heads{h}@forget1e-5": (
-                f"experiments/niah/{v}.yaml",
-                _NIAH + [f"model.memory.num_heads={h}", "model.memory.init_forget=1e-5"],
-            )
+            f"{v}@heads1@forget1e-5@theta0.005": (f"experiments/niah/{v}.yaml", _NIAH + _RECIPE)
             for v in ("lmm", "mag", "mal")
-            for h in (1, 2)
-        }
-        # and a ceiling on the momentum η (see horizon_mqar)
-        | {
-            f"{v}@heads1@forget1e-5@eta{e}": (
-                f"experiments/niah/{v}.yaml",
-                _NIAH + ["model.memory.num_heads=1", "model.memory.init_forget=1e-5", f"model.memory.max_momentum={e}"],
-            )
-            for v in ("lmm", "mag", "mal")
-            for e in ("0.95",)
-        }
-        # a write gate that starts nearly closed (θ₀ = init_lr 0.005 instead of 0.05): training opens it where a
-        # write pays (the needle), and the haystack's writes, which erode the needle, stay 10x weaker
-        | {
-            f"{v}@heads1@forget1e-5@theta{t}": (
-                f"experiments/niah/{v}.yaml",
-                _NIAH + ["model.memory.num_heads=1", "model.memory.init_forget=1e-5", f"model.memory.init_lr={t}"],
-            )
-            for v in ("lmm", "mag", "mal")
-            for t in ("0.005", "0.001")
         },
     ),
-    # the S-NIAH recipe with the MQAR experiments' 1,500 steps (its write gate starts nearly closed, and 800 steps
-    # left seed 1 short of training at T)
+    # the recipe with the MQAR experiments' 1,500 steps (800 left seed 1 short of training at T)
     "horizon_niah_1500": Sweep(
         "niah",
         (320, 640, 1280, 2560),
@@ -130,47 +116,25 @@ SWEEPS: dict[str, Sweep] = {
         {
             f"{v}@heads1@forget1e-5@theta0.005@1500": (
                 f"experiments/niah/{v}.yaml",
-                _NIAH_1500
-                + ["model.memory.num_heads=1", "model.memory.init_forget=1e-5", "model.memory.init_lr=0.005"]
-                + _mac(v, "niah"),
+                _NIAH_1500 + _RECIPE + _mac(v, "niah"),
             )
             for v in ("lmm", "mag", "mac", "mal")
         },
     ),
+    # MQAR: the specs unchanged (the variant comparison's settings) and with the ceiling on η
+    # (model.memory.max_momentum) for every variant; the other rows are LMM's one-seed probes
     "horizon_mqar": Sweep(
         "mqar",
         (64, 128, 256, 512),
         256,
         {
-            f"{v}@forget{a}": (f"experiments/mqar/{v}.yaml", [f"model.memory.init_forget={a}"])
-            for v in ("lmm", "mag", "mal")
-            for a in ("1e-5",)
+            "lmm": ("experiments/mqar/lmm.yaml", []),
+            "lmm@forget1e-5": ("experiments/mqar/lmm.yaml", _LONG[1:]),
+            "lmm@heads1": ("experiments/mqar/lmm.yaml", _LONG[:1]),
+            "lmm@heads1@eta0.95": ("experiments/mqar/lmm.yaml", _LONG[:1] + _ETA),
         }
-        # wider memory heads: a write of a random filler key erodes a stored pair by ~θ/d_head on average, so one
-        # head of 64 (or two of 32) erodes 4x (2x) slower than the specs' four heads of 16
         | {
-            f"{v}@heads{h}": (f"experiments/mqar/{v}.yaml", [f"model.memory.num_heads={h}"] + _mac(v, "mqar"))
-            for v in ("lmm", "mag", "mac", "mal")
-            for h in (1, 2)
-        }
-        # and a ceiling on the momentum η (model.memory.max_momentum): with one head LMM's layer 0 trained η to 1.00
-        | {
-            f"{v}@heads1@eta{e}": (
-                f"experiments/mqar/{v}.yaml",
-                ["model.memory.num_heads=1", f"model.memory.max_momentum={e}"] + _mac(v, "mqar"),
-            )
-            for v in ("lmm", "mag", "mac", "mal")
-            for e in ("0.95",)
-        }
-        # the specs unchanged (the variant comparison's settings), for the side by side
-        | {"lmm": ("experiments/mqar/lmm.yaml", [])}
-        # the ceiling alone, with the specs' four heads (MAC writing x+y, the library default)
-        | {
-            f"{v}@eta0.95": (
-                f"experiments/mqar/{v}.yaml",
-                ["model.memory.max_momentum=0.95"] + _mac(v, "mqar"),
-            )
-            for v in ("lmm", "mag", "mac", "mal")
+            f"{v}@eta0.95": (f"experiments/mqar/{v}.yaml", _ETA + _mac(v, "mqar")) for v in ("lmm", "mag", "mac", "mal")
         },
     ),
 }
