@@ -186,6 +186,22 @@ class MACMixer(nnx.Module):
     def __call__(self, x):
         return self.prefill(x)[0]
 
+    def _segments(self, x, state: MemoryState, start, keep: bool):
+        """Whole segments: x (T a multiple of the segment) from the memory ``state`` at token index ``start`` (a
+        segment boundary), segment after segment (``lax.scan``). Returns (o, u or None, the state after x)."""
+        B, T, D = x.shape
+        S = self.segment
+        xs = x.reshape(B, T // S, S, D).swapaxes(0, 1)
+
+        def step(state, inp):
+            x_s, s = inp
+            o, u, state = self._segment(x_s, state, start + s * S + jnp.arange(S))
+            return state, ((o, u) if keep else o)
+
+        state, out = jax.lax.scan(step, state, (xs, jnp.arange(T // S)))
+        flat = lambda a: a.swapaxes(0, 1).reshape(B, T, D)  # noqa: E731
+        return (flat(out[0]), flat(out[1]), state) if keep else (flat(out), None, state)
+
     def prefill(self, x):
         B, T, D = x.shape
         S = self.segment
@@ -194,24 +210,15 @@ class MACMixer(nnx.Module):
         state, outs = cache.memory, []
         keep, written = capturing(), []  # the memory's inputs u, kept only when diagnostics are captured
         if n_full:
-            xs = x[:, : n_full * S].reshape(B, n_full, S, D).swapaxes(0, 1)
-
-            def step(state, inp):
-                x_s, s = inp
-                o, y, state = self._segment(x_s, state, s * S + jnp.arange(S))
-                return state, ((o, y) if keep else o)
-
-            state, o = jax.lax.scan(step, state, (xs, jnp.arange(n_full)))
-            if keep:
-                o, y = o
-                written.append(y.swapaxes(0, 1).reshape(B, n_full * S, D))
-            outs.append(o.swapaxes(0, 1).reshape(B, n_full * S, D))
+            o, u, state = self._segments(x[:, : n_full * S], state, 0, keep)
+            outs.append(o)
+            written.append(u)
         attn_cache = cache.attn._replace(pos=jnp.asarray(n_full * S, jnp.int32))
         cache = MACCache(attn_cache, state, state.rule.start)
         if T > n_full * S:  # the unfinished last segment continues exactly as decoding would
-            o, y, cache = self._decode_segment_tail(x[:, n_full * S :], cache)
+            o, u, cache = self._decode_segment_tail(x[:, n_full * S :], cache)
             outs.append(o)
-            written.append(y)
+            written.append(u)
         if keep:
             record_memory_input(self.memory, jnp.concatenate(written, axis=1), None)
         return jnp.concatenate(outs, axis=1), cache
@@ -225,8 +232,21 @@ class MACMixer(nnx.Module):
         return self.gate(y, m), u, MACCache(attn_cache, state, cache.memory.rule.start)
 
     def decode(self, x, cache: MACCache):
-        """Token by token (a segment boundary may fall anywhere inside x)."""
+        """Continue from ``cache`` with x. Token by token, as a segment boundary may fall anywhere inside x; when
+        x is whole segments and the cache sits on a segment boundary (checked at run time: ``lax.cond``), segment
+        by segment as in ``prefill`` instead — the same computation in parallel within each segment (what carried
+        memory's training windows take: ``titans_train.carry``)."""
+        if x.shape[1] % self.segment:
+            return self._decode_tokens(x, cache)
+        return jax.lax.cond(cache.attn.pos % self.segment == 0, self._decode_segments, self._decode_tokens, x, cache)
 
+    def _decode_segments(self, x, cache: MACCache):
+        o, _, state = self._segments(x, cache.memory, cache.attn.pos, keep=False)
+        # on a boundary the segment cache holds no token (its slots are zeros), nor does it after whole segments
+        attn_cache = cache.attn._replace(pos=cache.attn.pos + x.shape[1])
+        return o, MACCache(attn_cache, state, state.rule.start)
+
+    def _decode_tokens(self, x, cache: MACCache):
         def step(cache: MACCache, x_t):
             x_t = x_t[:, None]
             starts = cache.attn.pos % self.segment == 0
