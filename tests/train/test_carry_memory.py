@@ -18,6 +18,7 @@ from titans_train.checkpoint import Checkpoints
 from titans_train.data.pipeline import BatchLayout
 from titans_train.data.streams import StreamBatches, stream_period, stream_starts
 from titans_train.plan import split_params
+from titans_train.tasks.scoring import IGNORE_INDEX
 from train.conftest import LINEAR_MEMORY, losses, run_cli, toy_spec, write_spec
 from variants_utils import tiny
 
@@ -25,8 +26,9 @@ T, B, K = 8, 2, 3  # window, rows, windows
 
 
 #: layers of each variant: MAL's two layers carry a memory state and a sliding-window cache each (so a carry
-#: whose leaves were mixed up between layers fails); LMM's one layer is the memory alone, for the gradient tests.
-LAYERS = {"lmm": 1, "mal": 2}
+#: whose leaves were mixed up between layers fails); LMM's one layer is the memory alone, for the gradient tests;
+#: MAC's windows are whole segments (4) from a segment boundary, so they take its segment-by-segment decode.
+LAYERS = {"lmm": 1, "mal": 2, "mac": 1}
 
 
 @functools.cache
@@ -44,7 +46,7 @@ def _carried(variant: str):
     return model, pure, loss, leaves, tokens_BxN, windows
 
 
-@pytest.mark.parametrize("variant", ["lmm", "mal"])
+@pytest.mark.parametrize("variant", ["lmm", "mal", "mac"])
 def test_carried_windows_equal_the_concatenated_sequence(variant: str) -> None:
     """Window k continued from the carried state scores exactly the last T positions of windows 1..k run as one
     sequence (the memory state, and for MAL the sliding-window cache, of every layer are carried); from a fresh
@@ -63,6 +65,27 @@ def test_carried_windows_equal_the_concatenated_sequence(variant: str) -> None:
         if k:
             fresh, _ = loss(params, rest, rows, carried, jnp.asarray(True))
             assert abs(float(fresh) - float(want)) > 1e-3  # the carried state matters
+
+
+def test_task_examples_continue_the_carried_state_and_score_only_their_targets() -> None:
+    """Labelled examples (``B × 2 × T``, targets −100 where not scored): example k continued from the state after
+    example k − 1 has the logits of the examples' inputs run as one sequence, and its loss is the mean over its
+    scored targets only (the targets of the other positions hold a wrong token, so scoring them would show)."""
+    model, (params, rest), loss, leaves, tokens_BxN, _ = _carried("lmm")
+    inputs_BxN = tokens_BxN[:, : K * T]
+    logits_BxNxV = nnx.jit(lambda m, x: m(x))(model, inputs_BxN)
+    answers_BxN = jax.random.randint(jax.random.key(2), inputs_BxN.shape, 0, 32)
+    scored_BxN = jax.random.bernoulli(jax.random.key(3), 0.3, inputs_BxN.shape).at[:, ::T].set(True)
+    targets_BxN = jnp.where(scored_BxN, answers_BxN, IGNORE_INDEX)
+    carried = [jnp.zeros(s.shape, s.dtype) for s in leaves]
+    for k in range(K):
+        window = slice(k * T, (k + 1) * T)
+        rows = jnp.stack([inputs_BxN[:, window], targets_BxN[:, window]], axis=1)
+        value, carried = loss(params, rest, rows, carried, jnp.asarray(k == 0))
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits_BxNxV[:, window], answers_BxN[:, window])
+        want = ce[scored_BxN[:, window]].mean()
+        np.testing.assert_allclose(float(value), float(want), rtol=1e-5)
+        assert abs(float(want) - float(ce.mean())) > 1e-3  # the unscored positions would change the loss
 
 
 def test_no_gradient_flows_into_earlier_windows() -> None:
@@ -187,6 +210,39 @@ def test_resume_mid_stream_is_bit_for_bit(tmp_path: Path, capsys) -> None:
     restored = Checkpoints(split, read_only=True).manager.restore(3, args=args)
     assert "carry" in restored["state"] and any(np.abs(np.asarray(x)).max() > 0 for x in restored["state"]["carry"])
     assert run_cli(capsys, [str(write_spec(tmp_path / "c.yaml", _spec(plain, carry_reset_every=1)))]).code == 0
+    assert losses(plain)[0] == losses(straight)[0] and losses(plain)[1:] != losses(straight)[1:]
+
+
+def _task_spec(run_dir: Path, **trainer) -> dict:
+    return toy_spec(
+        run_dir,
+        model={"name": "toy", "vocab_size": 16},
+        data={"source": {"name": "mqar", "num_kv_pairs": 2, "vocab_size": 16, "num_train": 64}, "seq_len": 16},
+        trainer={**CARRY, **trainer},
+        mesh={"num_devices": 1},
+        sample={"max_new_tokens": 0, "top_k": 8},
+    )
+
+
+def test_task_examples_carry_the_state_and_resume_bit_for_bit(tmp_path: Path, capsys) -> None:
+    """carry_memory on a task (MQAR): a run split at step 3 resumes to the same losses, with the carried state in
+    the checkpoint; restarting every stream at every example (carry_reset_every 1) is training without carry, so
+    only the first step agrees with the carried run."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_cli(capsys, [str(write_spec(tmp_path / "a.yaml", _task_spec(straight)))]).code == 0
+    spec = write_spec(tmp_path / "b.yaml", _task_spec(split))
+    assert run_cli(capsys, [str(spec), "--set", "trainer.steps=3"]).code == 0
+    result = run_cli(capsys, [str(spec)])
+    assert result.code == 0 and "resumed" in result.out, result.err
+    assert losses(split) == losses(straight) and len(losses(straight)) == 6
+    args = ocp.args.Composite(state=ocp.args.StandardRestore())
+    restored = Checkpoints(split, read_only=True).manager.restore(3, args=args)
+    assert any(np.abs(np.asarray(x)).max() > 0 for x in restored["state"]["carry"])
+    plain, fresh = tmp_path / "plain", tmp_path / "fresh"
+    assert run_cli(capsys, [str(write_spec(tmp_path / "c.yaml", _task_spec(plain, carry_reset_every=1)))]).code == 0
+    no_carry = _task_spec(fresh, carry_memory=False)
+    assert run_cli(capsys, [str(write_spec(tmp_path / "d.yaml", no_carry))]).code == 0
+    np.testing.assert_allclose(losses(plain), losses(fresh), rtol=1e-6)
     assert losses(plain)[0] == losses(straight)[0] and losses(plain)[1:] != losses(straight)[1:]
 
 

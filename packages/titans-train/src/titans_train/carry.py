@@ -18,6 +18,15 @@ model's cache), each stacked over the ``grad_accum`` micro-batches, float32 (the
 cache, also under ``precision.compute_dtype: bfloat16``). So it is checkpointed with the rest of the state, and
 a resumed run continues bit for bit.
 
+Task data (labelled examples, e.g. S-NIAH): a row's stream is the examples that row is given, one after another
+(``titans_train.data.streams.TASK_STREAM``): example n starts from the state after example n − 1 of the same row,
+and the loss is, as without carry_memory, the mean over the scored targets. The examples are independent: nothing
+is learned across them; what changes is the state each example starts from. Decision (the paper is silent): this
+lets a model trained on examples of length T meet, in training, a memory that has already taken up to
+``carry_reset_every`` × T tokens of writes — the state of a long evaluation context — while gradients still flow
+through one example only. Streams restart from the fresh state at step 0 and every ``carry_reset_every`` examples
+(null: never again).
+
 Sharding: the cache is kept replicated, which is the batch's layout only on a one-device mesh; carry_memory
 therefore refuses meshes of more than one device and runs of more than one process (a spec error in the plan).
 """
@@ -33,7 +42,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from titans_train.steps import cast_floating, inputs_targets
+from titans_train.steps import cast_floating, inputs_targets, scored_mean
+from titans_train.tasks.scoring import IGNORE_INDEX
 
 Leaves = list[Any]  # arrays, or ShapeDtypeStructs
 
@@ -78,9 +88,10 @@ def make_carry_loss(
 ) -> Callable[[Any, Any, jax.Array, Leaves, jax.Array], tuple[jax.Array, Leaves]]:
     """``loss(params, rest, rows, carried, reset) -> (loss, new_carried)`` of one micro-batch of windows.
 
-    ``rows``: ``B × (T + 1)`` tokens; ``carried``: the cache leaves after the previous window of each row;
-    ``reset`` (bool scalar): start every row from the fresh cache instead. The loss is the mean next-token
-    cross-entropy of the window; ``new_carried`` (no gradient) is the cache after it, in the carried dtypes."""
+    ``rows``: ``B × (T + 1)`` tokens or ``B × 2 × T`` labelled examples; ``carried``: the cache leaves after the
+    previous window of each row; ``reset`` (bool scalar): start every row from the fresh cache instead. The loss is
+    the mean next-token cross-entropy of the window (of the scored targets of labelled examples); ``new_carried``
+    (no gradient) is the cache after it, in the carried dtypes."""
 
     def loss(params: Any, rest: Any, rows: jax.Array, carried: Leaves, reset: jax.Array) -> tuple[jax.Array, Leaves]:
         if compute_dtype != jnp.float32:
@@ -92,8 +103,15 @@ def make_carry_loss(
             jnp.where(reset, f, jax.lax.stop_gradient(c).astype(f.dtype)) for f, c in zip(fresh, carried, strict=True)
         ]
         logits_BxTxV, cache = model.decode(inputs_BxT, jax.tree.unflatten(treedef, start))
-        ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), targets_BxT)
         new = [jax.lax.stop_gradient(n).astype(c.dtype) for n, c in zip(jax.tree.leaves(cache), carried, strict=True)]
+        logits_BxTxV = logits_BxTxV.astype(jnp.float32)
+        if rows.ndim == 3:  # labelled examples: the mean over the scored targets, as make_loss
+            scored_BxT = targets_BxT != IGNORE_INDEX
+            ce_BxT = optax.softmax_cross_entropy_with_integer_labels(
+                logits_BxTxV, jnp.where(scored_BxT, targets_BxT, 0)
+            )
+            return scored_mean(ce_BxT, scored_BxT), new
+        ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
         return jnp.mean(ce_BxT), new
 
     return loss

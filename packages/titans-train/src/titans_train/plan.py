@@ -23,7 +23,7 @@ from titans_train import distributed
 from titans_train import mesh as mesh_lib
 from titans_train.carry import CarrySetup, cache_structure, carry_shapes, zero_carry
 from titans_train.data import BatchLayout, LabelledTask, Splits, TaskSplits, split_corpus, split_task
-from titans_train.data.streams import stream_period, windows_per_stream
+from titans_train.data.streams import TASK_STREAM, stream_period, windows_per_stream
 from titans_train.optim import lr_schedule, make_optimizer
 from titans_train.resources import StepMemory, check_step_memory, memory_limit, step_memory
 from titans_train.spec import TrainSpec
@@ -217,10 +217,9 @@ def make_plan(spec: TrainSpec, locator: SpecLocator, *, load_data: bool = True, 
     carry = None
     if t.carry_memory:
         if isinstance(splits, TaskSplits):
-            raise locator.error(
-                [("trainer.carry_memory", "applies to language data only (a task's examples are independent)")]
-            )
-        windows = windows_per_stream(splits.train.size, spec.data.seq_len, t.batch_size) if splits else 1
+            windows = TASK_STREAM  # a task row's stream is its examples, one after another (titans_train.carry)
+        else:
+            windows = windows_per_stream(splits.train.size, spec.data.seq_len, t.batch_size) if splits else 1
         treedef, leaves = cache_structure(graphdef, abstract_params, abstract_rest, micro)
         W, R = stream_period(windows, t.carry_reset_every)
         carry = CarrySetup(treedef, leaves, W, R)

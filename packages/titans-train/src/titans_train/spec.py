@@ -93,14 +93,15 @@ class TrainerSpec(SpecModel):
     )
     carry_memory: bool = Field(
         False,
-        description="each batch row is a stream of consecutive windows; the model's recurrent state (memory, "
-        "attention caches) after one window starts the next, without gradient (truncated BPTT; language data only)",
+        description="each batch row is a stream of consecutive windows (task data: of its successive examples); "
+        "the model's recurrent state (memory, attention caches) after one starts the next, without gradient "
+        "(truncated BPTT)",
     )
     carry_reset_every: int | None = Field(
         None,
         ge=1,
         description="with carry_memory: restart every stream from a fresh state every N windows "
-        "(null: only when a stream wraps to its start)",
+        "(null: only when a stream wraps to its start; task data: never after step 0)",
     )
     diagnostics_every: int | Literal["log_every"] | None = Field(
         "log_every",

@@ -67,7 +67,8 @@ def make_forward(
     return forward
 
 
-def _scored_mean(values: jax.Array, scored: jax.Array) -> jax.Array:
+def scored_mean(values: jax.Array, scored: jax.Array) -> jax.Array:
+    """The mean of ``values`` over the positions where ``scored`` is true (0 where none is)."""
     return jnp.sum(jnp.where(scored, values, 0.0)) / jnp.maximum(jnp.sum(scored), 1)
 
 
@@ -81,7 +82,7 @@ def make_loss(graphdef: nnx.GraphDef, compute_dtype: Any) -> Callable[[Any, Any,
 
     def loss(params: Any, rest: Any, rows: jax.Array) -> jax.Array:
         ce_BxT, _, scored_BxT = forward(params, rest, rows)
-        return _scored_mean(ce_BxT, scored_BxT)
+        return scored_mean(ce_BxT, scored_BxT)
 
     return loss
 
@@ -158,7 +159,7 @@ def make_steps(
 
     def eval_micro(state: State, rows: jax.Array) -> dict[str, jax.Array]:
         ce, correct, scored = forward(state["params"], state["rest"], rows)
-        return {"loss": _scored_mean(ce, scored), "accuracy": _scored_mean(correct, scored)}
+        return {"loss": scored_mean(ce, scored), "accuracy": scored_mean(correct, scored)}
 
     def eval_step(state: State, batch: jax.Array) -> dict[str, jax.Array]:
         metrics = jax.lax.map(lambda rows: eval_micro(state, rows), batch)

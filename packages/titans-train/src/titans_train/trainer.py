@@ -153,7 +153,7 @@ class Trainer:
         if resume:
             self.run_dir.update_spec(spec)
         self.batches: TrainBatches | StreamBatches
-        if plan.carry is not None:  # trainer.carry_memory: every row reads its own stream of windows
+        if plan.carry is not None and not plan.labelled:  # carry_memory: every row reads its own stream of windows
             assert isinstance(self.splits.train, np.ndarray)
             self.batches = StreamBatches(self.splits.train, spec.data.seq_len, plan.layout)
         else:

@@ -28,6 +28,10 @@ import numpy as np
 from titans_train.data.pipeline import BatchLayout
 from titans_train.errors import DataError
 
+#: W of a task's streams: a row's stream is the examples it is given, one after another, with no end to wrap at;
+#: it restarts only at step 0 and every ``trainer.carry_reset_every`` examples (see titans_train.carry).
+TASK_STREAM = 2**31 - 1
+
 
 def windows_per_stream(tokens: int, seq_len: int, batch_size: int) -> int:
     """W, the windows of one row's region (DataError when a region holds less than one window)."""
