@@ -43,11 +43,13 @@ class Sweep:
 _MQAR_600 = ["trainer.steps=600", "trainer.eval_every=600", "checkpoint.every=600"]
 _NIAH = ["trainer.eval_every=800", "checkpoint.every=800"]
 _NIAH_1500 = ["trainer.steps=1500", "trainer.eval_every=1500", "checkpoint.every=1500"]
+_NIAH_2000 = ["trainer.steps=2000", "trainer.eval_every=2000", "checkpoint.every=2000"]
 
 
 _LONG = ["model.memory.num_heads=1", "model.memory.init_forget=1e-5"]  # one head of 64, a long horizon
 _ETA = ["model.memory.max_momentum=0.95"]
 _RECIPE = _LONG + ["model.memory.init_lr=0.005"]  # the S-NIAH recipe of the README
+_CARRY8 = ["trainer.carry_memory=true", "trainer.carry_reset_every=8"]  # titans_train.carry, task data
 
 
 def _mac(variant: str, task: str) -> list[str]:
@@ -106,6 +108,12 @@ SWEEPS: dict[str, Sweep] = {
         | {
             f"{v}@heads1@forget1e-5@theta0.005": (f"experiments/niah/{v}.yaml", _NIAH + _RECIPE)
             for v in ("lmm", "mag", "mal")
+        }
+        # the recipe trained with the memory carried across each row's examples, restarted every 8: in training
+        # the memory meets the state of up to 8T tokens of writes, as at the longest context scored
+        | {
+            f"{v}@heads1@forget1e-5@theta0.005@carry8": (f"experiments/niah/{v}.yaml", _NIAH + _RECIPE + _CARRY8)
+            for v in ("lmm",)
         },
     ),
     # the recipe with the MQAR experiments' 1,500 steps (800 left seed 1 short of training at T)
@@ -118,8 +126,26 @@ SWEEPS: dict[str, Sweep] = {
                 f"experiments/niah/{v}.yaml",
                 _NIAH_1500 + _RECIPE + _mac(v, "niah"),
             )
+            # MAC was stopped at step 1,080, still on the plateau (results/probes/mac_niah_recipe_stopped.md)
             for v in ("lmm", "mag", "mac", "mal")
+        }
+        # MAC with the long horizon but the specs' θ₀ (0.05): the closed start kept MAC on the plateau
+        | {"mac@heads1@forget1e-5@1500": ("experiments/niah/mac.yaml", _NIAH_1500 + _LONG + _mac("mac", "niah"))}
+        # and a start between the two (a one-seed probe)
+        | {
+            "mac@heads1@forget1e-5@theta0.02@1500": (
+                "experiments/niah/mac.yaml",
+                _NIAH_1500 + _LONG + ["model.memory.init_lr=0.02"] + _mac("mac", "niah"),
+            )
         },
+    ),
+    # LMM, the one variant short of 70% at 8T after 1,500 steps (67.2%), with 2,000: at 800 and 1,500 steps every
+    # variant recalled more at 8T the longer it trained (its own sweep: the 1,500-step one is still running)
+    "horizon_niah_2000": Sweep(
+        "niah",
+        (320, 640, 1280, 2560),
+        64,
+        {"lmm@heads1@forget1e-5@theta0.005@2000": ("experiments/niah/lmm.yaml", _NIAH_2000 + _RECIPE)},
     ),
     # MQAR: the specs unchanged (the variant comparison's settings) and with the ceiling on η
     # (model.memory.max_momentum) for every variant; the other rows are LMM's one-seed probes
