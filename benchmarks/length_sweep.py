@@ -29,6 +29,7 @@ _T128 = ["data.seq_len=128", "model.window=64", "model.segment=64", "trainer.bat
 _TOKEN, _CHUNK = ["model.memory.rule.read=token"], ["model.memory.rule.read=chunk"]
 _CARRY8 = ["model.memory.init_forget=0.01", "trainer.carry_memory=true", "trainer.carry_reset_every=8"]
 _FLOOR = ["model.memory.init_forget=0.03", "model.memory.min_forget=0.02"]
+_MAC_FLOOR = ["model.memory.init_forget=0.06", "model.memory.min_forget=0.05"]
 SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
     "lm128": [
         ("swa", "../experiments/lm/swa.yaml", _T128),
@@ -55,6 +56,16 @@ SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
         # starting at α₀ = 0.03, two seeds
         *[
             (f"lmm-token-forget0.03-floor0.02{seed_tag}", "../experiments/lm/lmm.yaml", _T128 + _TOKEN + _FLOOR + seed)
+            for seed_tag, seed in (("", []), ("-seed1", ["trainer.seed=1"]))
+        ],
+        # MAC, level at 4T with α₀ = 0.05 (+0.007): α₀ = 0.06 with a floor α ≥ 0.05 (a write keeps at most
+        # 0.95^64 ≈ 4% of itself after one segment), two seeds
+        *[
+            (
+                f"mac-token-forget0.06-floor0.05{seed_tag}",
+                "../experiments/lm/mac.yaml",
+                _T128 + _TOKEN + _MAC_FLOOR + seed,
+            )
             for seed_tag, seed in (("", []), ("-seed1", ["trainer.seed=1"]))
         ],
     ],
