@@ -104,15 +104,10 @@ def make_carry_loss(
         ]
         logits_BxTxV, cache = model.decode(inputs_BxT, jax.tree.unflatten(treedef, start))
         new = [jax.lax.stop_gradient(n).astype(c.dtype) for n, c in zip(jax.tree.leaves(cache), carried, strict=True)]
-        logits_BxTxV = logits_BxTxV.astype(jnp.float32)
-        if rows.ndim == 3:  # labelled examples: the mean over the scored targets, as make_loss
-            scored_BxT = targets_BxT != IGNORE_INDEX
-            ce_BxT = optax.softmax_cross_entropy_with_integer_labels(
-                logits_BxTxV, jnp.where(scored_BxT, targets_BxT, 0)
-            )
-            return scored_mean(ce_BxT, scored_BxT), new
-        ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
-        return jnp.mean(ce_BxT), new
+        scored_BxT = targets_BxT != IGNORE_INDEX  # every target of a window; the answers of labelled examples
+        safe_BxT = jnp.where(scored_BxT, targets_BxT, 0)
+        ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), safe_BxT)
+        return scored_mean(ce_BxT, scored_BxT), new
 
     return loss
 
