@@ -129,6 +129,16 @@ class RaisingModel(GoodModel):
         raise RuntimeError("no weights today")
 
 
+class BadNormsModel(GoodModel):
+    def grad_norms(self, params, k_TxD, cot_TxD):  # one norm per channel instead of one per token
+        return jnp.sum(k_TxD * cot_TxD, axis=0)
+
+
+class NormsModel(GoodModel):
+    def grad_norms(self, params, k_TxD, cot_TxD):
+        return jnp.linalg.norm(k_TxD, axis=-1) * jnp.linalg.norm(cot_TxD, axis=-1)
+
+
 class ScalarLossObjective(GoodObjective):
     def loss(self, pred_TxD, v_TxD):
         return jnp.sum((pred_TxD - v_TxD) ** 2)
@@ -191,6 +201,11 @@ VIOLATIONS = [
     ),
     ("memory_model", BadChannelModel, "channel_axis_ok is true but parameter ['b'] (shape (1,))"),
     ("memory_model", RaisingModel, "init(key, 8) raised RuntimeError: no weights today"),
+    (
+        "memory_model",
+        BadNormsModel,
+        "grad_norms(params, k_TxD, cot_TxD) must return one norm per token, shape (3,), got (8,)",
+    ),
     ("objective", ScalarLossObjective, "loss(pred_TxD, v_TxD) must return shape (3,), got ()"),
     ("objective", NoCotangentObjective, "Objective: has no method cotangent(pred_TxD, v_TxD)"),
     (
@@ -227,7 +242,12 @@ def test_each_violation_is_one_line_naming_the_plugin(fake, kind, factory, expec
 
 @pytest.mark.parametrize(
     ("kind", "factory"),
-    [("update_rule", GoodRule), ("memory_model", GoodModel), ("objective", GoodObjective)],
+    [
+        ("update_rule", GoodRule),
+        ("memory_model", GoodModel),
+        ("memory_model", NormsModel),
+        ("objective", GoodObjective),
+    ],
 )
 def test_components_that_fit_pass_including_nested_parameters(fake, kind, factory):
     registry = _plugin_registry(fake, kind, factory)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from titans_core import get_registry
+from titans_core import PLUGIN_API, get_registry
 from titans_core.cli import app
 from train.conftest import run_cli, toy_spec, write_spec
 from typer.testing import CliRunner
@@ -34,7 +34,7 @@ def _register(package: Path, monkeypatch) -> None:
     for name in [m for m in sys.modules if m == MODULE or m.startswith(MODULE + ".")]:
         monkeypatch.delitem(sys.modules, name)
     module = importlib.import_module(MODULE)
-    assert module.TITANS_PLUGIN_API == "1.0"
+    assert module.TITANS_PLUGIN_API == PLUGIN_API
     registry = get_registry()
     module.register_components(lambda *a, **kw: registry.register(*a, dist=NAME, version="0.1.0", **kw))
 

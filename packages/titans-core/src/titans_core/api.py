@@ -3,7 +3,7 @@
 titans-core provides :data:`PLUGIN_API` = ``"MAJOR.MINOR"``. A plugin declares the version it was written
 against in the module its entry point names::
 
-    TITANS_PLUGIN_API = "1.0"
+    TITANS_PLUGIN_API = "1.1"
 
 and the registry loads it only when it fits: the same MAJOR (a new major removes or changes something plugins
 use) and a MINOR no greater than this titans-core's (a new minor only adds, e.g. an optional hook). A plugin
@@ -12,7 +12,8 @@ with the reason, like any plugin that failed to load. A plugin without the decla
 
 History: 1.0 — the protocols of ``titans_core.protocols``, ``register(kind, name, config_cls, factory, *,
 description="")``, the optional rule declarations ``gates``, ``alpha_per_channel``, ``check_model`` and
-``init_extra``, and the model's ``read_and_linearize``.
+``init_extra``, and the model's ``read_and_linearize``. 1.1 — the model's optional ``grad_norms`` (the surprise
+clamp's per-token norms).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-PLUGIN_API = "1.0"
+PLUGIN_API = "1.1"
 ATTRIBUTE = "TITANS_PLUGIN_API"  # the module-level name a plugin declares its version under
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 

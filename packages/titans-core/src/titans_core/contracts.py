@@ -83,7 +83,24 @@ def check_memory_model(model: Any) -> list[str]:
             return [f"{call} must return the inputs' dtype {jnp.dtype(dtype).name}, got {out.dtype}"]
     if hasattr(model, "read_and_linearize"):
         problems += _read_and_linearize_problems(model, params, T, D)
+    if hasattr(model, "grad_norms"):
+        problems += _grad_norms_problems(model, params, T, D)
     return problems
+
+
+def _grad_norms_problems(model: Any, params: Any, T: int, D: int) -> list[str]:
+    """The optional clamp fast path: grad_norms(params, k_TxD, cot_TxD) → T norms in the parameters' dtype."""
+    call = "grad_norms(params, k_TxD, cot_TxD)"
+    try:
+        out = jax.eval_shape(model.grad_norms, params, _abstract((T, D)), _abstract((T, D)))
+    except Exception as exc:
+        return [f"{call} raised {_short(exc)}"]
+    got = _wrong_shape(out, (T,))
+    if got is not None:
+        return [f"{call} must return one norm per token, shape ({T},), got {got}"]
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        return [f"{call} must return float norms, got {out.dtype}"]
+    return []
 
 
 def _read_and_linearize_problems(model: Any, params: Any, T: int, D: int) -> list[str]:

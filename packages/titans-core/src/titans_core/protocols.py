@@ -90,6 +90,8 @@ class MemoryModel(Protocol):
 
     Optional: ``read_and_linearize(params, q_TxD, k_TxD)`` → (M(q), M(k), grad_sums), a fast path of the
     chunked rule (see ``titans_memory.MLPMemory``); without it the rule uses ``jax.vjp`` of ``apply``.
+    ``grad_norms(params, k_TxD, cot_TxD)`` → the T norms ‖∂⟨cot_i, M(k_i)⟩/∂params‖ (one ℓ2 norm over every
+    parameter), for the surprise clamp (``max_grad_norm``); without it the rule builds one gradient tree per token.
     """
 
     channel_axis_ok: bool

@@ -96,6 +96,17 @@ def read_and_linearize(
     return model.apply(params, q_TxD), pred, lambda cot, *ws: tuple(vjp(w * cot)[0] for w in ws)
 
 
+def token_grad_norms(
+    model: MemoryModel, params: PyTree, k_TxD: jax.Array, cot_TxD: jax.Array, grad_sums: GradSums
+) -> jax.Array:
+    """‖u_i‖ = ‖∂⟨cot_i, M(k_i)⟩/∂params‖ per token, for the surprise clamp: the model's ``grad_norms`` when it has
+    one (MLPMemory: closed form), else one gradient tree per token from ``grad_sums`` (one-hot weightings, vmapped)."""
+    if hasattr(model, "grad_norms"):
+        return model.grad_norms(params, k_TxD, cot_TxD)
+    one_hot = jnp.eye(k_TxD.shape[0], dtype=cot_TxD.dtype)[:, :, None]
+    return jax.vmap(lambda w: tree_norm(grad_sums(cot_TxD, w)[0]))(one_hot)
+
+
 def _grouped_scan(body, carry, xs):
     """``lax.scan(body, carry, xs)`` over n chunks with two-level rematerialisation.
 
@@ -135,8 +146,7 @@ class MomentumScanRule(RuleBase):
             y_bxD, pred_bxD, grad_sums = read_and_linearize(model, start, q_bxD, k_bxD)
         resid_bxD = objective.cotangent(pred_bxD, v_bxD, **objective_b)  # ∂ℓ_i/∂M(k_i); ℓ2: 2(M(k) − v)
         if self.config.max_grad_norm is not None:  # per-token ‖u_i‖, only when the clamp is on
-            one_hot = jnp.eye(k_bxD.shape[0], dtype=resid_bxD.dtype)[:, :, None]
-            norms = jax.vmap(lambda w: tree_norm(grad_sums(resid_bxD, w)[0]))(one_hot)
+            norms = token_grad_norms(model, start, k_bxD, resid_bxD, grad_sums)
             theta_b = theta_b * clip_scale(norms, self.config.max_grad_norm)
         spans = gate_spans(eta_b, alpha_bxC)  # one pair of span-product matrices for both reads' coefficients
         a_b, m_bxC, keep_M, keep_S, s_to_M = chunk_coefficients(theta_b, eta_b, alpha_bxC, mask_b, spans)

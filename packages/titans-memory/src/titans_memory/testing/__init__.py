@@ -12,13 +12,18 @@ these check *behaviour*, on concrete values (float64 against the references, plu
         check_objective(MyObjective(MyConfig()))  # cotangent = ∇ loss (and derivatives); chunked = sequential
 
     def test_my_memory_model():
-        check_memory_model(MyModel(MyConfig()))  # chunked rule = sequential reference with it
+        check_memory_model(MyModel(MyConfig()))  # chunked rule = sequential reference with it (and grad_norms)
 
 The building blocks stay public: ``check_rules_agree`` (two rules on one aligned call), ``check_cotangent``,
-``random_problem``, ``random_token_params``.
+``check_grad_norms``, ``random_problem``, ``random_token_params``.
 """
 
-from titans_memory.testing.conformance import check_memory_model, check_objective, check_update_rule
+from titans_memory.testing.conformance import (
+    check_grad_norms,
+    check_memory_model,
+    check_objective,
+    check_update_rule,
+)
 from titans_memory.testing.reference import (
     F64_TOL,
     check_cotangent,
@@ -30,6 +35,7 @@ from titans_memory.testing.reference import (
 __all__ = [
     "F64_TOL",
     "check_cotangent",
+    "check_grad_norms",
     "check_memory_model",
     "check_objective",
     "check_rules_agree",

@@ -15,7 +15,8 @@
 - **bfloat16**: the same call in bfloat16 keeps the dtypes and stays close to float32.
 
 Gates a rule does not declare (``gates``) are zero, as NeuralMemory passes them. ``check_memory_model`` and
-``check_objective`` run the contract and the chunked rule against the sequential reference with the new piece.
+``check_objective`` run the contract and the chunked rule against the sequential reference with the new piece;
+a memory model's optional ``grad_norms`` is checked against autodiff (``check_grad_norms``).
 """
 
 from __future__ import annotations
@@ -202,6 +203,26 @@ def check_memory_model(
     check_contract("memory_model", model, who=f"memory_model {type(model).__name__}")
     rules = (SequentialRule(chunk_size=4, read=read), MomentumScanRule(chunk_size=4, read=read))
     check_rules_agree(model=model, objective=objective, rules=rules, D=D, seed=seed)
+    if hasattr(model, "grad_norms"):
+        check_grad_norms(model, D=D, seed=seed)
+
+
+def check_grad_norms(model: MemoryModel, *, T: int = 7, D: int = 6, seed: int = 0) -> None:
+    """The optional ``grad_norms(params, k, cot)`` is, token by token, the ℓ2 norm of the gradient tree
+    ∂⟨cot_i, M(k_i)⟩/∂params that autodiff gives (float64; one token has cot = 0, whose norm is 0)."""
+    from titans_memory.rules.base import tree_norm
+
+    if not callable(getattr(model, "grad_norms", None)):
+        raise TypeError(f"{type(model).__name__} has no grad_norms(params, k_TxD, cot_TxD) to check")
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(seed), 3)
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), model.init(keys[0], D))
+        k, cot = (jax.random.normal(key, (T, D), jnp.float64) for key in keys[1:])
+        cot = cot.at[T // 2].set(0.0)
+        grad = jax.grad(lambda p, k, c: jnp.sum(c * model.apply(p, k[None])[0]))
+        want = jax.jit(jax.vmap(lambda k, c: tree_norm(grad(params, k, c))))(k, cot)
+        got = jax.jit(model.grad_norms)(params, k, cot)  # type: ignore[attr-defined]
+        _assert_close(np.asarray(got), np.asarray(want), "grad_norms differ from the norms of the gradient trees")
 
 
 def check_objective(
