@@ -29,22 +29,20 @@ _T128 = ["data.seq_len=128", "model.window=64", "model.segment=64", "trainer.bat
 _TOKEN, _CHUNK = ["model.memory.rule.read=token"], ["model.memory.rule.read=chunk"]
 _CARRY8 = ["model.memory.init_forget=0.01", "trainer.carry_memory=true", "trainer.carry_reset_every=8"]
 _FLOOR = ["model.memory.init_forget=0.03", "model.memory.min_forget=0.02"]
+_FORGET = ["model.memory.init_forget=0.05"]
 _MAC_FLOOR = ["model.memory.init_forget=0.06", "model.memory.min_forget=0.05"]
 SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
     "lm128": [
         ("swa", "../experiments/lm/swa.yaml", _T128),
         ("lmm-chunk", "../experiments/lm/lmm.yaml", _T128 + _CHUNK),
         ("lmm-token", "../experiments/lm/lmm.yaml", _T128 + _TOKEN),
-        ("lmm-token-forget0.05", "../experiments/lm/lmm.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.05"]),
         ("lmm-token-fixed-init", "../experiments/lm/lmm.yaml", _T128 + _TOKEN + ["model.memory.learn_init=false"]),
         ("mac-chunk", "../experiments/lm/mac.yaml", _T128 + _CHUNK),
         ("mac-token", "../experiments/lm/mac.yaml", _T128 + _TOKEN),
         ("mac-token-forget0.05", "../experiments/lm/mac.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.05"]),
         ("mac-token-forget0.2", "../experiments/lm/mac.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.2"]),
         ("mag-token", "../experiments/lm/mag.yaml", _T128 + _TOKEN),
-        ("mag-token-forget0.05", "../experiments/lm/mag.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.05"]),
         ("mal-token", "../experiments/lm/mal.yaml", _T128 + _TOKEN),
-        ("mal-token-forget0.05", "../experiments/lm/mal.yaml", _T128 + _TOKEN + ["model.memory.init_forget=0.05"]),
         # a slow memory (α₀ = 0.01) trained with and without its state carried across 8 consecutive windows
         # (trainer.carry_memory: truncated BPTT, fresh state every 8 windows = 1024 tokens), two seeds each
         *[
@@ -66,6 +64,12 @@ SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
                 "../experiments/lm/mac.yaml",
                 _T128 + _TOKEN + _MAC_FLOOR + seed,
             )
+            for seed_tag, seed in (("", []), ("-seed1", ["trainer.seed=1"]))
+        ],
+        # LMM, MAG and MAL with α₀ = 0.05 (level or better at 4T), two seeds
+        *[
+            (f"{v}-token-forget0.05{seed_tag}", f"../experiments/lm/{v}.yaml", _T128 + _TOKEN + _FORGET + seed)
+            for v in ("lmm", "mag", "mal")
             for seed_tag, seed in (("", []), ("-seed1", ["trainer.seed=1"]))
         ],
     ],
