@@ -44,6 +44,7 @@ _MQAR_600 = ["trainer.steps=600", "trainer.eval_every=600", "checkpoint.every=60
 _NIAH = ["trainer.eval_every=800", "checkpoint.every=800"]
 _NIAH_1500 = ["trainer.steps=1500", "trainer.eval_every=1500", "checkpoint.every=1500"]
 _NIAH_2000 = ["trainer.steps=2000", "trainer.eval_every=2000", "checkpoint.every=2000"]
+_NIAH_2500 = ["trainer.steps=2500", "trainer.eval_every=2500", "checkpoint.every=2500"]
 
 
 _LONG = ["model.memory.num_heads=1", "model.memory.init_forget=1e-5"]  # one head of 64, a long horizon
@@ -146,6 +147,43 @@ SWEEPS: dict[str, Sweep] = {
         (320, 640, 1280, 2560),
         64,
         {"lmm@heads1@forget1e-5@theta0.005@2000": ("experiments/niah/lmm.yaml", _NIAH_2000 + _RECIPE)},
+    ),
+    # Issue 21's S-NIAH table at 8T, every row trained again after the closed-form surprise clamp
+    # (MLPMemory.grad_norms: the same function, 2x the training tokens/s) so that each run's minutes are today's:
+    # LMM, MAG and MAL with the recipe and the budgets that passed (2,000 steps for LMM, 1,500 for MAG and MAL);
+    # MAC with θ₀ 0.02 and 2,500 steps (at 1,500 steps one seed of three kept large writes and failed at 8T)
+    "recall_8x": Sweep(
+        "niah",
+        (320, 640, 1280, 2560),
+        64,
+        {"lmm@heads1@forget1e-5@theta0.005@2000": ("experiments/niah/lmm.yaml", _NIAH_2000 + _RECIPE)}
+        | {
+            f"{v}@heads1@forget1e-5@theta0.005@1500": (f"experiments/niah/{v}.yaml", _NIAH_1500 + _RECIPE)
+            for v in ("mag", "mal")
+        }
+        | {
+            f"mac@heads1@forget1e-5@theta0.02@{steps}": (
+                "experiments/niah/mac.yaml",
+                budget + _LONG + ["model.memory.init_lr=0.02"] + _mac("mac", "niah"),
+            )
+            for steps, budget in ((2000, _NIAH_2000), (2500, _NIAH_2500))
+        }
+        # MAC within 1,500 steps: a write gate that starts between the recipe's (0.005: the plateau) and 0.02, or
+        # 0.02 with a ceiling on η (a surprise moves M for ≲ 1/(1 − η) tokens, so a write's effect is ~θ/(1 − η):
+        # the seed that failed at 8T kept η 0.82–0.87, the two that passed 0.02–0.08 in one of their layers)
+        | {
+            "mac@heads1@forget1e-5@theta0.01@1500": (
+                "experiments/niah/mac.yaml",
+                _NIAH_1500 + _LONG + ["model.memory.init_lr=0.01"] + _mac("mac", "niah"),
+            ),
+            "mac@heads1@forget1e-5@theta0.02@eta0.5@1500": (
+                "experiments/niah/mac.yaml",
+                _NIAH_1500
+                + _LONG
+                + ["model.memory.init_lr=0.02", "model.memory.max_momentum=0.5", "model.memory.init_momentum=0.4"]
+                + _mac("mac", "niah"),
+            ),
+        },
     ),
     # MQAR: the specs unchanged (the variant comparison's settings) and with the ceiling on η
     # (model.memory.max_momentum) for every variant; the other rows are LMM's one-seed probes
