@@ -221,8 +221,7 @@ class MLPMemory:
         Frobenius norm is ‖h_i‖ ‖δ_i‖; the LayerNorm gain's is cot_i ⊙ n_i. So ‖u_i‖² = Σ_l ‖h_i‖² ‖δ_i‖² +
         ‖cot_i ⊙ n_i‖², as the ``fused`` rule's kernels compute it. Against the generic path (one vector–Jacobian
         product per token, vmapped) one memory layer's forward+backward runs 3× (depth 1) and 4× (depth 2) as fast
-        (benchmarks/results/clamp_throughput.json), and the LMM S-NIAH training step went from 8.8k to 18.2k
-        tokens/s on one CPU core. The norm has a finite gradient at 0 (``tree_norm``'s double where).
+        (benchmarks/results/clamp_throughput.json). The norm has a finite gradient at 0 (``tree_norm``'s double where).
         """
         _, inputs, backprop = self._linearize(params, k_TxD)
         deltas, ln_grad = backprop(cot_TxD)
