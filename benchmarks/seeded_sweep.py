@@ -11,13 +11,16 @@ runs at once, each pinned to one core; every run shares one persistent JAX compi
 first reuse the compiled step. Results go to ``benchmarks/results/seeded/<sweep>.{json,md}``: per run the final
 training loss, minutes, the evaluation at each context and the memory's diagnostics at the first; rows not run
 this time keep their earlier results (rows since removed from the sweep are dropped), and a run's earlier result
-stays until the run finishes again. Minutes are wall time on the 2-core machine while other jobs may share it: an
+stays until the run finishes again. Two processes may work on one sweep at once (e.g. one row each, pinned with
+``taskset``): each merges its runs into the file under a lock, so neither loses the other's. Minutes are wall
+time on the 2-core machine while other jobs may share it: an
 upper bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import queue
@@ -326,10 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [r for r in sweep.rows if not args.only or r in args.only.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     result_path = args.out / f"{args.sweep}.json"
-    earlier = json.loads(result_path.read_text())["runs"] if result_path.exists() else []
     todo = [(row, seed) for row in rows for seed in args.seeds]
-    # earlier results stay until their run finishes again: an interrupted sweep loses none of them
-    by_run = {(r["row"], r["seed"]): r for r in earlier if r["row"] in sweep.rows}
+    mine: dict[tuple[str, int], dict] = {}  # the runs this process finished
     log = args.out / f"{args.sweep}.log"
 
     cores: queue.Queue[int | None] = queue.Queue()
@@ -350,21 +351,41 @@ def main(argv: list[str] | None = None) -> None:
         futures = [pool.submit(one, row, seed) for row, seed in todo]
         for f in futures:
             r = f.result()
-            by_run[r["row"], r["seed"]] = r
-            results = list(by_run.values())
-            summary = summarise(sweep, results)
-            doc = {
-                "sweep": args.sweep,
-                "task": sweep.task,
-                "contexts": sweep.contexts,
-                "examples": sweep.examples,
-                "rows": {r: {"spec": s, "set": o} for r, (s, o) in sweep.rows.items()},
-                "runs": results,
-                "summary": summary,
-            }
-            result_path.write_text(json.dumps(doc, indent=2) + "\n")
-            (args.out / f"{args.sweep}.md").write_text(markdown(args.sweep, sweep, summary))
-    print(markdown(args.sweep, sweep, summarise(sweep, list(by_run.values()))))
+            mine[r["row"], r["seed"]] = r
+            write_results(result_path, args.runs / f"{args.sweep}.lock", args.sweep, sweep, mine)
+    print(markdown(args.sweep, sweep, summarise(sweep, _on_disk(result_path, sweep))))
+
+
+def _on_disk(result_path: Path, sweep: Sweep) -> list[dict]:
+    runs = json.loads(result_path.read_text())["runs"] if result_path.exists() else []
+    return [r for r in runs if r["row"] in sweep.rows]
+
+
+def write_results(
+    result_path: Path, lock_path: Path, name: str, sweep: Sweep, mine: dict[tuple[str, int], dict]
+) -> None:
+    """Merge this process's finished runs into the results on disk and write them (JSON and table).
+
+    Under a lock, the file is read again just before it is written: earlier results stay until their run finishes
+    again (an interrupted sweep loses none of them), and two processes working on one sweep (say, one row each)
+    keep each other's runs."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:  # (in the runs folder, which git ignores)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        by_run = {(r["row"], r["seed"]): r for r in _on_disk(result_path, sweep)} | mine
+        results = list(by_run.values())
+        summary = summarise(sweep, results)
+        doc = {
+            "sweep": name,
+            "task": sweep.task,
+            "contexts": sweep.contexts,
+            "examples": sweep.examples,
+            "rows": {r: {"spec": s, "set": o} for r, (s, o) in sweep.rows.items()},
+            "runs": results,
+            "summary": summary,
+        }
+        result_path.write_text(json.dumps(doc, indent=2) + "\n")
+        result_path.with_suffix(".md").write_text(markdown(name, sweep, summary))
 
 
 if __name__ == "__main__":

@@ -69,3 +69,23 @@ def test_an_interrupted_sweep_keeps_the_earlier_results_it_did_not_replace(tmp_p
     runs = {r["seed"]: r for r in json.loads((tmp_path / f"{name}.json").read_text())["runs"]}
     assert runs[0]["accuracy"] == score(0.9)  # replaced by the new result
     assert runs[1]["accuracy"] == score(0.5)  # kept
+
+
+def test_two_processes_on_one_sweep_keep_each_others_runs(tmp_path, monkeypatch):
+    """While this process trains seed 1, another one (simulated) finishes seed 0 and writes it: both survive."""
+    module = _script("seeded_sweep")
+    name, row = "horizon_mqar", "lmm"
+    sweep = module.SWEEPS[name]
+    score = lambda a: {str(c): a for c in sweep.contexts}  # noqa: E731
+    result = lambda seed, a: {"row": row, "seed": seed, "status": 0, "train_minutes": 1.0, "accuracy": score(a)}  # noqa: E731
+
+    def fake(sweep_, sweep_name, row_name, seed, runs, log, core):
+        other = {(row, 0): result(0, 0.7)}  # the other process's run, written while this one trains
+        module.write_results(tmp_path / f"{name}.json", tmp_path / "runs" / f"{name}.lock", name, sweep, other)
+        return result(seed, 0.9)
+
+    monkeypatch.setattr(module, "train_and_score", fake)
+    module.main([name, "--only", row, "--seeds", "1", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
+    runs = {r["seed"]: r for r in json.loads((tmp_path / f"{name}.json").read_text())["runs"]}
+    assert runs[0]["accuracy"] == score(0.7) and runs[1]["accuracy"] == score(0.9)
+    assert "| `lmm` | 0,1 |" in (tmp_path / f"{name}.md").read_text()
