@@ -171,6 +171,17 @@ SWEEPS: dict[str, Sweep] = {
             )
             for steps, budget in ((2000, _NIAH_2000), (2500, _NIAH_2500))
         }
+        # two heads of 32: with four heads of 16 (and θ₀ 0.05) every MAC seed learned S-NIAH within 1,500 steps
+        # (mac_write_niah), with one head of 64 one seed of five had not after 2,000; a write of another key
+        # erodes a stored one by ~θ/d_head, so two heads sit between the two
+        | {
+            "mac@heads2@forget1e-5@theta0.02@2000": (
+                "experiments/niah/mac.yaml",
+                _NIAH_2000
+                + ["model.memory.num_heads=2", "model.memory.init_forget=1e-5", "model.memory.init_lr=0.02"]
+                + _mac("mac", "niah"),
+            )
+        }
         # MAC within 1,500 steps: a write gate that starts between the recipe's (0.005: the plateau) and 0.02, or
         # 0.02 with a ceiling on η (a surprise moves M for ≲ 1/(1 − η) tokens, so a write's effect is ~θ/(1 − η):
         # the seed that failed at 8T kept η 0.82–0.87, the two that passed 0.02–0.08 in one of their layers)
