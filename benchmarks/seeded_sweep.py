@@ -13,8 +13,7 @@ training loss, minutes, the evaluation at each context and the memory's diagnost
 this time keep their earlier results (rows since removed from the sweep are dropped), and a run's earlier result
 stays until the run finishes again. Two processes may work on one sweep at once (e.g. one row each, pinned with
 ``taskset``): each merges its runs into the file under a lock, so neither loses the other's. Minutes are wall
-time on the 2-core machine while other jobs may share it: an
-upper bound.
+time on the 2-core machine while other jobs may share it: an upper bound.
 """
 
 from __future__ import annotations
@@ -154,7 +153,8 @@ SWEEPS: dict[str, Sweep] = {
     # Issue 21's S-NIAH table at 8T, every row trained again after the closed-form surprise clamp
     # (MLPMemory.grad_norms: the same function, 2x the training tokens/s) so that each run's minutes are today's:
     # LMM, MAG and MAL with the recipe and the budgets that passed (2,000 steps for LMM, 1,500 for MAG and MAL);
-    # MAC with θ₀ 0.02 and 2,500 steps (at 1,500 steps one seed of three kept large writes and failed at 8T)
+    # MAC with θ₀ 0.02 and 2,000 steps, and 2,500 for one seed (at 1,500 one seed of three kept large writes and
+    # failed at 8T)
     "recall_8x": Sweep(
         "niah",
         (320, 640, 1280, 2560),
@@ -182,20 +182,12 @@ SWEEPS: dict[str, Sweep] = {
                 + _mac("mac", "niah"),
             )
         }
-        # MAC within 1,500 steps: a write gate that starts between the recipe's (0.005: the plateau) and 0.02, or
-        # 0.02 with a ceiling on η (a surprise moves M for ≲ 1/(1 − η) tokens, so a write's effect is ~θ/(1 − η):
-        # the seed that failed at 8T kept η 0.82–0.87, the two that passed 0.02–0.08 in one of their layers)
+        # MAC within 1,500 steps with a write gate that starts between the recipe's (0.005: the plateau) and 0.02:
+        # seed 2 was still on the plateau at step ~1,290 and was stopped (results/probes/mac_niah_theta0.01_stopped.md)
         | {
             "mac@heads1@forget1e-5@theta0.01@1500": (
                 "experiments/niah/mac.yaml",
                 _NIAH_1500 + _LONG + ["model.memory.init_lr=0.01"] + _mac("mac", "niah"),
-            ),
-            "mac@heads1@forget1e-5@theta0.02@eta0.5@1500": (
-                "experiments/niah/mac.yaml",
-                _NIAH_1500
-                + _LONG
-                + ["model.memory.init_lr=0.02", "model.memory.max_momentum=0.5", "model.memory.init_momentum=0.4"]
-                + _mac("mac", "niah"),
             ),
         },
     ),

@@ -89,7 +89,7 @@ def check_memory_model(model: Any) -> list[str]:
 
 
 def _grad_norms_problems(model: Any, params: Any, T: int, D: int) -> list[str]:
-    """The optional clamp fast path: grad_norms(params, k_TxD, cot_TxD) → T norms in the parameters' dtype."""
+    """The optional clamp fast path: grad_norms(params, k_TxD, cot_TxD) → T float norms, one per token."""
     call = "grad_norms(params, k_TxD, cot_TxD)"
     try:
         out = jax.eval_shape(model.grad_norms, params, _abstract((T, D)), _abstract((T, D)))

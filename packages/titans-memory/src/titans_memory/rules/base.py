@@ -29,6 +29,7 @@ __all__ = [
     "decay",
     "init_rule_state",
     "mask_gates",
+    "safe_sqrt",
     "token_grad",
     "tree_norm",
 ]
@@ -98,11 +99,15 @@ def token_grad(
     return jax.grad(assoc_loss, argnums=1)(model, params, k_D[None], v_D[None], objective, per_token)
 
 
-def tree_norm(tree: PyTree) -> jax.Array:
-    """Global ℓ2 norm of a pytree, with a finite gradient at 0 (the double-where trick)."""
-    sq = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
+def safe_sqrt(sq: jax.Array | float) -> jax.Array:
+    """√sq for sq ≥ 0 with a finite gradient at 0 (the double-where trick): norms the clamp differentiates through."""
     positive = sq > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def tree_norm(tree: PyTree) -> jax.Array:
+    """Global ℓ2 norm of a pytree, with a finite gradient at 0 (``safe_sqrt``)."""
+    return safe_sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
 def clip_scale(norm: jax.Array, max_norm: float | None) -> jax.Array:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from titans_memory.rules.base import clip_scale
+from titans_memory.rules.base import clip_scale, safe_sqrt
 from titans_memory.rules.fused_backward import run_chunks_backward
 
 MIN_DOT = 16  # Triton's tl.dot needs every dimension ≥ 16; smaller tiles use broadcast-and-sum products
@@ -51,9 +51,7 @@ def _dot_tn(a_bxD: jax.Array, b_bxE: jax.Array, use_dot: bool) -> jax.Array:
 
 
 def _row_norm(x_bxD: jax.Array) -> jax.Array:
-    sq = jnp.sum(x_bxD * x_bxD, axis=-1, keepdims=True)
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+    return safe_sqrt(jnp.sum(x_bxD * x_bxD, axis=-1, keepdims=True))
 
 
 def matrix_step(cotangent: Callable, max_grad_norm: float | None, use_dot: bool) -> Callable:

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from titans_memory.memory_models import TwoLayerForm, layer_norm, layer_norm_backward, value_and_slope
-from titans_memory.rules.base import clip_scale
+from titans_memory.rules.base import clip_scale, safe_sqrt
 from titans_memory.rules.fused_kernel import MIN_DOT, _dot, _dot_tn, chunk_loop_with_vjp
 
 
@@ -85,8 +85,8 @@ def two_layer_step(form: TwoLayerForm, cotangent: Callable, max_grad_norm: float
             sq = sum(_row_sq(h, sdt) * _row_sq(d, sdt) for h, d in factors)
             if gain_rows is not None:
                 sq = sq + _row_sq(gain_rows, sdt)
-            positive = sq > 0  # √ with a finite derivative at 0 (the backward kernel differentiates this step)
-            scale = clip_scale(jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0), max_grad_norm)
+            # √ with a finite derivative at 0 (the backward kernel differentiates this step)
+            scale = clip_scale(safe_sqrt(sq), max_grad_norm)
             a, m = a * scale.astype(a.dtype), m * scale.astype(m.dtype)
         a, m = a.astype(cdt), m.astype(cdt)
         # −Σ_i w_i u_i for w = a (into S) and w = m (into M): the sign goes on the small δ rows

@@ -145,17 +145,19 @@ class MomentumScanRule(RuleBase):
         else:
             y_bxD, pred_bxD, grad_sums = read_and_linearize(model, start, q_bxD, k_bxD)
         resid_bxD = objective.cotangent(pred_bxD, v_bxD, **objective_b)  # ∂ℓ_i/∂M(k_i); ℓ2: 2(M(k) − v)
+        # −Σ_i a_i u_i and −Σ_i m_i u_i in one backward pass (the sign goes on the small residual, not on the trees)
+        cot_bxD = -resid_bxD
         if self.config.max_grad_norm is not None:  # per-token ‖u_i‖, only when the clamp is on
-            norms = token_grad_norms(model, start, k_bxD, resid_bxD, grad_sums)
+            # (of −u_i: the same norms, from the backward pass the weighted sums below run on the same cotangent)
+            norms = token_grad_norms(model, start, k_bxD, cot_bxD, grad_sums)
             theta_b = theta_b * clip_scale(norms, self.config.max_grad_norm)
         spans = gate_spans(eta_b, alpha_bxC)  # one pair of span-product matrices for both reads' coefficients
         a_b, m_bxC, keep_M, keep_S, s_to_M = chunk_coefficients(theta_b, eta_b, alpha_bxC, mask_b, spans)
-        # −Σ_i a_i u_i and −Σ_i m_i u_i in one backward pass (the sign goes on the small residual, not on the trees)
         if token_read:  # ... and every y_t = M_t(q_t), M_t = keep_t M + s_to_M_t S − Σ_i m_{t,i} u_i
             coefs = token_coefficients(theta_b, eta_b, alpha_bxC, mask_b, spans)
-            (d_S, d_M), y_bxD = grads_and_read(-resid_bxD, (a_b[:, None], m_bxC), memory, surprise, *coefs)
+            (d_S, d_M), y_bxD = grads_and_read(cot_bxD, (a_b[:, None], m_bxC), memory, surprise, *coefs)
         else:
-            d_S, d_M = grad_sums(-resid_bxD, a_b[:, None], m_bxC)
+            d_S, d_M = grad_sums(cot_bxD, a_b[:, None], m_bxC)
         new_surprise = jax.tree.map(lambda s, d: keep_S * s + d, surprise, d_S)
         new_memory = jax.tree.map(lambda m, s, d: m + s + d, decay(memory, keep_M), decay(surprise, s_to_M), d_M)
         return y_bxD, new_memory, new_surprise
