@@ -182,6 +182,45 @@ SWEEPS: dict[str, Sweep] = {
                 + _mac("mac", "niah"),
             )
         }
+        # two heads of 64 (model.memory.head_dim: the memory 128 wide, 1.34x the step time of one head): two
+        # chances to leave the plateau, as with two heads of 32, while each head erodes a stored key by ~θ/64, as
+        # the one head of 64 does; 1,500 steps to stay within 15 minutes a run
+        | {
+            f"mac@heads2x64@forget1e-5@theta{theta}@1500": (
+                "experiments/niah/mac.yaml",
+                _NIAH_1500
+                + ["model.memory.num_heads=2", "model.memory.head_dim=64", "model.memory.init_forget=1e-5"]
+                + [f"model.memory.init_lr={theta}"]
+                + _mac("mac", "niah"),
+            )
+            for theta in ("0.02", "0.01", "0.005")
+        }
+        # (θ₀ 0.005, the recipe's: both seeds still on the plateau at step 700 and stopped; θ₀ 0.01: seed 0 left it at
+        # step ~700 and scores 1.6% at T; results/probes/mac_niah_2x64_theta0.005_stopped.md)
+        # the same with θ capped at 0.1 or 1.0 instead of 0.5 (model.memory.max_lr; 0.1 holds less at 8T, 1.0 no more)
+        | {
+            f"mac@heads2x64@forget1e-5@theta0.02@maxlr{cap}@1500": (
+                "experiments/niah/mac.yaml",
+                _NIAH_1500
+                + ["model.memory.num_heads=2", "model.memory.head_dim=64", "model.memory.init_forget=1e-5"]
+                + ["model.memory.init_lr=0.02", f"model.memory.max_lr={cap}"]
+                + _mac("mac", "niah"),
+            )
+            for cap in ("0.1", "1.0")
+        }
+        # the same with η capped at 0.8 (model.memory.max_momentum; η₀ 0.72, the gate's start as with 0.9 of 1):
+        # a surprise moves M for ≲ 5 tokens. Across the MAC runs above, 8T recall falls as the first layer's mean
+        # update norm (and mean η) grows. Both seeds were still on the plateau at step 800 and were stopped
+        # (results/probes/mac_niah_2x64_eta0.8_stopped.md): the momentum is what gets MAC off it
+        | {
+            "mac@heads2x64@forget1e-5@theta0.02@eta0.8@1500": (
+                "experiments/niah/mac.yaml",
+                _NIAH_1500
+                + ["model.memory.num_heads=2", "model.memory.head_dim=64", "model.memory.init_forget=1e-5"]
+                + ["model.memory.init_lr=0.02", "model.memory.init_momentum=0.72", "model.memory.max_momentum=0.8"]
+                + _mac("mac", "niah"),
+            )
+        }
         # MAC within 1,500 steps with a write gate that starts between the recipe's (0.005: the plateau) and 0.02:
         # seed 2 was still on the plateau at step ~1,290 and was stopped (results/probes/mac_niah_theta0.01_stopped.md)
         | {
