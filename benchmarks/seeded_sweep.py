@@ -52,6 +52,7 @@ _NIAH_2500 = ["trainer.steps=2500", "trainer.eval_every=2500", "checkpoint.every
 _LONG = ["model.memory.num_heads=1", "model.memory.init_forget=1e-5"]  # one head of 64, a long horizon
 _ETA = ["model.memory.max_momentum=0.95"]
 _RECIPE = _LONG + ["model.memory.init_lr=0.005"]  # the S-NIAH recipe of the README
+_TWO_64 = ["model.memory.num_heads=2", "model.memory.head_dim=64", "model.memory.init_forget=1e-5"]  # MAC's probes
 _CARRY8 = ["trainer.carry_memory=true", "trainer.carry_reset_every=8"]  # titans_train.carry, task data
 
 
@@ -182,16 +183,13 @@ SWEEPS: dict[str, Sweep] = {
                 + _mac("mac", "niah"),
             )
         }
-        # two heads of 64 (model.memory.head_dim: the memory 128 wide, 1.34x the step time of one head): two
+        # two heads of 64 (model.memory.head_dim: the memory 128 wide, a step ~1.6x one head's): two
         # chances to leave the plateau, as with two heads of 32, while each head erodes a stored key by ~θ/64, as
-        # the one head of 64 does; 1,500 steps to stay within 15 minutes a run
+        # the one head of 64 does; 1,500 steps (aimed at 15 minutes a run; ~20 beside another run)
         | {
             f"mac@heads2x64@forget1e-5@theta{theta}@1500": (
                 "experiments/niah/mac.yaml",
-                _NIAH_1500
-                + ["model.memory.num_heads=2", "model.memory.head_dim=64", "model.memory.init_forget=1e-5"]
-                + [f"model.memory.init_lr={theta}"]
-                + _mac("mac", "niah"),
+                _NIAH_1500 + _TWO_64 + [f"model.memory.init_lr={theta}"] + _mac("mac", "niah"),
             )
             for theta in ("0.02", "0.01", "0.005")
         }
@@ -202,7 +200,7 @@ SWEEPS: dict[str, Sweep] = {
             f"mac@heads2x64@forget1e-5@theta0.02@maxlr{cap}@1500": (
                 "experiments/niah/mac.yaml",
                 _NIAH_1500
-                + ["model.memory.num_heads=2", "model.memory.head_dim=64", "model.memory.init_forget=1e-5"]
+                + _TWO_64
                 + ["model.memory.init_lr=0.02", f"model.memory.max_lr={cap}"]
                 + _mac("mac", "niah"),
             )
@@ -216,7 +214,7 @@ SWEEPS: dict[str, Sweep] = {
             "mac@heads2x64@forget1e-5@theta0.02@eta0.8@1500": (
                 "experiments/niah/mac.yaml",
                 _NIAH_1500
-                + ["model.memory.num_heads=2", "model.memory.head_dim=64", "model.memory.init_forget=1e-5"]
+                + _TWO_64
                 + ["model.memory.init_lr=0.02", "model.memory.init_momentum=0.72", "model.memory.max_momentum=0.8"]
                 + _mac("mac", "niah"),
             )
