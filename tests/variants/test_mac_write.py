@@ -17,7 +17,7 @@ from titans_attention.mixers import MACMixer
 from titans_core.spec import SpecError
 from variants_utils import full_pass_and_dependence, tiny
 
-WRITES = ["y", "norm(x+y)"]  # the default, "x+y", is covered by test_variants.py (the MAC rows)
+WRITES = ["y", "norm(x+y)", "x"]  # the default, "x+y", is covered by test_variants.py (the MAC rows)
 
 
 @pytest.mark.parametrize("write", WRITES)
@@ -52,7 +52,7 @@ def _written_and_expected(mixer: MACMixer, x, write: str):
     _, cache = mixer.prefill(x)
     h, state = mixer.memory.retrieve(x, mixer.memory.init_state(x.shape[0]))
     y = mixer.attn(x, prefix_BxTxD=h, positions=jnp.arange(x.shape[1]))
-    u = {"y": y, "x+y": x + y, "norm(x+y)": (mixer.write_norm(x + y) if mixer.write_norm else None)}[write]
+    u = {"y": y, "x": x, "x+y": x + y, "norm(x+y)": (mixer.write_norm(x + y) if mixer.write_norm else None)}[write]
     _, expected = mixer.memory(u, state, aligned=True)
     _, from_y = mixer.memory(y, state, aligned=True)
     return cache.memory, expected, from_y
@@ -77,7 +77,7 @@ def test_norm_write_has_its_own_scale_and_other_writes_add_no_parameters():
         return sum(p.size for p in jax.tree.leaves(nnx.state(tiny("mac", mac_write=write), nnx.Param)))
 
     counts = {w: count(w) for w in ["x+y", *WRITES]}
-    assert counts["x+y"] == counts["y"]
+    assert counts["x+y"] == counts["y"] == counts["x"]
     assert counts["norm(x+y)"] == counts["y"] + 2 * 16  # one RMSNorm scale per MAC block (2 blocks, D = 16)
 
 

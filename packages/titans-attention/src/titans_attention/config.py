@@ -10,7 +10,7 @@ from titans_core.layers import head_width
 from titans_core.spec import ComponentRef
 from titans_memory import NeuralMemoryConfig
 
-MacWrite = Literal["y", "x+y", "norm(x+y)"]
+MacWrite = Literal["y", "x+y", "norm(x+y)", "x"]
 """What MAC's memory writes and reads back (``model.mac_write``; ``titans_attention.mixers.MACMixer``)."""
 
 
@@ -34,7 +34,8 @@ class VariantConfig(ComponentConfig):
         "x+y",
         description="MAC only: what the memory writes and reads back in Eq 24–25: the block's normalised input plus "
         "the attention output (x+y, default: measured best, README 'MAC's write'), RMSNorm(x+y), or the attention "
-        "output y alone (the paper's text)",
+        "output y alone (the paper's text), or the block's normalised input x alone (what MAG's and LMM's "
+        "memories write)",
     )
     attention: ComponentRef("attention") | None = Field(  # type: ignore[valid-type]
         None,

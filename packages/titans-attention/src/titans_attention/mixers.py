@@ -140,7 +140,9 @@ class MACMixer(nnx.Module):
     residual stream): ``"y"`` writes and reads back the attention output alone, as printed; ``"x+y"`` writes
     u_t = x_t + y_t, the block's normalised input plus the attention output (the signal every other variant's
     memory sees, plus what attention found); ``"norm(x+y)"`` writes RMSNorm(x_t + y_t) with its own learnable
-    scale. In each case the read of Eq 25 takes the same input, M*_t(u_t), and the gate is o_t = y_t ⊗ M*_t(u_t).
+    scale; ``"x"`` writes the block's normalised input alone, the signal MAG's and LMM's memories write, from which
+    Eq 21's read h = M*(q_t) takes its queries too. In each case the read of Eq 25 takes the same input, M*_t(u_t),
+    and the gate is o_t = y_t ⊗ M*_t(u_t).
     Why ``x+y`` matters: at initialisation y has RMS ≈ 0.3 and near-uniform attention makes its keys alike, so a
     memory fed y alone starts almost blind to which token it stores (README, "MAC's write").
 
@@ -165,9 +167,11 @@ class MACMixer(nnx.Module):
         self.write_norm = RMSNorm(d_model, axis="embed") if write == "norm(x+y)" else None
 
     def _written(self, x, y):
-        """u_t, what the memory writes (Eq 24) and reads back (Eq 25): y, x + y or RMSNorm(x + y)."""
+        """u_t, what the memory writes (Eq 24) and reads back (Eq 25): y, x + y, RMSNorm(x + y) or x."""
         if self.write == "y":
             return y
+        if self.write == "x":
+            return x
         u = x + y
         return self.write_norm(u) if self.write_norm is not None else u
 
