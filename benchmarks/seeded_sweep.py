@@ -70,7 +70,11 @@ SWEEPS: dict[str, Sweep] = {
         "mqar",
         (64, 128),
         256,
-        {w: ("experiments/mqar/mac.yaml", _MQAR_600 + [f"model.mac_write={w}"]) for w in ("y", "x+y", "norm(x+y)")},
+        # (x, the block's input alone, added after S-NIAH's recall_8x rows)
+        {
+            w: ("experiments/mqar/mac.yaml", _MQAR_600 + [f"model.mac_write={w}"])
+            for w in ("y", "x+y", "norm(x+y)", "x")
+        },
     ),
     # MAC's write on S-NIAH (T = 320), 800 steps, segment 32 as in the variant comparison
     "mac_write_niah": Sweep(
@@ -219,6 +223,15 @@ SWEEPS: dict[str, Sweep] = {
                 + _mac("mac", "niah"),
             )
         }
+        # MAC writing x, the block's normalised input, as MAG's and LMM's memories do (model.mac_write=x; Eq 21's
+        # read h = M*(q_t) takes its queries from x too, so the memory's keys and queries see one signal)
+        | {
+            f"mac@write_x@heads1@forget1e-5@theta{theta}@1500": (
+                "experiments/niah/mac.yaml",
+                _NIAH_1500 + _LONG + [f"model.memory.init_lr={theta}", "model.mac_write=x", "model.segment=64"],
+            )
+            for theta in ("0.005", "0.02")
+        }
         # MAC within 1,500 steps with a write gate that starts between the recipe's (0.005: the plateau) and 0.02:
         # seed 2 was still on the plateau at step ~1,290 and was stopped (results/probes/mac_niah_theta0.01_stopped.md)
         | {
@@ -240,9 +253,9 @@ SWEEPS: dict[str, Sweep] = {
             "lmm@heads1": ("experiments/mqar/lmm.yaml", _LONG[:1]),
             "lmm@heads1@eta0.95": ("experiments/mqar/lmm.yaml", _LONG[:1] + _ETA),
         }
-        | {
-            f"{v}@eta0.95": (f"experiments/mqar/{v}.yaml", _ETA + _mac(v, "mqar")) for v in ("lmm", "mag", "mac", "mal")
-        },
+        | {f"{v}@eta0.95": (f"experiments/mqar/{v}.yaml", _ETA + _mac(v, "mqar")) for v in ("lmm", "mag", "mac", "mal")}
+        # MAC writing x (model.mac_write=x, its S-NIAH setting in recall_8x) with MQAR's budget and η ceiling
+        | {"mac@eta0.95@write_x": ("experiments/mqar/mac.yaml", _ETA + ["model.mac_write=x"])},
     ),
 }
 
