@@ -66,6 +66,16 @@ SWEEPS: dict[str, list[tuple[str, str, list[str]]]] = {
             )
             for seed_tag, seed in (("", []), ("-seed1", ["trainer.seed=1"]))
         ],
+        # the same MAC writing x+y or x instead of y (model.mac_write; the LM spec keeps y, as measured), two seeds
+        *[
+            (
+                f"mac-token-forget0.06-floor0.05-write_{write}{seed_tag}",
+                "../experiments/lm/mac.yaml",
+                _T128 + _TOKEN + _MAC_FLOOR + [f"model.mac_write={write}"] + seed,
+            )
+            for write in ("x+y", "x")
+            for seed_tag, seed in (("", []), ("-seed1", ["trainer.seed=1"]))
+        ],
         # LMM, MAG and MAL with α₀ = 0.05 (level or better at 4T), two seeds
         *[
             (f"{v}-token-forget0.05{seed_tag}", f"../experiments/lm/{v}.yaml", _T128 + _TOKEN + _FORGET + seed)
