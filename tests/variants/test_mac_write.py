@@ -1,7 +1,7 @@
 """MAC's write (``model.mac_write``): what the memory stores and reads back in Eq 24–25.
 
 Each option keeps MAC causal and its incremental decoding equal to the full pass, and the memory receives exactly
-the documented signal (y, x + y or RMSNorm(x + y)).
+the documented signal (y, x + y, RMSNorm(x + y) or x).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _mixer(model) -> MACMixer:
 @partial(nnx.jit, static_argnames="write")
 def _written_and_expected(mixer: MACMixer, x, write: str):
     """One compiled program: the memory state after MAC's prefill of one segment x; NeuralMemory's state after
-    writing u = y, x + y or RMSNorm(x + y) from the state that segment starts from; and after writing y alone."""
+    writing u = y, x + y, RMSNorm(x + y) or x from the state that segment starts from; and after writing y alone."""
     _, cache = mixer.prefill(x)
     h, state = mixer.memory.retrieve(x, mixer.memory.init_state(x.shape[0]))
     y = mixer.attn(x, prefix_BxTxD=h, positions=jnp.arange(x.shape[1]))
@@ -60,7 +60,7 @@ def _written_and_expected(mixer: MACMixer, x, write: str):
 
 @pytest.mark.parametrize("write", ["x+y", *WRITES])
 def test_the_memory_writes_the_documented_signal(write):
-    """After one segment the memory state equals NeuralMemory called on u = y, x + y or RMSNorm(x + y)."""
+    """After one segment the memory state equals NeuralMemory called on u = y, x + y, RMSNorm(x + y) or x."""
     mixer = _mixer(tiny("mac", layers=1, mac_write=write))
     x = jax.random.normal(jax.random.key(2), (2, 4, 16))  # one segment
     got_state, expected, from_y = _written_and_expected(mixer, x, write)
