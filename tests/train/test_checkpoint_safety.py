@@ -117,6 +117,8 @@ def test_host_digest_equals_the_jitted_digest_for_every_dtype() -> None:
         assert np.array_equal(np.asarray(a), b), (leaf.dtype, a, b)
 
 
+# the abandoned writes' "Event loop is closed" must not surface as an unraisable-exception traceback either
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:
@@ -212,3 +214,22 @@ def test_missing_digest_is_corrupt_and_no_usable_checkpoint_needs_restart(
     result = run_cli(capsys, [str(spec_file), "--set", "trainer.steps=8", "--restart"])
     assert result.code == 2 and "holds a usable checkpoint (step 7)" in result.err, result.err
     assert (run_dir / "metrics.jsonl").read_text() == after and "Traceback" not in result.err
+
+
+def test_quiet_hooks_drop_only_the_closed_event_loop(monkeypatch, capsys) -> None:
+    """After ``install_quiet_filter`` an unraisable "Event loop is closed" prints nothing; any other unraisable
+    exception or uncaught error still reaches the hook that was there before."""
+    import sys
+    import types
+
+    from titans_train import write_errors
+
+    seen: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(f"unraisable {u.exc_value}"))
+    monkeypatch.setattr(sys, "excepthook", lambda kind, exc, tb: seen.append(f"uncaught {exc}"))
+    write_errors.install_quiet_filter()
+    for message in ("Event loop is closed", "something else"):
+        sys.unraisablehook(types.SimpleNamespace(exc_value=RuntimeError(message), object=None))
+        sys.excepthook(RuntimeError, RuntimeError(message), None)
+    assert seen == ["unraisable something else", "uncaught something else"]
+    assert capsys.readouterr().err == ""

@@ -110,9 +110,20 @@ def _quiet_excepthook(kind: type[BaseException], exc: BaseException, tb: Traceba
 _previous_excepthook = sys.excepthook
 
 
+def _quiet_unraisablehook(unraisable) -> None:
+    """sys.unraisablehook that drops the same "Event loop is closed": when the abandoned writes' callbacks run
+    after their event loop is gone, Python reports it as "Exception ignored in: …" with a traceback."""
+    if not _closed_loop_noise(unraisable.exc_value):
+        _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
 def install_quiet_filter() -> None:
-    """Add :data:`QUIET` to the loggers orbax uses, and drop the closed-event-loop tracebacks (idempotent)."""
-    global _previous_excepthook
+    """Add :data:`QUIET` to the loggers orbax uses, and drop the closed-event-loop tracebacks, raised or
+    unraisable (idempotent)."""
+    global _previous_excepthook, _previous_unraisablehook
     for name in ("absl", "orbax", ""):
         logger = logging.getLogger(name)
         if QUIET not in logger.filters:
@@ -120,3 +131,6 @@ def install_quiet_filter() -> None:
     if sys.excepthook is not _quiet_excepthook:
         _previous_excepthook = sys.excepthook
         sys.excepthook = _quiet_excepthook
+    if sys.unraisablehook is not _quiet_unraisablehook:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _quiet_unraisablehook
