@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import benchmark_script
 from titans_train.spec_check import load_train_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SWEEPS = _script("seeded_sweep").SWEEPS
+SWEEPS = benchmark_script("seeded_sweep").SWEEPS
 ROWS = [(sweep, row) for sweep, s in SWEEPS.items() for row in s.rows]
 
 
@@ -32,7 +25,7 @@ def test_every_seeded_sweep_row_is_a_valid_spec(sweep, row):
 
 def test_niah_by_depth_groups_depths_in_order_and_keeps_every_count():
     by_depth = {f"{d:.3f}": [i % 3, 2] for i, d in enumerate(x / 39 for x in range(40))}
-    groups = _script("niah_by_depth").buckets(by_depth, 5)
+    groups = benchmark_script("niah_by_depth").buckets(by_depth, 5)
     assert len(groups) == 5
     assert [t for _, t in groups] == [16] * 5
     assert sum(c for c, _ in groups) == sum(c for c, _ in by_depth.values())
@@ -40,7 +33,7 @@ def test_niah_by_depth_groups_depths_in_order_and_keeps_every_count():
 
 
 def test_a_run_is_scored_again_only_when_its_evaluation_differs(tmp_path):
-    module = _script("seeded_sweep")
+    module = benchmark_script("seeded_sweep")
     sweep = module.Sweep("mqar", (64, 128), 256, {})
     scored = tmp_path / "eval_mqar.json"
     assert not module._scored_as(scored, sweep)  # never scored
@@ -52,7 +45,7 @@ def test_a_run_is_scored_again_only_when_its_evaluation_differs(tmp_path):
 
 
 def test_an_interrupted_sweep_keeps_the_earlier_results_it_did_not_replace(tmp_path, monkeypatch):
-    module = _script("seeded_sweep")
+    module = benchmark_script("seeded_sweep")
     name, row = "horizon_mqar", "lmm"
     score = lambda a: {str(c): a for c in module.SWEEPS[name].contexts}  # noqa: E731
     earlier = [{"row": row, "seed": s, "status": 0, "train_minutes": 1.0, "accuracy": score(0.5)} for s in (0, 1)]
@@ -73,7 +66,7 @@ def test_an_interrupted_sweep_keeps_the_earlier_results_it_did_not_replace(tmp_p
 
 def test_two_processes_on_one_sweep_keep_each_others_runs(tmp_path, monkeypatch):
     """While this process trains seed 1, another one (simulated) finishes seed 0 and writes it: both survive."""
-    module = _script("seeded_sweep")
+    module = benchmark_script("seeded_sweep")
     name, row = "horizon_mqar", "lmm"
     sweep = module.SWEEPS[name]
     score = lambda a: {str(c): a for c in sweep.contexts}  # noqa: E731

@@ -5,10 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from titans_train import write_errors
 from train.conftest import losses, metrics, run_cli, run_cli_in_fixture, script_env, start_cli, toy_spec, write_spec
 from train.test_bad_input import _assert_one_error
 
@@ -219,11 +222,6 @@ def test_missing_digest_is_corrupt_and_no_usable_checkpoint_needs_restart(
 def test_quiet_hooks_drop_only_the_closed_event_loop(monkeypatch, capsys) -> None:
     """After ``install_quiet_filter`` an unraisable "Event loop is closed" prints nothing; any other unraisable
     exception or uncaught error still reaches the hook that was there before."""
-    import sys
-    import types
-
-    from titans_train import write_errors
-
     seen: list[str] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(f"unraisable {u.exc_value}"))
     monkeypatch.setattr(sys, "excepthook", lambda kind, exc, tb: seen.append(f"uncaught {exc}"))

@@ -4,7 +4,6 @@ runs the whole pipeline."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import benchmark_script
 from titans_attention import count_params
 from titans_train.plan import abstract_model
 from titans_train.spec import TrainSpec
@@ -115,18 +115,11 @@ def test_parameter_counts_are_equal_within_two_percent(specs) -> None:
         assert max(group) / min(group) - 1 < 0.02, (task, counts)  # designed within 1%
 
 
-def _experiments_script():
-    spec = importlib.util.spec_from_file_location("experiments_script", ROOT / "benchmarks" / "experiments.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_experiment_steps_run_as_processes_or_in_process(tmp_path: Path) -> None:
     """``run`` (each step of benchmarks/experiments.py): as ``python -m MODULE`` (the default; the smoke run below
     uses --in-process) or as ``MODULE.main`` in this process, the output appended to the log, an exit status
     that is not allowed stops the script."""
-    experiments, log = _experiments_script(), tmp_path / "experiments.log"
+    experiments, log = benchmark_script("experiments"), tmp_path / "experiments.log"
     status, _ = experiments.run([sys.executable, "-m", "titans_train.cli", "--help"], log)
     assert status == 0 and "$ " in log.read_text() and "Usage: titans-train" in log.read_text()
     missing = [sys.executable, "-m", "titans_train.cli", str(tmp_path / "missing.yaml")]

@@ -6,21 +6,16 @@ changes the output, and the original ``MACMixer._segment`` is back once the abla
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from benchmark_scripts import benchmark_script
 from titans_attention.mixers import MACMixer
 from titans_train.tasks.niah import decode_tokens
 from variants_utils import tiny
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("mac_paths", ROOT / "benchmarks" / "mac_paths.py")
-mac_paths = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mac_paths)
+mac_paths = benchmark_script("mac_paths")
 
 
 def _logits(model, toks, mode):
