@@ -28,43 +28,36 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from titans_attention.mixers import MACMixer
+from titans_memory import NeuralMemory
 from titans_train.sampling import load_run_model
 from titans_train.tasks.niah import encode_text, make_niah_example
 
 MODES = ("intact", "no_h", "no_gate")
-_ORIGINAL = MACMixer._segment
-
-
-def _segment(mode: str):
-    """MACMixer._segment with one read cut off from the stored memory (``mode``; "intact" is the original)."""
-
-    def segment(self: MACMixer, x, state, positions):
-        empty = self.memory.init_state(x.shape[0]).rule
-        if mode == "no_h":
-            h, read = self.memory.retrieve(x, state._replace(rule=empty))
-            state = state._replace(conv=read.conv)
-        else:
-            h, state = self.memory.retrieve(x, state)
-        y = self.attn(x, prefix_BxTxD=h, positions=positions)
-        u = self._written(x, y)
-        aligned = self.memory.on_chunk_boundary(self.segment)
-        m, after = self.memory(u, state, aligned=aligned)
-        if mode == "no_gate":
-            m, _ = self.memory(u, state._replace(rule=empty), aligned=aligned)
-        return self.gate(y, m), u, after
-
-    return segment
 
 
 @contextmanager
 def _patched(mode: str):
-    if mode != "intact":
-        MACMixer._segment = _segment(mode)
+    """Within the block, MAC's h read (``no_h``: ``NeuralMemory.retrieve``) or its gate read (``no_gate``: the
+    output of ``NeuralMemory.__call__``) comes from a memory with nothing of earlier segments; the state carried on
+    (writes, convolution caches) is the real one. The mixer itself (``MACMixer._segment``) runs unchanged."""
+    retrieve, call = NeuralMemory.retrieve, NeuralMemory.__call__
+
+    def no_h(self, x, state):
+        h, read = retrieve(self, x, state._replace(rule=self.init_state(x.shape[0]).rule))
+        return h, state._replace(conv=read.conv)
+
+    def no_gate(self, u, state, **kw):
+        m, _ = call(self, u, state._replace(rule=self.init_state(u.shape[0]).rule), **kw)
+        return m, call(self, u, state, **kw)[1]
+
+    if mode == "no_h":
+        NeuralMemory.retrieve = no_h
+    elif mode == "no_gate":
+        NeuralMemory.__call__ = no_gate
     try:
         yield
     finally:
-        MACMixer._segment = _ORIGINAL
+        NeuralMemory.retrieve, NeuralMemory.__call__ = retrieve, call
 
 
 def _batch(context: int, n: int, value_kind: str):

@@ -1,7 +1,7 @@
 """``benchmarks/mac_paths.py``: cutting one of MAC's two memory reads off from what earlier segments stored.
 
 In the first segment nothing is stored yet, so every mode equals the trained model there; after it each cut read
-changes the output, and the original ``MACMixer._segment`` is back once the ablation ends.
+changes the output, and ``NeuralMemory``'s own methods are back once the ablation ends.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from benchmark_scripts import benchmark_script
-from titans_attention.mixers import MACMixer
+from titans_memory import NeuralMemory
 from titans_train.tasks.niah import decode_tokens
 from variants_utils import tiny
 
@@ -25,6 +25,7 @@ def _logits(model, toks, mode):
 
 @pytest.mark.parametrize("mode", ["no_h", "no_gate"])
 def test_a_cut_read_changes_only_what_follows_the_first_segment(mode):
+    methods = (NeuralMemory.retrieve, NeuralMemory.__call__)
     model = tiny("mac", layers=1, mac_write="x")
     toks = jax.random.randint(jax.random.key(0), (2, 12), 0, 32)  # three segments of 4
     intact, cut = _logits(model, toks, "intact"), _logits(model, toks, mode)
@@ -32,7 +33,7 @@ def test_a_cut_read_changes_only_what_follows_the_first_segment(mode):
     assert np.max(np.abs(intact - np.asarray(model(toks)))) / scale < 1e-5  # "intact": the model as it is (eager)
     assert np.max(np.abs(cut[:, :4] - intact[:, :4])) / scale < 1e-6  # nothing stored before segment 1
     assert np.max(np.abs(cut[:, 4:] - intact[:, 4:])) / scale > 1e-4  # the stored memory mattered after it
-    assert MACMixer._segment is mac_paths._ORIGINAL
+    assert (NeuralMemory.retrieve, NeuralMemory.__call__) == methods  # restored once the ablation ends
 
 
 def test_batch_puts_each_answer_after_its_prompt_and_pads_with_zeros():
